@@ -1,0 +1,53 @@
+# dlcourse developer commands. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# The real data sets beside the project (CI, this workplace); elsewhere MNIST downloads to data/.
+export DLCOURSE_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast smoke lint format typecheck bench clean
+
+help:  ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install dlcourse with its dev tools
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+	touch $(STAMP)
+
+run: install  ## train the MNIST CNN (the main job) and print where the run went
+	$(BIN)/dlcourse train configs/mnist_cnn.yaml
+
+test: install  ## run the whole test suite (real data included when DLCOURSE_DATA_DIR is set)
+	$(BIN)/python -m pytest
+
+test-fast: install  ## the tests without the slow ones
+	$(BIN)/python -m pytest -m "not slow"
+
+smoke: install  ## every shipped config for one short epoch
+	for config in configs/*.yaml; do \
+	  $(BIN)/dlcourse train $$config --runs-dir /tmp/dlcourse-smoke --set train.epochs=1 --set data.limit=500 || exit 1; \
+	done
+
+lint: install  ## ruff: lint and check formatting
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install  ## ruff: fix what can be fixed, format
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: install  ## mypy on the package
+	$(BIN)/mypy dlcourse
+
+bench: install  ## time dlcourse against hand-written loops (see bench/)
+	$(BIN)/python bench/run.py
+
+clean:  ## remove caches and smoke runs (not .venv, not runs/)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache /tmp/dlcourse-smoke
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

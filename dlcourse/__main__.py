@@ -1,0 +1,5 @@
+"""`python -m dlcourse` is the same program as `dlcourse`."""
+
+from dlcourse.cli import main
+
+main()

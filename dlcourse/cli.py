@@ -1,0 +1,145 @@
+"""The `dlcourse` command line: argument parsing only.
+
+Each command parses its arguments, loads what it needs and calls one library function. Heavy
+modules (torch above all, 2 s to import) are imported inside the commands that use them, so
+`dlcourse --help` and `dlcourse config validate` answer at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+app = typer.Typer(
+    help="Train and inspect the models of an introductory deep-learning course.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Check a config, or print it fully resolved.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+_debug = False
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigArg = Annotated[
+    Path, typer.Argument(exists=True, dir_okay=False, help="The experiment config (YAML).")
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", metavar="KEY=VALUE", help="Override a config key, e.g. optim.lr=0.01."
+    ),
+]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of unexpected errors.")
+    ] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
+def cli_errors(command: F) -> F:
+    """Report dlcourse's errors as one message and their exit code, never as a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from dlcourse.errors import DlcourseError
+
+        try:
+            return command(*args, **kwargs)
+        except DlcourseError as exc:
+            typer.echo(f"error: {exc}" if exc.exit_code == 2 else str(exc), err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if _debug:
+                traceback.print_exc()
+            typer.echo(
+                f"internal error: {type(exc).__name__}: {exc}\n"
+                "This is a bug in dlcourse; run again with --debug for the traceback.",
+                err=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _data_dir(option: Path | None) -> Path:
+    return option or Path(os.environ.get("DLCOURSE_DATA_DIR") or "data")
+
+
+@app.command()
+@cli_errors
+def train(
+    config: ConfigArg,
+    set_: SetOption = None,
+    name: Annotated[str | None, typer.Option(help="Run name (default: the config's name).")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders are created.")] = Path("runs"),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Data folder (default: $DLCOURSE_DATA_DIR, else data/)."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu or cuda (default: the config's device).")
+    ] = None,
+) -> None:
+    """Train the model a config describes; results go to a new run folder."""
+    from rich.console import Console
+
+    from dlcourse.config import load_config
+
+    overrides = list(set_ or [])
+    if name is not None:
+        overrides.append(f"name={json.dumps(name)}")  # quoted: a name is always a string
+    if device is not None:
+        overrides.append(f"device={json.dumps(device)}")
+    cfg = load_config(config, overrides)
+
+    from dlcourse import train as training
+
+    training.run(
+        cfg, runs_dir=runs_dir, data_dir=_data_dir(data_dir), console=Console(soft_wrap=True)
+    )
+
+
+@config_app.command("validate")
+@cli_errors
+def config_validate(config: ConfigArg, set_: SetOption = None) -> None:
+    """Check a config; print every problem as `key: message` (exit 2 when there is one)."""
+    from dlcourse.config import load_config
+
+    cfg = load_config(config, set_ or [])
+    typer.echo(f"{config}: valid ({cfg.task}, {cfg.train.epochs} epochs, {cfg.optim.name})")
+
+
+@config_app.command("show")
+@cli_errors
+def config_show(config: ConfigArg, set_: SetOption = None) -> None:
+    """Print the config with every default filled in and the overrides applied."""
+    from dlcourse.config import dump_config, load_config
+
+    typer.echo(dump_config(load_config(config, set_ or [])), nl=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # outside a command, e.g. while importing
+        sys.exit(130)

@@ -1,0 +1,547 @@
+"""The experiment config: one typed tree, read from YAML, with `--set KEY=VALUE` overrides.
+
+`load_config(path, overrides)` is the only way in. It reads the file with `yaml.safe_load`,
+refuses duplicate keys, applies the overrides, validates everything with pydantic (unknown keys
+are errors) and, on failure, raises one `ConfigError` listing every problem as
+`dotted.key (line N): message`. Task-dependent defaults (split, layer sizes) are filled in
+here, so the resolved config that `dlcourse config show` prints and the run folder stores is
+complete. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dlcourse.errors import ConfigError, UserError
+from dlcourse.tasks import TASKS
+
+TaskName = Literal["mnist", "churn", "transactions"]
+ActivationName = Literal["identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu"]
+OptimizerName = Literal[
+    "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad", "adadelta"
+]
+InitName = Literal["default", "xavier", "kaiming", "normal"]
+ScheduleName = Literal["none", "step", "cosine", "plateau", "onecycle"]
+SECTIONS = ("name", "task", "seed", "device", "data", "model", "optim", "regularization",
+            "train", "logging")  # fmt: skip
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo must never be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Split(_Section):
+    """Fractions of the examples in each split; they must sum to 1."""
+
+    train: float = Field(gt=0, le=1, description="fraction of the examples used for training")
+    dev: float = Field(
+        0.0, ge=0, lt=1, description="fraction held out to pick the epoch and tune (validation)"
+    )
+    test: float = Field(0.0, ge=0, lt=1, description="fraction held out for the final report")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> Split:
+        total = self.train + self.dev + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"data.split: train + dev + test must sum to 1, got "
+                f"{self.train:g} + {self.dev:g} + {self.test:g} = {total:g}"
+            )
+        return self
+
+
+class Augment(_Section):
+    """Random transformations of each training image, applied batch-wise on the device."""
+
+    shift: int = Field(0, ge=0, le=8, description="translate by up to this many pixels")
+    rotate: float = Field(0.0, ge=0, le=45, description="rotate by up to this many degrees")
+
+
+class Data(_Section):
+    path: str | None = Field(
+        None, description="churn: the CSV file (default <data_dir>/churn/Churn_Modelling.csv)"
+    )
+    split: Split | None = Field(
+        None, description="train/dev/test fractions (default by task, e.g. 0.6/0.2/0.2)"
+    )
+    limit: int | None = Field(
+        None, ge=1, description="use only the first N examples of each source (tiny runs)"
+    )
+    n_samples: int | None = Field(
+        None, ge=10, le=10_000_000, description="transactions: examples to generate (2000)"
+    )
+    noise: float | None = Field(
+        None,
+        ge=0,
+        description="transactions: std of the noise on the target (default: best R^2 is 0.98)",
+    )
+    augment: Augment | None = Field(None, description="mnist: data augmentation of training images")
+
+
+class ConvBlock(_Section):
+    """conv (same padding) -> [batch norm] -> activation -> [pool 2x2]."""
+
+    channels: int = Field(ge=1, le=1024, description="output channels (feature maps)")
+    kernel: int = Field(3, ge=1, le=11, description="kernel size (odd sizes keep the image size)")
+    batch_norm: bool = Field(True, description="batch normalization after the convolution")
+    pool: Literal["max", "avg", "none"] = Field("max", description="2x2 pooling after the block")
+
+
+class Model(_Section):
+    conv: list[ConvBlock] | None = Field(
+        None, description="mnist: the convolution blocks, in order (default two blocks, 16 and 32)"
+    )
+    hidden: list[int] | None = Field(
+        None, description="sizes of the hidden fully-connected layers (default by task)"
+    )
+    activation: ActivationName = Field("relu", description="non-linearity of every hidden layer")
+    leaky_slope: float = Field(0.01, gt=0, lt=1, description="leaky_relu: slope for x < 0")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="drop probability (1 - keep_prob) after each hidden FC layer"
+    )
+    init: InitName = Field("default", description="weight initialization (biases start at 0)")
+    init_std: float = Field(0.01, gt=0, description="init: normal: std of the weights")
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_sizes(cls, sizes: list[int] | None) -> list[int] | None:
+        if sizes is not None and any(size < 1 for size in sizes):
+            raise ValueError(f"model.hidden: layer sizes must be >= 1, got {sizes}")
+        return sizes
+
+
+class Schedule(_Section):
+    name: ScheduleName = Field("none", description="learning-rate schedule")
+    step_size: int = Field(10, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0, lt=1, description="step/plateau: factor applied to the lr")
+    patience: int = Field(3, ge=0, description="plateau: epochs without dev improvement")
+    min_lr: float = Field(0.0, ge=0, description="cosine/plateau: lowest learning rate")
+    pct_start: float = Field(
+        0.25, gt=0, lt=1, description="onecycle: fraction of the steps spent warming up"
+    )
+
+
+# The options each optimizer reads; setting another one is an error rather than silently ignored.
+OPTIMIZER_OPTIONS: dict[str, frozenset[str]] = {
+    "sgd": frozenset(),
+    "momentum": frozenset({"momentum"}),
+    "nesterov": frozenset({"momentum"}),
+    "rmsprop": frozenset({"alpha", "momentum", "eps"}),
+    "adam": frozenset({"betas", "eps"}),
+    "adamw": frozenset({"betas", "eps"}),
+    "adagrad": frozenset({"eps"}),
+    "adadelta": frozenset({"rho", "eps"}),
+}
+
+
+class Optim(_Section):
+    name: OptimizerName = Field("adam", description="the optimizer")
+    lr: float = Field(1e-3, gt=0, le=1e6, description="learning rate")
+    momentum: float = Field(
+        0.9, ge=0, lt=1, description="momentum/nesterov/rmsprop: momentum (beta)"
+    )
+    betas: tuple[float, float] = Field(
+        (0.9, 0.999), description="adam/adamw: decay of the first and second moment estimates"
+    )
+    alpha: float = Field(0.99, gt=0, lt=1, description="rmsprop: decay of the squared gradients")
+    rho: float = Field(0.9, gt=0, lt=1, description="adadelta: decay of the running averages")
+    eps: float = Field(1e-8, gt=0, description="term added to denominators for stability")
+    weight_decay: float = Field(
+        0.0, ge=0, description="decoupled (adamw) or coupled weight decay of the optimizer"
+    )
+    schedule: Schedule = Field(default_factory=Schedule, description="learning-rate schedule")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= beta < 1 for beta in betas):
+            raise ValueError(f"optim.betas: each beta must be in [0, 1), got {list(betas)}")
+        return betas
+
+    @model_validator(mode="after")
+    def _options_apply(self) -> Optim:
+        unused = {"momentum", "betas", "alpha", "rho", "eps"} - OPTIMIZER_OPTIONS[self.name]
+        for key in sorted(unused & self.model_fields_set):
+            users = sorted(name for name, keys in OPTIMIZER_OPTIONS.items() if key in keys)
+            raise ValueError(
+                f"optim.{key}: the {self.name!r} optimizer has no {key}; "
+                f"it is used by {', '.join(users)}"
+            )
+        return self
+
+
+class Regularization(_Section):
+    l2: float = Field(0.0, ge=0, description="lambda of the penalty lambda/(2m) * sum of W^2")
+    l1: float = Field(0.0, ge=0, description="lambda of the penalty lambda/(2m) * sum of |W|")
+
+
+class EarlyStopping(_Section):
+    monitor: str = Field(
+        "loss", description="dev metric that picks the best epoch (loss, accuracy, f1, r2, ...)"
+    )
+    patience: int | None = Field(
+        None, ge=1, description="stop after this many epochs without improvement (null: never)"
+    )
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as improvement")
+
+
+class Train(_Section):
+    epochs: int = Field(10, ge=1, le=100_000, description="passes over the training split")
+    batch_size: int | Literal["full"] = Field(
+        32, description="examples per step: 1 is stochastic GD, 'full' is batch GD"
+    )
+    shuffle: bool = Field(True, description="shuffle the training examples every epoch")
+    early_stopping: EarlyStopping = Field(
+        default_factory=EarlyStopping, description="best-epoch selection and early stopping"
+    )
+    pos_weight: float | None = Field(
+        None, gt=0, description="churn: weight of the positive class in the loss"
+    )
+    compile: bool = Field(False, description="compile the train step (torch.compile)")
+    threads: int | None = Field(
+        None, ge=1, le=256, description="CPU threads for torch (default: all cores)"
+    )
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, value: Any) -> Any:
+        if value == "full" or (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        ):
+            return value
+        raise ValueError(f"train.batch_size: must be a positive integer or 'full', got {value!r}")
+
+
+class Logging(_Section):
+    tensorboard: bool = Field(True, description="write TensorBoard event files to the run's tb/")
+    insight: bool = Field(True, description="log activations, weights and gradients of every layer")
+    insight_every: int = Field(1, ge=1, description="log insight every N epochs")
+    progress: bool = Field(True, description="show a progress bar while training")
+
+
+class Config(_Section):
+    name: str = Field(
+        "run", min_length=1, max_length=100, description="run name: the run folder's prefix"
+    )
+    task: TaskName = Field(description="mnist, churn or transactions")
+    seed: int = Field(0, ge=0, description="seed of every random number: same seed, same run")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto uses CUDA when available"
+    )
+    data: Data = Field(default_factory=Data, description="where the data comes from and its split")
+    model: Model = Field(default_factory=Model, description="the network")
+    optim: Optim = Field(default_factory=Optim, description="the optimizer and its schedule")
+    regularization: Regularization = Field(
+        default_factory=Regularization, description="penalties on the weights"
+    )
+    train: Train = Field(default_factory=Train, description="the training loop")
+    logging: Logging = Field(default_factory=Logging, description="what is logged")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not _RUN_NAME.match(name) or ".." in name:
+            raise ValueError(
+                f"name: {name!r} is not a safe run-folder name; use letters, digits, '.', '_' "
+                "and '-' (no '/', '..' or absolute paths)"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _fit_task(self) -> Config:
+        problems = _task_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
+        _fill_task_defaults(self)
+        return self
+
+    @property
+    def split(self) -> Split:
+        assert self.data.split is not None  # filled in by _fill_task_defaults
+        return self.data.split
+
+
+def _task_problems(cfg: Config) -> list[str]:
+    """Cross-section checks: keys that do not fit the task. Each names the key it is about."""
+    task, data, problems = cfg.task, cfg.data, []
+    only = {
+        "data.path": ("churn", data.path),
+        "data.n_samples": ("transactions", data.n_samples),
+        "data.noise": ("transactions", data.noise),
+        "data.augment": ("mnist", data.augment),
+        "model.conv": ("mnist", cfg.model.conv),
+        "train.pos_weight": ("churn", cfg.train.pos_weight),
+    }
+    for key, (owner, value) in only.items():
+        if value is not None and task != owner:
+            problems.append(f"{key}: only the {owner} task uses it (this config's task is {task})")
+    if task == "mnist" and data.split is not None and data.split.test != 0:
+        problems.append(
+            "data.split.test: MNIST's test split is its official 10,000 test images; "
+            "set it to 0 and divide the 60,000 training images into train and dev"
+        )
+    metrics = TASKS[task].metrics
+    stopping = cfg.train.early_stopping
+    if stopping.monitor not in metrics:
+        problems.append(
+            f"train.early_stopping.monitor: {stopping.monitor!r} is not a metric of the "
+            f"{task} task; choose one of {', '.join(metrics)}"
+        )
+    split = data.split
+    dev_fraction = split.dev if split is not None else TASKS[task].default_split[1]
+    if stopping.patience is not None and dev_fraction == 0:
+        problems.append(
+            "train.early_stopping.patience: early stopping watches the dev split, "
+            "but data.split.dev is 0"
+        )
+    if cfg.model.conv is not None and len(cfg.model.conv) == 0:
+        problems.append("model.conv: a CNN needs at least one conv block")
+    return problems
+
+
+_DEFAULT_CONV = [ConvBlock(channels=16), ConvBlock(channels=32)]
+_DEFAULT_HIDDEN = {"mnist": [128], "churn": [32, 16], "transactions": [16, 16]}
+
+
+def _fill_task_defaults(cfg: Config) -> None:
+    if cfg.data.split is None:
+        train, dev, test = TASKS[cfg.task].default_split
+        cfg.data.split = Split(train=train, dev=dev, test=test)
+    if cfg.model.hidden is None:
+        cfg.model.hidden = list(_DEFAULT_HIDDEN[cfg.task])
+    if cfg.task == "mnist":
+        if cfg.model.conv is None:
+            cfg.model.conv = [block.model_copy() for block in _DEFAULT_CONV]
+        if cfg.data.augment is None:
+            cfg.data.augment = Augment()
+    if cfg.task == "transactions" and cfg.data.n_samples is None:
+        cfg.data.n_samples = 2000
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read, override and validate a config file; raise ConfigError naming every problem."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{source}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{source}: cannot read the config file ({exc})") from None
+    data, lines = _parse_yaml(text, source)
+    overridden = apply_overrides(data, overrides, source)
+    return validate_config(data, source, lines=lines, overridden=overridden)
+
+
+def validate_config(
+    data: dict[str, Any],
+    source: str = "<config>",
+    *,
+    lines: dict[tuple[Any, ...], int] | None = None,
+    overridden: set[tuple[Any, ...]] | None = None,
+) -> Config:
+    """Validate a config mapping (from YAML or a run's config.yaml) into a Config."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = _describe_errors(exc, lines or {}, overridden or set())
+        raise ConfigError(source, problems) from None
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML, in section order, without keys that do not apply to it.
+
+    Unset optional keys and the options the chosen optimizer does not read are left out, so
+    the dump validates again as it is (run folders store it and `--resume` reloads it).
+    """
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    for key in {"momentum", "betas", "alpha", "rho", "eps"} - OPTIMIZER_OPTIONS[cfg.optim.name]:
+        del data["optim"][key]
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
+    """safe_load the text; also map every key path to its line and refuse duplicate keys."""
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        where = f"{source}:{mark.line + 1}" if mark else source
+        tag = re.search(r"tag '([^']*)'", str(exc.problem))
+        raise UserError(
+            f"{where}: unsupported YAML tag {tag.group(1) if tag else ''} "
+            "(configs are plain YAML; tags that build Python objects are refused)"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark:
+            problem += f" ({context} started on line {context_mark.line + 1})"
+        raise UserError(f"{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        raise UserError(f"{source}: the config is empty; it needs at least 'task'")
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{source}: a config must be a mapping of sections ({', '.join(SECTIONS)}), "
+            f"not a {type(data).__name__}"
+        )
+    lines: dict[tuple[Any, ...], int] = {}
+    duplicates: list[tuple[str, str]] = []
+    _walk_nodes(root, (), lines, duplicates)
+    if duplicates:
+        raise ConfigError(source, duplicates)
+    return data, lines
+
+
+def _walk_nodes(
+    node: yaml.Node,
+    path: tuple[Any, ...],
+    lines: dict[tuple[Any, ...], int],
+    duplicates: list[tuple[str, str]],
+) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key_path = (*path, key_node.value)
+            line = key_node.start_mark.line + 1
+            if key_path in lines:
+                first = lines[key_path]
+                message = f"duplicate key on line {line}; first given on line {first}"
+                duplicates.append((_dotted(key_path), f"{message} (YAML keeps only one of them)"))
+            lines[key_path] = line
+            _walk_nodes(value_node, key_path, lines, duplicates)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*path, index)] = item.start_mark.line + 1
+            _walk_nodes(item, (*path, index), lines, duplicates)
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str = "--set"
+) -> set[tuple[Any, ...]]:
+    """Apply `KEY=VALUE` overrides in place (VALUE parsed as YAML); return the paths set."""
+    overridden: set[tuple[Any, ...]] = set()
+    for expression in overrides:
+        key, sep, raw = expression.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(re.fullmatch(r"\w+", part) for part in parts):
+            raise UserError(
+                f"--set {expression!r}: expected KEY=VALUE with a dotted key, "
+                "e.g. --set optim.lr=0.01"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {expression!r}: the value is not valid YAML ({exc})") from None
+        path = tuple(int(part) if part.isdigit() else part for part in parts)
+        node: Any = data
+        for depth, part in enumerate(path[:-1]):
+            if isinstance(node, dict):
+                node = node.setdefault(part, {})
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            else:
+                raise UserError(
+                    f"--set {expression!r}: {_dotted(path[: depth + 1])} is not a section "
+                    "that has keys"
+                )
+        if node is None or not isinstance(node, dict | list):
+            raise UserError(f"--set {expression!r}: {_dotted(path[:-1])} has no keys to set")
+        if isinstance(node, list) and (not isinstance(path[-1], int) or path[-1] >= len(node)):
+            raise UserError(f"--set {expression!r}: no item {path[-1]} in {_dotted(path[:-1])}")
+        node[path[-1]] = value
+        overridden.add(path)
+    return overridden
+
+
+# --------------------------------------------------------------------------- error messages
+
+_KEYED_MESSAGE = re.compile(rf"^((?:{'|'.join(SECTIONS)})(?:\.\w+)*): (.+)$", re.DOTALL)
+
+
+def _describe_errors(
+    exc: ValidationError, lines: dict[tuple[Any, ...], int], overridden: set[tuple[Any, ...]]
+) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = _unknown_key_message(loc)
+        if error["type"] == "missing" and loc == ("task",):
+            message = f"missing; choose one of {', '.join(TASKS)}"
+        # Validators name the key they are about ("optim.momentum: ..."), one problem per line.
+        for part in message.split("\n"):
+            keyed = _KEYED_MESSAGE.match(part)
+            key_path = tuple(keyed.group(1).split(".")) if keyed else loc
+            text = keyed.group(2) if keyed else part
+            problems.append((_locate(key_path, lines, overridden), text))
+    return problems
+
+
+def _locate(
+    path: tuple[Any, ...], lines: dict[tuple[Any, ...], int], overridden: set[tuple[Any, ...]]
+) -> str:
+    """`dotted.key (line N)`, or `(from --set)`; the nearest enclosing key gives the line."""
+    key = _dotted(path)
+    if any(path[: len(set_path)] == set_path for set_path in overridden):
+        return f"{key} (from the command line)"
+    for end in range(len(path), 0, -1):
+        if path[:end] in lines:
+            return f"{key} (line {lines[path[:end]]})"
+    return key
+
+
+def _unknown_key_message(loc: tuple[Any, ...]) -> str:
+    section = _section_model(loc[:-1])
+    if section is None:
+        return "unknown key"
+    known = list(section.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key; {hint}known keys: {', '.join(known)}"
+
+
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model found at a location of the config tree (None if there is none)."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list of sections, e.g. model.conv.0
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        nested = [arg for arg in _flatten_types(field.annotation) if _is_model(arg)]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def _flatten_types(annotation: Any) -> list[Any]:
+    args = get_args(annotation)
+    if not args:
+        return [annotation]
+    return [flat for arg in args for flat in _flatten_types(arg)]
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in path)

@@ -1,0 +1,1 @@
+"""Seeing what the network does: TensorBoard logging and pictures of activations."""

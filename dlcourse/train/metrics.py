@@ -1,0 +1,137 @@
+"""Losses and metrics of the three kinds of task, computed on whole tensors on the device.
+
+Metrics are written out here rather than taken from scikit-learn or torchmetrics: each is a few
+lines of tensor code, and this keeps a 100 MB dependency (and a host copy) off the training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def loss_function(kind: str, pos_weight: float | None = None) -> LossFn:
+    """The mean loss of a batch: outputs (B, C) or (B, 1) against targets (B,)."""
+    if kind == "multiclass":
+        return F.cross_entropy  # softmax + negative log-likelihood
+    if kind == "binary":
+        weight = None if pos_weight is None else torch.tensor(pos_weight)
+
+        def binary_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            w = None if weight is None else weight.to(outputs.device)
+            return F.binary_cross_entropy_with_logits(outputs.squeeze(1), targets, pos_weight=w)
+
+        return binary_cross_entropy  # sigmoid + cross-entropy, in one stable step
+    if kind == "regression":
+
+        def squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return 0.5 * F.mse_loss(outputs.squeeze(1), targets)  # mean of 1/2 (y - t)^2
+
+        return squared_error
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def predictions(kind: str, outputs: torch.Tensor) -> torch.Tensor:
+    """Class indices (classification) or values (regression) from the network's outputs."""
+    if kind == "multiclass":
+        return outputs.argmax(1)
+    if kind == "binary":
+        return (outputs.squeeze(1) > 0).long()  # logit > 0 <=> probability > 0.5
+    return outputs.squeeze(1)
+
+
+def probabilities(kind: str, outputs: torch.Tensor) -> torch.Tensor:
+    if kind == "multiclass":
+        return outputs.softmax(1)
+    if kind == "binary":
+        return outputs.squeeze(1).sigmoid()
+    raise ValueError("a regression has no probabilities")
+
+
+def correct_count(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """How many predictions are right, as a 0-d tensor (no host sync)."""
+    return (predictions(kind, outputs) == targets.long()).sum()
+
+
+def compute_metrics(
+    kind: str, outputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn
+) -> dict[str, float | None]:
+    """Every metric of the task kind (tasks.TASKS), as Python numbers; None where undefined."""
+    metrics: dict[str, float | None] = {"loss": float(loss_fn(outputs, targets))}
+    if kind == "multiclass":
+        metrics["accuracy"] = _ratio(correct_count(kind, outputs, targets), len(targets))
+    elif kind == "binary":
+        metrics.update(binary_metrics(predictions(kind, outputs), targets.long()))
+        metrics["roc_auc"] = roc_auc(outputs.squeeze(1), targets)
+    else:
+        metrics.update(regression_metrics(outputs.squeeze(1), targets))
+    return metrics
+
+
+def binary_metrics(predicted: torch.Tensor, targets: torch.Tensor) -> dict[str, float | None]:
+    true_pos = int(((predicted == 1) & (targets == 1)).sum())
+    predicted_pos, actual_pos = int(predicted.sum()), int(targets.sum())
+    precision = _ratio(true_pos, predicted_pos)
+    recall = _ratio(true_pos, actual_pos)
+    f1 = None
+    if precision is not None and recall is not None:
+        f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return {
+        "accuracy": _ratio(int((predicted == targets).sum()), len(targets)),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+    }
+
+
+def roc_auc(scores: torch.Tensor, targets: torch.Tensor) -> float | None:
+    """Area under the ROC curve: the chance that a random positive outranks a random negative.
+
+    Computed from ranks (Mann-Whitney U), ties counted as half; None with only one class.
+    """
+    positive = targets.flatten() > 0.5
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    scores = scores.flatten().double()
+    order = scores.argsort()
+    sorted_scores = scores[order]
+    _, inverse, counts = torch.unique_consecutive(
+        sorted_scores, return_inverse=True, return_counts=True
+    )
+    # Average 1-based rank of each run of equal scores.
+    ends = counts.cumsum(0).double()
+    average_rank = ends - (counts.double() - 1) / 2
+    ranks = torch.empty_like(scores)
+    ranks[order] = average_rank[inverse]
+    rank_sum = float(ranks[positive].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def regression_metrics(predicted: torch.Tensor, targets: torch.Tensor) -> dict[str, float | None]:
+    error = predicted - targets
+    variance = float(((targets - targets.mean()) ** 2).sum())
+    sse = float((error**2).sum())
+    return {
+        "rmse": float(error.pow(2).mean().sqrt()),
+        "mae": float(error.abs().mean()),
+        "r2": None if variance == 0 else 1 - sse / variance,
+    }
+
+
+def confusion_matrix(
+    kind: str, outputs: torch.Tensor, targets: torch.Tensor, n_classes: int
+) -> list[list[int]]:
+    """Counts [true class][predicted class]."""
+    predicted = predictions(kind, outputs)
+    pairs = targets.long() * n_classes + predicted
+    counts = torch.bincount(pairs, minlength=n_classes * n_classes)
+    return counts.view(n_classes, n_classes).tolist()
+
+
+def _ratio(numerator: torch.Tensor | int, denominator: int) -> float | None:
+    return None if denominator == 0 else float(numerator) / denominator

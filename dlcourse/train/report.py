@@ -1,0 +1,123 @@
+"""What the user sees while training: a progress bar, one line per epoch, a final table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from dlcourse.train.trainer import Callback, Trainer
+
+PERCENT = {"accuracy", "precision", "recall", "f1"}
+SHORT = {"accuracy": "acc", "precision": "prec", "recall": "rec", "roc_auc": "auc"}
+
+
+def format_metric(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if name in PERCENT:
+        return f"{100 * value:.2f}%"
+    return f"{value:.4f}"
+
+
+def format_metrics(metrics: dict[str, float | None]) -> str:
+    return "  ".join(f"{SHORT.get(k, k)} {format_metric(k, v)}" for k, v in metrics.items())
+
+
+class ConsoleReporter(Callback):
+    """Rich progress (epochs and batches, loss, ETA), an epoch line each epoch, a final table."""
+
+    def __init__(self, console: Console, show_progress: bool = True):
+        self.console = console
+        self.show_progress = show_progress
+        self.progress: Progress | None = None
+        self.epochs: TaskID | None = None
+        self.batches: TaskID | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if not self.show_progress:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        total = trainer.cfg.train.epochs
+        self.epochs = self.progress.add_task(
+            "epochs", total=total, completed=trainer.epoch, loss=""
+        )
+        self.batches = self.progress.add_task(
+            f"epoch {trainer.epoch + 1}", total=trainer.steps_per_epoch, loss=""
+        )
+        self.progress.start()
+
+    def on_sync(self, trainer: Trainer, batch: int) -> None:
+        if self.progress is None or self.batches is None:
+            return
+        done = trainer.batch_losses[:batch]
+        loss = float((done * trainer.batch_sizes[:batch]).sum() / trainer.batch_sizes[:batch].sum())
+        self.progress.update(self.batches, completed=batch, loss=f"loss {loss:.4f}")
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        epochs = trainer.cfg.train.epochs
+        width = len(str(epochs))
+        line = f"epoch {row['epoch']:>{width}}/{epochs}  train {format_metrics(row['train'])}"
+        if row["dev"] is not None:
+            line += f"  | dev {format_metrics(row['dev'])}"
+        line += f"  | lr {row['lr']:.2e}  {row['seconds']:.1f}s"
+        if row["best"] and row["dev"] is not None:
+            line += "  [green]*best[/green]"
+        self.console.print(line, highlight=False)
+        if self.progress is not None and self.epochs is not None and self.batches is not None:
+            self.progress.update(self.epochs, completed=row["epoch"])
+            self.progress.reset(self.batches, description=f"epoch {row['epoch'] + 1}")
+            self.progress.update(self.batches, total=trainer.steps_per_epoch, loss="")
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        self.stop()
+        self.console.print(summary_table(summary))
+        stop = summary["stop_reason"]
+        best = summary["best_epoch"]
+        note = {
+            "completed": f"trained {summary['epochs_run']} epochs; weights of epoch {best} kept",
+            "early_stopping": f"stopped early after epoch {summary['epochs_run']}: no dev "
+            f"improvement in {trainer.cfg.train.early_stopping.patience} epochs; weights of "
+            f"epoch {best} kept",
+            "diverged": "diverged; the table shows the best weights before it",
+            "interrupted": "interrupted",
+        }.get(stop, stop)
+        self.console.print(f"{note} ({summary['seconds']:.1f}s)", highlight=False)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """train/dev/test rows by metric columns."""
+    rows = {name: summary.get(name) for name in ("train", "dev", "test") if summary.get(name)}
+    metric_names = next(iter(rows.values())).keys() if rows else []
+    table = Table(title=f"best epoch {summary['best_epoch']}")
+    table.add_column("split")
+    for name in metric_names:
+        table.add_column(name, justify="right")
+    for split, metrics in rows.items():
+        table.add_row(split, *(format_metric(k, metrics[k]) for k in metric_names))
+    return table

@@ -1,0 +1,344 @@
+"""The training loop: epochs of mini-batch gradient descent, evaluation on dev, checkpoints.
+
+The whole data set lives on the device as tensors and batches are taken by indexing, so an
+epoch runs no per-sample Python. The loop never waits on the device per step: batch losses are
+written into a device buffer and read back a few times a second (for the progress display and
+the divergence check) and once per epoch.
+
+Everything else (progress display, TensorBoard, insight) plugs in through `Callback`s.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlcourse.config import Config
+from dlcourse.data import TaskData
+from dlcourse.data.augment import augment_images
+from dlcourse.errors import DivergedError
+from dlcourse.runs import RunFolder
+from dlcourse.train.checkpoint import save_checkpoint
+from dlcourse.train.early_stopping import EarlyStopping
+from dlcourse.train.metrics import compute_metrics, confusion_matrix, correct_count, loss_function
+from dlcourse.train.optim import PER_BATCH, build_optimizer, build_scheduler
+from dlcourse.train.regularization import penalty, weight_parameters
+
+EVAL_BATCH = 2048  # examples per forward pass when evaluating
+SYNC_SECONDS = 0.2  # how often the loop reads losses back from the device mid-epoch
+
+
+class Callback:
+    """Hooks the trainer calls at fixed points; override the ones you need."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_sync(self, trainer: Trainer, batch: int) -> None:
+        """A few times a second mid-epoch; `batch` batches of this epoch are done."""
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None: ...
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None: ...
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: Config,
+        data: TaskData,
+        model: nn.Module,
+        *,
+        device: torch.device,
+        run: RunFolder | None = None,
+        callbacks: Sequence[Callback] = (),
+    ):
+        self.cfg, self.data, self.model, self.device, self.run = cfg, data, model, device, run
+        self.callbacks = list(callbacks)
+        self.loss_fn = loss_function(data.kind, cfg.train.pos_weight)
+        self.optimizer = build_optimizer(cfg.optim, model)
+        n_train = len(data.splits["train"])
+        size = cfg.train.batch_size
+        self.batch_size = n_train if size == "full" else min(int(size), n_train)
+        self.steps_per_epoch = math.ceil(n_train / self.batch_size)
+        self.scheduler = build_scheduler(
+            cfg.optim.schedule, self.optimizer, cfg.train.epochs, self.steps_per_epoch, cfg.optim.lr
+        )
+        stopping = cfg.train.early_stopping
+        self.stopper = EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
+        self.weights = weight_parameters(model)
+        self.regularized = bool(cfg.regularization.l1 or cfg.regularization.l2) and self.weights
+        self.augment = cfg.data.augment if cfg.data.augment and _augments(cfg) else None
+        # Images in channels-last layout run the CPU's convolutions about 30% faster.
+        self.channels_last = bool(cfg.model.conv)
+        self.data_generator = torch.Generator().manual_seed(cfg.seed)  # order, augmentation
+        self.epoch = 0  # epochs completed
+        self.global_step = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.batch_losses = torch.zeros(self.steps_per_epoch, device=device)
+        self.batch_sizes = torch.zeros(self.steps_per_epoch, device=device)
+        self.history: list[dict[str, Any]] = []
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> dict[str, Any]:
+        """Train for the configured epochs (or until early stopping); return the summary."""
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
+        stop_reason = "completed"
+        try:
+            while self.epoch < self.cfg.train.epochs:
+                self.run_epoch()
+                if self.stopper.should_stop:
+                    stop_reason = "early_stopping"
+                    break
+        except DivergedError:
+            self.finish("diverged")
+            raise
+        return self.finish(stop_reason)
+
+    def run_epoch(self) -> dict[str, Any]:
+        """One epoch: train, evaluate on dev, keep the best weights, checkpoint, report."""
+        started = time.perf_counter()
+        train = self.train_one_epoch()
+        dev = self.evaluate("dev") if "dev" in self.data.splits else None
+        self.epoch += 1
+        improved = self.track_best(dev)
+        self.step_scheduler_per_epoch(dev)
+        row = {
+            "epoch": self.epoch,
+            "train": train,
+            "dev": dev,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - started, 3),
+            "best": improved,
+        }
+        self.save_checkpoints(improved)
+        self.history.append(row)
+        if self.run:
+            self.run.append_metrics(row)
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, row)
+        return row
+
+    def train_one_epoch(self) -> dict[str, float]:
+        self.model.train()
+        train = self.data.splits["train"]
+        self.batch_losses.zero_()
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        penalties = torch.zeros((), device=self.device)
+        last_sync = time.perf_counter()
+        for batch, rows in enumerate(self.epoch_order(len(train)).split(self.batch_size)):
+            x, y = self.batch(train.x, train.y, rows)
+            loss, outputs, penalty_value = self.train_step(x, y)
+            self.batch_losses[batch] = loss
+            self.batch_sizes[batch] = len(y)
+            if self.data.kind != "regression":
+                correct += correct_count(self.data.kind, outputs, y)
+            if self.regularized:
+                penalties += penalty_value
+            if time.perf_counter() - last_sync > SYNC_SECONDS:  # one host sync per interval
+                self.check_finite(batch + 1)
+                for callback in self.callbacks:
+                    callback.on_sync(self, batch + 1)
+                last_sync = time.perf_counter()
+        self.check_finite(self.steps_per_epoch)
+        mean_loss = float((self.batch_losses * self.batch_sizes).sum()) / len(train)
+        stats = {"loss": mean_loss}
+        if self.data.kind != "regression":
+            stats["accuracy"] = int(correct) / len(train)
+        if self.regularized:
+            stats["penalty"] = float(penalties) / self.steps_per_epoch
+        return stats
+
+    def train_step(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Forward, loss (+ penalty), backward, update; returns the detached data loss."""
+        outputs = self.model(x)
+        loss = self.loss_fn(outputs, y)
+        reg = None
+        if self.regularized:
+            reg = penalty(
+                self.weights, self.cfg.regularization.l2, self.cfg.regularization.l1, len(y)
+            )
+            (loss + reg).backward()
+        else:
+            loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None and self.cfg.optim.schedule.name in PER_BATCH:
+            self.scheduler.step()
+        self.global_step += 1
+        return loss.detach(), outputs.detach(), None if reg is None else reg.detach()
+
+    def epoch_order(self, n: int) -> torch.Tensor:
+        """The order of the training examples this epoch: a fresh permutation when shuffling."""
+        if self.cfg.train.shuffle and self.batch_size < n:
+            return torch.randperm(n, generator=self.data_generator).to(self.device)
+        return torch.arange(n, device=self.device)
+
+    def batch(
+        self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(rows) == len(y):  # batch gradient descent: the whole split, no copy
+            xb, yb = x, y
+        else:
+            xb, yb = x[rows], y[rows]
+        if self.augment is not None:
+            xb = augment_images(xb, self.augment.shift, self.augment.rotate, self.data_generator)
+        if self.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb, yb
+
+    def check_finite(self, batches_done: int) -> None:
+        """Stop at the first NaN or infinite batch loss, naming the epoch and batch."""
+        done = self.batch_losses[:batches_done]
+        finite = torch.isfinite(done)
+        if bool(finite.all()):
+            return
+        batch = int((~finite).nonzero()[0]) + 1
+        raise DivergedError(
+            f"training diverged: the loss became {float(done[batch - 1])} at epoch "
+            f"{self.epoch + 1}, batch {batch}/{self.steps_per_epoch}. The likely cause is a "
+            f"learning rate too large for this model (optim.lr = {self.cfg.optim.lr:g}); try "
+            "one 10x smaller, or normalized inputs. The best checkpoint is kept as it was."
+        )
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def outputs(self, split: str) -> torch.Tensor:
+        """The network's outputs for a whole split, in eval mode (dropout off, BN frozen)."""
+        self.model.eval()
+        x = self.data.splits[split].x
+        chunks = []
+        for start in range(0, len(x), EVAL_BATCH):
+            xb = x[start : start + EVAL_BATCH]
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            chunks.append(self.model(xb))
+        return torch.cat(chunks)
+
+    def evaluate(self, split: str) -> dict[str, float | None]:
+        y = self.data.splits[split].y
+        return compute_metrics(self.data.kind, self.outputs(split), y, self.loss_fn)
+
+    # ------------------------------------------------------------------ best epoch, schedule
+
+    def track_best(self, dev: dict[str, float | None] | None) -> bool:
+        """Keep a copy of the weights when the monitored dev metric improves.
+
+        Without a dev split there is nothing to choose with, and the latest epoch is the best.
+        """
+        if dev is None:
+            improved = True
+            self.stopper.best_epoch = self.epoch
+        else:
+            improved = self.stopper.update(dev.get(self.stopper.monitor), self.epoch)
+        if improved:
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return improved
+
+    def step_scheduler_per_epoch(self, dev: dict[str, float | None] | None) -> None:
+        name = self.cfg.optim.schedule.name
+        if self.scheduler is None or name in PER_BATCH:
+            return
+        if name == "plateau":
+            value = (dev or {}).get(self.stopper.monitor)
+            if value is not None:
+                self.scheduler.step(self.stopper.score(value))
+        else:
+            self.scheduler.step()
+
+    # ------------------------------------------------------------------ checkpoints, summary
+
+    def save_checkpoints(self, improved: bool) -> None:
+        if self.run is None:
+            return
+        if improved:
+            save_checkpoint(self.run.best, self.model_checkpoint())
+        save_checkpoint(self.run.last, self.state_dict())
+
+    def model_checkpoint(self) -> dict[str, Any]:
+        """What evaluate and predict need: config, data description, weights."""
+        data = self.data
+        return {
+            "config": self.cfg.model_dump(mode="json"),
+            "data": {
+                "task": data.task,
+                "kind": data.kind,
+                "input_shape": list(data.input_shape),
+                "n_outputs": data.n_outputs,
+                "feature_names": data.feature_names,
+                "class_names": data.class_names,
+                "preprocess": data.preprocess,
+            },
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly where it is (`last.pt`)."""
+        return {
+            **self.model_checkpoint(),
+            "global_step": self.global_step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "early_stopping": self.stopper.state_dict(),
+            "best_model": self.best_state,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": random.getstate(),
+                "data": self.data_generator.get_state(),
+            },
+        }
+
+    def finish(self, stop_reason: str) -> dict[str, Any]:
+        """Restore the best weights, measure every split, and report."""
+        summary: dict[str, Any] = {
+            "task": self.data.task,
+            "epochs_run": self.epoch,
+            "best_epoch": self.stopper.best_epoch,
+            "stopped_early": stop_reason == "early_stopping",
+            "stop_reason": stop_reason,
+            "monitor": f"dev {self.stopper.monitor}" if "dev" in self.data.splits else None,
+            "train": None,
+            "dev": None,
+            "test": None,
+        }
+        if self.best_state is not None:  # at least one epoch completed
+            self.model.load_state_dict(self.best_state)
+            for name in self.data.splits:
+                outputs = self.outputs(name)
+                y = self.data.splits[name].y
+                summary[name] = compute_metrics(self.data.kind, outputs, y, self.loss_fn)
+                if name == "test" and self.data.kind != "regression":
+                    summary["confusion_matrix"] = {
+                        "labels": self.data.class_names,
+                        "test": confusion_matrix(self.data.kind, outputs, y, self.n_classes),
+                    }
+        if self.data.reference:
+            summary["reference"] = self.data.reference
+        summary["seconds"] = round(time.perf_counter() - self.started, 2)
+        if self.run:
+            self.run.write_summary(summary)
+        for callback in self.callbacks:
+            callback.on_fit_end(self, summary)
+        return summary
+
+    @property
+    def n_classes(self) -> int:
+        return max(2, self.data.n_outputs)  # a binary task has one output but two classes
+
+
+def _augments(cfg: Config) -> bool:
+    augment = cfg.data.augment
+    return augment is not None and (augment.shift > 0 or augment.rotate > 0)

@@ -1,0 +1,219 @@
+"""The training loop: known answers for penalties, metrics, regression, early stopping."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from torch import nn
+
+from dlcourse import train as training
+from dlcourse.config import validate_config
+from dlcourse.data import SplitData, TaskData
+from dlcourse.errors import UserError
+from dlcourse.models import build_model
+from dlcourse.train.checkpoint import load_checkpoint
+from dlcourse.train.early_stopping import EarlyStopping
+from dlcourse.train.metrics import binary_metrics, confusion_matrix, regression_metrics, roc_auc
+from dlcourse.train.regularization import penalty, weight_parameters
+from dlcourse.train.trainer import Trainer
+
+QUIET = {"logging": {"tensorboard": False, "progress": False}}
+
+
+def quiet_console() -> Console:
+    return Console(file=io.StringIO(), width=120)
+
+
+# ------------------------------------------------------------------ penalties
+
+
+def value(tensor: torch.Tensor) -> float:
+    return float(tensor.detach())
+
+
+def two_by_two() -> nn.Linear:
+    layer = nn.Linear(2, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, -2.0], [3.0, 0.0]]))
+        layer.bias.copy_(torch.tensor([100.0, -100.0]))  # never penalized
+    return layer
+
+
+def test_l2_penalty_is_lambda_over_2m_times_sum_of_squares() -> None:
+    weights = weight_parameters(two_by_two())
+    assert len(weights) == 1  # the bias is not a weight
+    assert value(penalty(weights, l2=0.5, l1=0.0, m=4)) == pytest.approx(0.5 / 8 * 14)
+
+
+def test_l1_penalty_is_lambda_over_2m_times_sum_of_absolutes() -> None:
+    weights = weight_parameters(two_by_two())
+    assert value(penalty(weights, l2=0.0, l1=0.5, m=4)) == pytest.approx(0.5 / 8 * 6)
+    assert value(penalty(weights, l2=0.5, l1=0.5, m=4)) == pytest.approx(0.5 / 8 * 20)
+
+
+def test_l2_gradient_is_weight_decay_lambda_over_m() -> None:
+    layer = two_by_two()
+    penalty(weight_parameters(layer), l2=0.5, l1=0.0, m=4).backward()
+    assert torch.allclose(layer.weight.grad, 0.5 / 4 * layer.weight.detach())
+    assert layer.bias.grad is None
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def test_roc_auc_counts_ties_as_half() -> None:
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8])
+    assert roc_auc(scores, torch.tensor([0.0, 0.0, 1.0, 1.0])) == pytest.approx(0.75)
+    tied = torch.tensor([0.5, 0.5, 0.5, 0.9])
+    # Positives {0.5, 0.9}, negatives {0.5, 0.5}: two ties (1/2 each) and two wins.
+    assert roc_auc(tied, torch.tensor([0.0, 1.0, 0.0, 1.0])) == pytest.approx((0.5 + 0.5 + 2) / 4)
+    assert roc_auc(scores, torch.ones(4)) is None
+
+
+def test_precision_recall_f1_known_values() -> None:
+    predicted = torch.tensor([1, 1, 1, 0, 0, 0])
+    targets = torch.tensor([1, 1, 0, 1, 0, 0])
+    metrics = binary_metrics(predicted, targets)
+    assert metrics["precision"] == pytest.approx(2 / 3)
+    assert metrics["recall"] == pytest.approx(2 / 3)
+    assert metrics["f1"] == pytest.approx(2 / 3)
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    nothing = binary_metrics(torch.zeros(3, dtype=torch.long), torch.tensor([0, 1, 0]))
+    assert nothing["precision"] is None and nothing["recall"] == 0.0
+
+
+def test_regression_metrics_known_values() -> None:
+    metrics = regression_metrics(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 5.0]))
+    assert metrics["rmse"] == pytest.approx((4 / 3) ** 0.5)
+    assert metrics["mae"] == pytest.approx(2 / 3)
+    assert metrics["r2"] == pytest.approx(
+        1 - 4 / (((torch.tensor([1.0, 2, 5]) - 8 / 3) ** 2).sum().item())
+    )
+
+
+def test_confusion_matrix_rows_are_true_classes() -> None:
+    outputs = torch.eye(3)[[0, 1, 1, 2]]  # predicted 0, 1, 1, 2
+    assert confusion_matrix("multiclass", outputs, torch.tensor([0, 1, 2, 2]), 3) == [
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 1, 1],
+    ]
+
+
+# ------------------------------------------------------------------ early stopping
+
+
+def test_early_stopping_min_and_max_modes_with_patience() -> None:
+    stopper = EarlyStopping("loss", patience=2, min_delta=0.1)
+    assert stopper.update(1.0, 1) and not stopper.update(0.95, 2)  # 0.05 < min_delta
+    assert not stopper.should_stop and not stopper.update(1.2, 3) and stopper.should_stop
+    assert stopper.best == 1.0 and stopper.best_epoch == 1
+    accuracy = EarlyStopping("accuracy", patience=None)
+    assert accuracy.update(0.5, 1) and accuracy.update(0.6, 2) and not accuracy.update(0.55, 3)
+    assert accuracy.best_epoch == 2 and not accuracy.should_stop
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def linear_task(n: int = 512, seed: int = 0) -> TaskData:
+    """y = 3 x1 - 2 x2 + 1 + small noise: a known answer for linear regression."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=generator)
+    y = 3 * x[:, 0] - 2 * x[:, 1] + 1 + 0.01 * torch.randn(n, generator=generator)
+    split = {"train": slice(0, 384), "dev": slice(384, 448), "test": slice(448, n)}
+    splits = {name: SplitData(x[s], y[s], torch.arange(n)[s]) for name, s in split.items()}
+    return TaskData("transactions", "regression", splits, (2,), 1, ["x1", "x2"], [], {}, "test")
+
+
+def fit(config: dict, data: TaskData, run=None) -> tuple[Trainer, dict]:
+    cfg = validate_config({"task": "transactions", **QUIET, **config})
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.n_outputs)
+    trainer = Trainer(cfg, data, model, device=torch.device("cpu"), run=run)
+    return trainer, trainer.fit()
+
+
+def test_linear_regression_recovers_the_known_weights() -> None:
+    config = {
+        "model": {"hidden": []},
+        "optim": {"name": "sgd", "lr": 0.1},
+        "train": {"epochs": 30, "batch_size": 32},
+    }
+    trainer, summary = fit(config, linear_task())
+    layer = trainer.model.out
+    assert layer.weight.detach().flatten().tolist() == pytest.approx([3.0, -2.0], abs=0.01)
+    assert value(layer.bias) == pytest.approx(1.0, abs=0.01)
+    assert summary["test"]["r2"] > 0.9999
+
+
+@pytest.mark.parametrize(("batch_size", "steps"), [("full", 1), (1, 384), (100, 4)])
+def test_batch_stochastic_and_mini_batch_gradient_descent(batch_size, steps) -> None:
+    trainer, _ = fit({"train": {"epochs": 2, "batch_size": batch_size}}, linear_task())
+    assert trainer.steps_per_epoch == steps
+    assert trainer.global_step == 2 * steps
+
+
+def test_best_weights_are_restored_and_reported(tmp_path: Path) -> None:
+    from dlcourse.runs import RunFolder
+
+    # A learning rate this large makes dev loss jump around: the last epoch is not the best.
+    config = {"optim": {"name": "sgd", "lr": 0.3}, "train": {"epochs": 12, "batch_size": 8}}
+    run = RunFolder.create(tmp_path, "t")
+    trainer, summary = fit({"model": {"hidden": [8]}, **config}, linear_task(), run)
+    rows = run.read_metrics()
+    dev_losses = [row["dev"]["loss"] for row in rows]
+    best = min(range(len(rows)), key=dev_losses.__getitem__)
+    assert summary["best_epoch"] == best + 1
+    assert summary["dev"]["loss"] == pytest.approx(dev_losses[best], rel=1e-5)
+    best_checkpoint = load_checkpoint(run.best)
+    assert best_checkpoint["epoch"] == best + 1
+    for name, tensor in trainer.model.state_dict().items():
+        assert torch.equal(tensor, best_checkpoint["model"][name])
+
+
+def test_early_stopping_fires_and_records_why() -> None:
+    config = {
+        "optim": {"name": "sgd", "lr": 1e-6},  # too small to improve by min_delta
+        "train": {"epochs": 50, "early_stopping": {"patience": 3, "min_delta": 1.0}},
+    }
+    _, summary = fit(config, linear_task())
+    assert summary["stop_reason"] == "early_stopping" and summary["stopped_early"]
+    assert summary["epochs_run"] == 4 and summary["best_epoch"] == 1
+
+
+def test_step_activation_refuses_to_train(tmp_path: Path) -> None:
+    cfg = validate_config({"task": "transactions", "model": {"activation": "step"}})
+    with pytest.raises(UserError, match="model.activation: 'step' cannot be trained"):
+        training.run(cfg, runs_dir=tmp_path, data_dir=tmp_path, console=quiet_console())
+    assert not list(tmp_path.iterdir())  # refused before any run folder was made
+
+
+def test_run_writes_the_run_folder(tmp_path: Path) -> None:
+    cfg = validate_config(
+        {
+            "task": "transactions",
+            "name": "tx",
+            "data": {"n_samples": 200},
+            "train": {"epochs": 3},
+            "logging": {"progress": False},
+        }
+    )
+    result = training.run(cfg, runs_dir=tmp_path, data_dir=tmp_path, console=quiet_console())
+    folder = result.run.path
+    assert folder.parent == tmp_path and folder.name.startswith("tx-")
+    names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "split.pt"} <= names
+    assert {"checkpoints/best.pt", "checkpoints/last.pt"} <= names
+    assert any(name.startswith("tb/events.out.tfevents") for name in names)
+    summary = json.loads((folder / "summary.json").read_text())
+    for split in ("train", "dev", "test"):
+        assert set(summary[split]) == {"loss", "rmse", "mae", "r2"}
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 3
+    splits = torch.load(folder / "split.pt", weights_only=True)
+    assert [len(splits[s]) for s in ("train", "dev", "test")] == [120, 40, 40]
