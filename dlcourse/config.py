@@ -402,7 +402,8 @@ def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple[Any,
         )
     lines: dict[tuple[Any, ...], int] = {}
     duplicates: list[tuple[str, str]] = []
-    _walk_nodes(root, (), lines, duplicates)
+    if root is not None:
+        _walk_nodes(root, (), lines, duplicates)
     if duplicates:
         raise ConfigError(source, duplicates)
     return data, lines
@@ -461,9 +462,13 @@ def apply_overrides(
                 )
         if node is None or not isinstance(node, dict | list):
             raise UserError(f"--set {expression!r}: {_dotted(path[:-1])} has no keys to set")
-        if isinstance(node, list) and (not isinstance(path[-1], int) or path[-1] >= len(node)):
-            raise UserError(f"--set {expression!r}: no item {path[-1]} in {_dotted(path[:-1])}")
-        node[path[-1]] = value
+        last = path[-1]
+        if isinstance(node, list):
+            if not isinstance(last, int) or last >= len(node):
+                raise UserError(f"--set {expression!r}: no item {last} in {_dotted(path[:-1])}")
+            node[last] = value
+        else:
+            node[last] = value
         overridden.add(path)
     return overridden
 

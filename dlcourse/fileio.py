@@ -29,7 +29,12 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    write_atomic(path, lambda file: file.write(text.encode("utf-8")))
+    data = text.encode("utf-8")
+    write_atomic(path, lambda file: _write_all(file, data))
+
+
+def _write_all(file: IO[bytes], data: bytes) -> None:
+    file.write(data)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -112,8 +112,10 @@ class ConsoleReporter(Callback):
 
 def summary_table(summary: dict[str, Any]) -> Table:
     """train/dev/test rows by metric columns."""
-    rows = {name: summary.get(name) for name in ("train", "dev", "test") if summary.get(name)}
-    metric_names = next(iter(rows.values())).keys() if rows else []
+    rows: dict[str, dict[str, float | None]] = {
+        name: summary[name] for name in ("train", "dev", "test") if summary.get(name)
+    }
+    metric_names = list(next(iter(rows.values()))) if rows else []
     table = Table(title=f"best epoch {summary['best_epoch']}")
     table.add_column("split")
     for name in metric_names:

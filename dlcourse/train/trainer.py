@@ -141,7 +141,7 @@ class Trainer:
             self.batch_sizes[batch] = len(y)
             if self.data.kind != "regression":
                 correct += correct_count(self.data.kind, outputs, y)
-            if self.regularized:
+            if penalty_value is not None:
                 penalties += penalty_value
             if time.perf_counter() - last_sync > SYNC_SECONDS:  # one host sync per interval
                 self.check_finite(batch + 1)
