@@ -40,6 +40,13 @@ SetOption = Annotated[
     ),
 ]
 
+RunArg = Annotated[
+    Path, typer.Argument(exists=True, file_okay=False, help="A run folder (runs/<name>-<time>).")
+]
+DataDirOption = Annotated[
+    Path | None, typer.Option(help="Data folder (default: $DLCOURSE_DATA_DIR, else data/).")
+]
+
 
 @app.callback()
 def _main(
@@ -92,10 +99,7 @@ def train(
     set_: SetOption = None,
     name: Annotated[str | None, typer.Option(help="Run name (default: the config's name).")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders are created.")] = Path("runs"),
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(help="Data folder (default: $DLCOURSE_DATA_DIR, else data/)."),
-    ] = None,
+    data_dir: DataDirOption = None,
     device: Annotated[
         str | None, typer.Option(help="auto, cpu or cuda (default: the config's device).")
     ] = None,
@@ -117,6 +121,45 @@ def train(
     training.run(
         cfg, runs_dir=runs_dir, data_dir=_data_dir(data_dir), console=Console(soft_wrap=True)
     )
+
+
+@app.command("visualize-activations")
+@cli_errors
+def visualize_activations(
+    run_dir: RunArg,
+    index: Annotated[
+        list[int] | None,
+        typer.Option(help="Example to show, by position in the split (repeatable)."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="test, dev or train.")] = "test",
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    out: Annotated[
+        Path | None, typer.Option(help="Where the PNGs go (default: RUN_DIR/activations/).")
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Draw the output of every layer for a few examples, one PNG per layer."""
+    from rich.console import Console
+
+    from dlcourse.insight import visualize
+    from dlcourse.restore import open_run
+
+    _check_choice("--split", split, ("test", "dev", "train"))
+    _check_choice("--checkpoint", checkpoint, ("best", "last"))
+    run = open_run(run_dir, checkpoint)
+    data = run.load_data(_data_dir(data_dir))
+    target = out or run_dir / "activations"
+    pictures = visualize.visualize_activations(run, data, target, split, index)
+    visualize.log_to_tensorboard(run, pictures)
+    n = len(index) if index else len(visualize.default_indices(data, split))
+    visualize.report(Console(soft_wrap=True), pictures, n, target)
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    from dlcourse.errors import UserError
+
+    if value not in choices:
+        raise UserError(f"{option} {value!r}: choose one of {', '.join(choices)}")
 
 
 @config_app.command("validate")

@@ -64,6 +64,10 @@ def run(
 
             writer = SummaryWriter(log_dir=str(folder.tensorboard))
             callbacks.append(TensorBoardScalars(writer))
+            if cfg.logging.insight:
+                from dlcourse.insight.logger import InsightLogger
+
+                callbacks.append(InsightLogger(writer, cfg.logging.insight_every))
         trainer = Trainer(
             cfg, data.to(target), model, device=target, run=folder, callbacks=callbacks
         )

@@ -42,6 +42,9 @@ class Callback:
     def on_sync(self, trainer: Trainer, batch: int) -> None:
         """A few times a second mid-epoch; `batch` batches of this epoch are done."""
 
+    def on_before_step(self, trainer: Trainer) -> None:
+        """At the epoch's last step, after backward and before the optimizer changes weights."""
+
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None: ...
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None: ...
@@ -136,7 +139,8 @@ class Trainer:
         last_sync = time.perf_counter()
         for batch, rows in enumerate(self.epoch_order(len(train)).split(self.batch_size)):
             x, y = self.batch(train.x, train.y, rows)
-            loss, outputs, penalty_value = self.train_step(x, y)
+            last = batch == self.steps_per_epoch - 1
+            loss, outputs, penalty_value = self.train_step(x, y, last)
             self.batch_losses[batch] = loss
             self.batch_sizes[batch] = len(y)
             if self.data.kind != "regression":
@@ -158,7 +162,7 @@ class Trainer:
         return stats
 
     def train_step(
-        self, x: torch.Tensor, y: torch.Tensor
+        self, x: torch.Tensor, y: torch.Tensor, last: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Forward, loss (+ penalty), backward, update; returns the detached data loss."""
         outputs = self.model(x)
@@ -171,6 +175,9 @@ class Trainer:
             (loss + reg).backward()
         else:
             loss.backward()
+        if last:
+            for callback in self.callbacks:
+                callback.on_before_step(self)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None and self.cfg.optim.schedule.name in PER_BATCH:
@@ -193,9 +200,11 @@ class Trainer:
             xb, yb = x[rows], y[rows]
         if self.augment is not None:
             xb = augment_images(xb, self.augment.shift, self.augment.rotate, self.data_generator)
-        if self.channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        return xb, yb
+        return self.prepare(xb), yb
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the memory layout the model runs fastest with."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def check_finite(self, batches_done: int) -> None:
         """Stop at the first NaN or infinite batch loss, naming the epoch and batch."""
@@ -220,10 +229,7 @@ class Trainer:
         x = self.data.splits[split].x
         chunks = []
         for start in range(0, len(x), EVAL_BATCH):
-            xb = x[start : start + EVAL_BATCH]
-            if self.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            chunks.append(self.model(xb))
+            chunks.append(self.model(self.prepare(x[start : start + EVAL_BATCH])))
         return torch.cat(chunks)
 
     def evaluate(self, split: str) -> dict[str, float | None]:

@@ -1,0 +1,144 @@
+"""Inside the network, in TensorBoard: activations, weights, gradients and updates per layer.
+
+Every `logging.insight_every` epochs (and at the last one) the logger
+  - records the gradients of the epoch's last training step, and the weights just before it;
+  - runs a fixed probe batch from dev through the model in eval mode with forward hooks;
+  - writes, per layer: histograms of activations, weights, biases and gradients; the scalars
+    activation mean/std, dead fraction (ReLU), saturated fraction (sigmoid/tanh), gradient norm
+    and update-to-weight ratio; and images: conv feature maps of a few fixed test examples and
+    the first layer's filters (CNN), or a heat map of hidden units x probe examples (MLP).
+All of it runs once per logged epoch in eval mode, without touching any random number
+generator, so a run logs the same whether insight is on or off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any, cast
+
+import torch
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from dlcourse.insight.images import heat_map, scale_each, tile, upscale
+from dlcourse.insight.probe import activation_kind, capture_activations, layer_stats
+from dlcourse.train.trainer import Callback, Trainer
+
+PROBE_SIZE = 128  # dev examples in the probe batch
+SHOWN_EXAMPLES = 4  # test examples whose conv feature maps are drawn
+HISTOGRAM_VALUES = 65_536  # larger tensors are subsampled (evenly) before the histogram
+
+
+class InsightLogger(Callback):
+    def __init__(self, writer: SummaryWriter, every: int = 1):
+        self.writer, self.every = writer, every
+        self.grads: dict[str, torch.Tensor] = {}
+        self.weights_before: dict[str, torch.Tensor] = {}
+
+    def due(self, trainer: Trainer, epoch: int) -> bool:
+        return epoch % self.every == 0 or epoch == trainer.cfg.train.epochs
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        split = "dev" if "dev" in trainer.data.splits else "train"
+        self.probe = trainer.data.splits[split].x[:PROBE_SIZE]
+        shown = trainer.data.splits.get("test") or trainer.data.splits[split]
+        self.shown = shown.x[:SHOWN_EXAMPLES]
+        if trainer.epoch == 0:  # the graph once per run, not again on resume
+            self.log_graph(trainer.model)
+
+    def on_before_step(self, trainer: Trainer) -> None:
+        """The epoch's last step: keep its gradients and the weights it is about to change."""
+        if not self.due(trainer, trainer.epoch + 1):
+            return
+        self.grads, self.weights_before = {}, {}
+        for name, param in trainer.model.named_parameters():
+            if param.grad is not None:
+                self.grads[name] = param.grad.detach().clone()
+            self.weights_before[name] = param.detach().clone()
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        epoch = row["epoch"]
+        if not self.due(trainer, epoch):
+            return
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            self.log_activations(trainer, epoch)
+            self.log_parameters(model, epoch)
+            self.log_images(trainer, epoch)
+        model.train(was_training)
+        self.writer.flush()
+
+    # ------------------------------------------------------------------ the pieces
+
+    def log_activations(self, trainer: Trainer, epoch: int) -> None:
+        modules = dict(trainer.model.named_children())
+        with capture_activations(trainer.model) as outputs:
+            trainer.model(trainer.prepare(self.probe))
+        for name, output in outputs.items():
+            stats = layer_stats(output, activation_kind(modules[name]))
+            self.histogram(f"activations/{name}", output, epoch)
+            self.writer.add_scalar(f"activation_mean/{name}", stats.mean, epoch)
+            self.writer.add_scalar(f"activation_std/{name}", stats.std, epoch)
+            if stats.dead is not None:
+                self.writer.add_scalar(f"dead_fraction/{name}", stats.dead, epoch)
+            if stats.saturated is not None:
+                self.writer.add_scalar(f"saturated_fraction/{name}", stats.saturated, epoch)
+
+    def log_parameters(self, model: nn.Module, epoch: int) -> None:
+        grad_squares: dict[str, float] = {}
+        for name, param in model.named_parameters():
+            layer, kind = name.rsplit(".", 1)  # "conv1.weight" -> conv1, weight
+            group = {"weight": "weights", "bias": "biases"}.get(kind, "parameters")
+            self.histogram(f"{group}/{layer}", param, epoch)
+            grad = self.grads.get(name)
+            if grad is not None:
+                self.histogram(f"gradients/{layer}.{kind}", grad, epoch)
+                grad_squares[layer] = grad_squares.get(layer, 0.0) + float(grad.pow(2).sum())
+            before = self.weights_before.get(name)
+            if kind == "weight" and before is not None:
+                norm = float(param.detach().norm())
+                step = float((param.detach() - before).norm())
+                self.writer.add_scalar(f"update_ratio/{layer}", step / max(norm, 1e-12), epoch)
+        for layer, square in grad_squares.items():
+            self.writer.add_scalar(f"grad_norm/{layer}", square**0.5, epoch)
+
+    def log_images(self, trainer: Trainer, epoch: int) -> None:
+        model, activation = trainer.model, trainer.cfg.model.activation
+        layers = dict(model.named_children())
+        convs = [name for name, module in layers.items() if isinstance(module, nn.Conv2d)]
+        if convs:
+            with capture_activations(model) as outputs:
+                model(trainer.prepare(self.shown))
+            for conv in convs:  # each block's feature maps, after its non-linearity
+                name = f"{conv}_{activation}"
+                maps = outputs[name][:, :32].float().cpu()  # (examples, channels, H, W)
+                self.writer.add_image(
+                    f"feature_maps/{name}", upscale(tile(scale_each(maps)), 2), epoch
+                )
+            weight = cast(torch.Tensor, layers[convs[0]].weight)
+            filters = weight.detach().float().cpu()  # (C_out, C_in, k, k)
+            grid = tile(scale_each(filters[:, :1].transpose(0, 1)))  # one row of C_out filters
+            self.writer.add_image(f"filters/{convs[0]}", upscale(grid, 8), epoch)
+            return
+        hidden = [f"{name}_{activation}" for name in layers if name.startswith("fc")]
+        hidden = [name for name in hidden if name in layers]
+        with capture_activations(model) as outputs:
+            model(trainer.prepare(self.probe))
+        for name in hidden:
+            units = outputs[name][:64].float().cpu().T  # (units, probe examples)
+            self.writer.add_image(f"hidden_units/{name}", upscale(heat_map(units), 4), epoch)
+
+    def log_graph(self, model: nn.Module) -> None:
+        """The model graph, when the model can be traced (tracing is skipped otherwise)."""
+        with contextlib.suppress(Exception), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice
+            self.writer.add_graph(model, self.probe[:2])
+
+    def histogram(self, tag: str, values: torch.Tensor, epoch: int) -> None:
+        flat = values.detach().flatten()
+        if flat.numel() > HISTOGRAM_VALUES:
+            flat = flat[:: flat.numel() // HISTOGRAM_VALUES + 1]
+        self.writer.add_histogram(tag, flat.float().cpu(), epoch)
