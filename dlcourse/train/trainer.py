@@ -30,7 +30,10 @@ from dlcourse.train.metrics import compute_metrics, confusion_matrix, correct_co
 from dlcourse.train.optim import PER_BATCH, build_optimizer, build_scheduler
 from dlcourse.train.regularization import penalty, weight_parameters
 
-EVAL_BATCH = 2048  # examples per forward pass when evaluating
+# Evaluation batches hold about this many input values: large enough to amortize per-call
+# overhead on small inputs, small enough that a CNN's feature maps stay in cache (on this
+# 2-core CPU, 256 MNIST images per batch run 1.7x faster than 2048).
+EVAL_BATCH_VALUES = 2**18
 SYNC_SECONDS = 0.2  # how often the loop reads losses back from the device mid-epoch
 
 
@@ -227,10 +230,16 @@ class Trainer:
         """The network's outputs for a whole split, in eval mode (dropout off, BN frozen)."""
         self.model.eval()
         x = self.data.splits[split].x
-        chunks = []
-        for start in range(0, len(x), EVAL_BATCH):
-            chunks.append(self.model(self.prepare(x[start : start + EVAL_BATCH])))
-        return torch.cat(chunks)
+        size = max(1, EVAL_BATCH_VALUES // math.prod(x.shape[1:]))
+        result = torch.empty(0)
+        for start in range(0, len(x), size):
+            out = self.model(self.prepare(x[start : start + size]))
+            if start == 0:
+                result = out.new_empty((len(x), *out.shape[1:]))
+            # Copied into one buffer: keeping each small output alive between the freed
+            # feature maps fragments the heap (+1 GB RSS over MNIST's training split).
+            result[start : start + len(out)] = out
+        return result
 
     def evaluate(self, split: str) -> dict[str, float | None]:
         y = self.data.splits[split].y
