@@ -95,7 +95,14 @@ def _data_dir(option: Path | None) -> Path:
 @app.command()
 @cli_errors
 def train(
-    config: ConfigArg,
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help="The experiment config (YAML); optional with --resume.",
+        ),
+    ] = None,
     set_: SetOption = None,
     name: Annotated[str | None, typer.Option(help="Run name (default: the config's name).")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders are created.")] = Path("runs"),
@@ -103,24 +110,44 @@ def train(
     device: Annotated[
         str | None, typer.Option(help="auto, cpu or cuda (default: the config's device).")
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="Continue this run folder from its last checkpoint (extend it with "
+            "--set train.epochs=N).",
+        ),
+    ] = None,
 ) -> None:
     """Train the model a config describes; results go to a new run folder."""
     from rich.console import Console
 
     from dlcourse.config import load_config
+    from dlcourse.errors import UserError
 
     overrides = list(set_ or [])
-    if name is not None:
-        overrides.append(f"name={json.dumps(name)}")  # quoted: a name is always a string
     if device is not None:
         overrides.append(f"device={json.dumps(device)}")
+    console = Console(soft_wrap=True)
+    if resume is not None:
+        if name is not None:
+            raise UserError("--name cannot be used with --resume: the run keeps its folder")
+        from dlcourse import train as training
+
+        training.resume(
+            resume, data_dir=_data_dir(data_dir), console=console, config=config,
+            overrides=overrides,
+        )  # fmt: skip
+        return
+    if config is None:
+        raise UserError("give a CONFIG to train, or --resume RUN_DIR to continue a run")
+    if name is not None:
+        overrides.append(f"name={json.dumps(name)}")  # quoted: a name is always a string
     cfg = load_config(config, overrides)
 
     from dlcourse import train as training
 
-    training.run(
-        cfg, runs_dir=runs_dir, data_dir=_data_dir(data_dir), console=Console(soft_wrap=True)
-    )
+    training.run(cfg, runs_dir=runs_dir, data_dir=_data_dir(data_dir), console=console)
 
 
 @app.command("visualize-activations")

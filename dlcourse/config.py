@@ -360,16 +360,21 @@ def validate_config(
         raise ConfigError(source, problems) from None
 
 
-def dump_config(cfg: Config) -> str:
-    """The resolved config as YAML, in section order, without keys that do not apply to it.
+def config_data(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain data, without keys that do not apply to it.
 
     Unset optional keys and the options the chosen optimizer does not read are left out, so
-    the dump validates again as it is (run folders store it and `--resume` reloads it).
+    the data validates again as it is (run folders store it and `--resume` reloads it).
     """
     data = cfg.model_dump(mode="json", exclude_none=True)
     for key in {"momentum", "betas", "alpha", "rho", "eps"} - OPTIMIZER_OPTIONS[cfg.optim.name]:
         del data["optim"][key]
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    return data
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML, in section order (see config_data)."""
+    return yaml.safe_dump(config_data(cfg), sort_keys=False, default_flow_style=None)
 
 
 def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:

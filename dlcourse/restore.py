@@ -41,18 +41,20 @@ class RestoredRun:
         return load_task_data(self.cfg, data_dir, saved)
 
     def split_rows(self) -> dict[str, torch.Tensor]:
-        path = self.folder.splits
-        try:
-            rows = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise UserError(f"{path}: missing; the run folder is incomplete") from None
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-            raise UserError(f"{path}: not a readable split file ({exc})") from None
-        if not isinstance(rows, dict) or not all(
-            isinstance(v, torch.Tensor) for v in rows.values()
-        ):
-            raise UserError(f"{path}: not a dlcourse split file")
-        return rows
+        return read_split_rows(self.folder.splits)
+
+
+def read_split_rows(path: Path) -> dict[str, torch.Tensor]:
+    """A run's split.pt: the example indices of each split."""
+    try:
+        rows = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; the run folder is incomplete") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise UserError(f"{path}: not a readable split file ({exc})") from None
+    if not isinstance(rows, dict) or not all(isinstance(v, torch.Tensor) for v in rows.values()):
+        raise UserError(f"{path}: not a dlcourse split file")
+    return rows
 
 
 def open_run(path: Path, checkpoint: str = "best") -> RestoredRun:

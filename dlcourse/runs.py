@@ -59,7 +59,24 @@ class RunFolder:
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics.exists():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash mid-write
+        return rows
+
+    def truncate_metrics(self, epochs: int) -> None:
+        """Keep the rows of the first `epochs` epochs (a resume redoes the ones after)."""
+        kept = [row for row in self.read_metrics() if row.get("epoch", 0) <= epochs]
+        write_text_atomic(self.metrics, "".join(json.dumps(row) + "\n" for row in kept))
+
+    def remove_temporary_files(self) -> None:
+        """Half-written files a killed process left behind (see fileio.write_atomic)."""
+        for folder in (self.path, self.checkpoints):
+            for leftover in folder.glob(".*.tmp-*"):
+                leftover.unlink(missing_ok=True)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.summary, summary)

@@ -7,6 +7,8 @@ with `weights_only=True`: a file crafted to run code when unpickled is refused, 
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +30,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: no checkpoint there")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # notes about pickle protocols of foreign files
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        unsafe = re.search(r"GLOBAL (\S+)", str(exc))
+        if unsafe:
+            raise UserError(
+                f"{path}: refused to load: the file asks to run {unsafe.group(1)} when it is "
+                "unpickled, which a checkpoint never does (it may be malicious). dlcourse loads "
+                "tensors and plain data only."
+            ) from None
         raise UserError(
-            f"{path}: refused to load: the file holds objects other than tensors and plain data "
-            f"(it may be malicious, or not a dlcourse checkpoint). {first_line}"
+            f"{path}: not a readable checkpoint (damaged, or not a checkpoint)"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable checkpoint ({exc})") from None

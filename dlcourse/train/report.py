@@ -70,9 +70,9 @@ class ConsoleReporter(Callback):
     def on_sync(self, trainer: Trainer, batch: int) -> None:
         if self.progress is None or self.batches is None:
             return
-        done = trainer.batch_losses[:batch]
-        loss = float((done * trainer.batch_sizes[:batch]).sum() / trainer.batch_sizes[:batch].sum())
-        self.progress.update(self.batches, completed=batch, loss=f"loss {loss:.4f}")
+        if trainer.progress is not None:
+            loss = f"loss {trainer.progress.mean_loss():.4f}"
+            self.progress.update(self.batches, completed=batch, loss=loss)
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
         epochs = trainer.cfg.train.epochs

@@ -6,6 +6,11 @@ written into a device buffer and read back a few times a second (for the progres
 the divergence check) and once per epoch.
 
 Everything else (progress display, TensorBoard, insight) plugs in through `Callback`s.
+
+State is explicit and serializable (`state_dict` / `load_state_dict`): the model, optimizer,
+scheduler, early stopping, the best weights, every random number generator and, when a run is
+interrupted mid-epoch, the epoch's order and running sums. A resumed run therefore continues
+bit for bit where the interrupted one stopped.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -53,6 +59,35 @@ class Callback:
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None: ...
 
 
+@dataclass
+class EpochProgress:
+    """How far the current epoch has got: enough to continue it after an interruption."""
+
+    order: torch.Tensor  # (N,) the order of the training examples this epoch
+    losses: torch.Tensor  # (steps,) data loss of each batch done, on the device
+    sizes: torch.Tensor  # (steps,) examples in each batch done
+    correct: torch.Tensor  # () right predictions so far (classification)
+    penalty: torch.Tensor  # () sum of the batches' regularization penalties
+    batch: int = 0  # batches done
+    seconds: float = 0.0  # spent on this epoch before an interruption
+
+    def mean_loss(self) -> float:
+        done = slice(0, self.batch)
+        return float((self.losses[done] * self.sizes[done]).sum() / self.sizes[done].sum())
+
+    def state_dict(self) -> dict[str, Any]:
+        tensors = ("order", "losses", "sizes", "correct", "penalty")
+        state: dict[str, Any] = {name: getattr(self, name).cpu() for name in tensors}
+        return {**state, "batch": self.batch, "seconds": self.seconds}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: torch.device) -> EpochProgress:
+        tensors = {
+            k: state[k].to(device) for k in ("order", "losses", "sizes", "correct", "penalty")
+        }
+        return cls(**tensors, batch=int(state["batch"]), seconds=float(state["seconds"]))
+
+
 class Trainer:
     def __init__(
         self,
@@ -86,33 +121,41 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.global_step = 0
         self.best_state: dict[str, torch.Tensor] | None = None
-        self.batch_losses = torch.zeros(self.steps_per_epoch, device=device)
-        self.batch_sizes = torch.zeros(self.steps_per_epoch, device=device)
-        self.history: list[dict[str, Any]] = []
+        self.progress: EpochProgress | None = None  # the epoch under way, if any
+        self.stop_requested = False  # set (e.g. by a signal handler) to stop at the next batch
+        self.elapsed = 0.0  # training seconds of earlier sessions of this run (resume)
         self.started = time.perf_counter()
 
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> dict[str, Any]:
-        """Train for the configured epochs (or until early stopping); return the summary."""
+        """Train for the configured epochs (or until early stopping); return the summary.
+
+        When `stop_requested` is set the loop stops at the next batch boundary, saves where it
+        is to last.pt and reports the run as interrupted.
+        """
         for callback in self.callbacks:
             callback.on_fit_start(self)
-        stop_reason = "completed"
         try:
-            while self.epoch < self.cfg.train.epochs:
-                self.run_epoch()
-                if self.stopper.should_stop:
-                    stop_reason = "early_stopping"
-                    break
+            while self.epoch < self.cfg.train.epochs and not self.stopper.should_stop:
+                if self.stop_requested or not self.run_epoch():
+                    return self.interrupted()
         except DivergedError:
             self.finish("diverged")
             raise
-        return self.finish(stop_reason)
+        return self.finish("early_stopping" if self.stopper.should_stop else "completed")
 
-    def run_epoch(self) -> dict[str, Any]:
-        """One epoch: train, evaluate on dev, keep the best weights, checkpoint, report."""
+    def run_epoch(self) -> bool:
+        """One epoch: train, evaluate on dev, keep the best weights, report, checkpoint.
+
+        Returns False when the epoch was interrupted before its end.
+        """
         started = time.perf_counter()
         train = self.train_one_epoch()
+        if train is None:
+            return False
+        seconds = time.perf_counter() - started + (self.progress.seconds if self.progress else 0)
+        self.progress = None
         dev = self.evaluate("dev") if "dev" in self.data.splits else None
         self.epoch += 1
         improved = self.track_best(dev)
@@ -122,47 +165,63 @@ class Trainer:
             "train": train,
             "dev": dev,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "seconds": round(time.perf_counter() - started, 3),
+            "seconds": round(seconds, 3),
             "best": improved,
         }
-        self.save_checkpoints(improved)
-        self.history.append(row)
+        # The row and the logs go out before the checkpoint: a crash in between makes a resume
+        # redo this epoch and replace them, never skip them.
         if self.run:
             self.run.append_metrics(row)
         for callback in self.callbacks:
             callback.on_epoch_end(self, row)
-        return row
+        self.save_checkpoints(improved)
+        return True
 
-    def train_one_epoch(self) -> dict[str, float]:
+    def train_one_epoch(self) -> dict[str, float] | None:
+        """Mini-batch gradient descent over the training split; None if interrupted."""
         self.model.train()
         train = self.data.splits["train"]
-        self.batch_losses.zero_()
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        penalties = torch.zeros((), device=self.device)
-        last_sync = time.perf_counter()
-        for batch, rows in enumerate(self.epoch_order(len(train)).split(self.batch_size)):
+        if self.progress is None:
+            self.progress = self.new_epoch(len(train))
+        progress, started = self.progress, time.perf_counter()
+        last_sync = started
+        for batch in range(progress.batch, self.steps_per_epoch):
+            if self.stop_requested:
+                progress.seconds += time.perf_counter() - started
+                return None
+            rows = progress.order[batch * self.batch_size : (batch + 1) * self.batch_size]
             x, y = self.batch(train.x, train.y, rows)
             last = batch == self.steps_per_epoch - 1
             loss, outputs, penalty_value = self.train_step(x, y, last)
-            self.batch_losses[batch] = loss
-            self.batch_sizes[batch] = len(y)
+            progress.losses[batch] = loss
+            progress.sizes[batch] = len(y)
             if self.data.kind != "regression":
-                correct += correct_count(self.data.kind, outputs, y)
+                progress.correct += correct_count(self.data.kind, outputs, y)
             if penalty_value is not None:
-                penalties += penalty_value
+                progress.penalty += penalty_value
+            progress.batch = batch + 1
             if time.perf_counter() - last_sync > SYNC_SECONDS:  # one host sync per interval
-                self.check_finite(batch + 1)
+                self.check_finite()
                 for callback in self.callbacks:
                     callback.on_sync(self, batch + 1)
                 last_sync = time.perf_counter()
-        self.check_finite(self.steps_per_epoch)
-        mean_loss = float((self.batch_losses * self.batch_sizes).sum()) / len(train)
-        stats = {"loss": mean_loss}
+        self.check_finite()
+        stats = {"loss": progress.mean_loss()}
         if self.data.kind != "regression":
-            stats["accuracy"] = int(correct) / len(train)
+            stats["accuracy"] = int(progress.correct) / len(train)
         if self.regularized:
-            stats["penalty"] = float(penalties) / self.steps_per_epoch
+            stats["penalty"] = float(progress.penalty) / self.steps_per_epoch
         return stats
+
+    def new_epoch(self, n: int) -> EpochProgress:
+        zeros = torch.zeros(self.steps_per_epoch, device=self.device)
+        return EpochProgress(
+            order=self.epoch_order(n),
+            losses=zeros,
+            sizes=zeros.clone(),
+            correct=torch.zeros((), device=self.device, dtype=torch.long),
+            penalty=torch.zeros((), device=self.device),
+        )
 
     def train_step(
         self, x: torch.Tensor, y: torch.Tensor, last: bool = False
@@ -209,9 +268,10 @@ class Trainer:
         """A batch in the memory layout the model runs fastest with."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def check_finite(self, batches_done: int) -> None:
+    def check_finite(self) -> None:
         """Stop at the first NaN or infinite batch loss, naming the epoch and batch."""
-        done = self.batch_losses[:batches_done]
+        assert self.progress is not None
+        done = self.progress.losses[: self.progress.batch]
         finite = torch.isfinite(done)
         if bool(finite.all()):
             return
@@ -308,6 +368,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "early_stopping": self.stopper.state_dict(),
             "best_model": self.best_state,
+            "progress": self.progress.state_dict() if self.progress else None,
+            "elapsed": self.elapsed_seconds(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -315,6 +377,29 @@ class Trainer:
                 "data": self.data_generator.get_state(),
             },
         }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a `state_dict()` (a run's last.pt)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.stopper.load_state_dict(state["early_stopping"])
+        self.best_state = state["best_model"]
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        progress = state["progress"]
+        self.progress = EpochProgress.from_state_dict(progress, self.device) if progress else None
+        self.elapsed = float(state["elapsed"])
+        restore_rng(state["rng"], self.data_generator)
+
+    def elapsed_seconds(self) -> float:
+        return self.elapsed + time.perf_counter() - self.started
+
+    def interrupted(self) -> dict[str, Any]:
+        """Save where the run is (mid-epoch included) to last.pt, then report."""
+        if self.run:
+            save_checkpoint(self.run.last, self.state_dict())
+        return self.finish("interrupted")
 
     def finish(self, stop_reason: str) -> dict[str, Any]:
         """Restore the best weights, measure every split, and report."""
@@ -342,7 +427,7 @@ class Trainer:
                     }
         if self.data.reference:
             summary["reference"] = self.data.reference
-        summary["seconds"] = round(time.perf_counter() - self.started, 2)
+        summary["seconds"] = round(self.elapsed_seconds(), 2)
         if self.run:
             self.run.write_summary(summary)
         for callback in self.callbacks:
@@ -352,6 +437,16 @@ class Trainer:
     @property
     def n_classes(self) -> int:
         return max(2, self.data.n_outputs)  # a binary task has one output but two classes
+
+
+def restore_rng(state: dict[str, Any], data_generator: torch.Generator) -> None:
+    """Put every random number generator back where a checkpoint found it."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    data_generator.set_state(state["data"])
 
 
 def _augments(cfg: Config) -> bool:
