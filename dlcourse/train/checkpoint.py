@@ -18,6 +18,9 @@ from dlcourse.errors import UserError
 from dlcourse.fileio import write_atomic
 
 FORMAT = "dlcourse-checkpoint-1"
+# torch.load(weights_only=True) is only safe from 2.10: CVE-2025-32434 (fixed in 2.6) and
+# CVE-2026-24747 (fixed in 2.10) let crafted files run code through the weights-only unpickler.
+SAFE_TORCH = (2, 10)
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
@@ -27,6 +30,7 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint safely (weights only) onto the CPU; UserError if it is not one."""
+    require_safe_torch()
     if not path.is_file():
         raise UserError(f"{path}: no checkpoint there")
     try:
@@ -49,3 +53,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise UserError(f"{path}: not a dlcourse checkpoint (no '{FORMAT}' format tag)")
     return checkpoint
+
+
+def require_safe_torch(version: str | None = None) -> None:
+    """Refuse to unpickle anything with a torch whose weights-only loader has known holes."""
+    found = version or torch.__version__
+    numbers = tuple(int(part) for part in re.findall(r"\d+", found)[:2])
+    if numbers < SAFE_TORCH:
+        raise UserError(
+            f"torch {found} has known security holes in loading checkpoints "
+            "(CVE-2025-32434, CVE-2026-24747); install torch>=2.10 to load one"
+        )

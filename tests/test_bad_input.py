@@ -1,0 +1,288 @@
+"""Bad input of every kind: one clear message naming the file and key/column/row, exit 2.
+
+Table-driven through the real command line (typer's CliRunner): configs, --set expressions,
+data files, run folders and checkpoints. No case may print a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dlcourse.cli import app
+from dlcourse.data import mnist
+from tests.conftest import CHURN_HEADER, churn_rows, tiny_mnist_images, write_csv, write_idx
+
+runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+
+CHURN = "task: churn\n"
+BAD_CONFIGS = [
+    # (config text, extra --set, text the message must contain)
+    ("task: churn\ntrain: {epochs: 3\n", [], "YAML syntax error"),
+    ("- task: churn\n", [], "a config must be a mapping of sections"),
+    ("just words\n", [], "a config must be a mapping of sections"),
+    ("", [], "the config is empty"),
+    ("task: churn\noptimizer: {lr: 0.1}\n", [], "optimizer (line 2): unknown key; did you mean 'optim'?"),
+    ("task: churn\ntrain: {epoch: 3}\n", [], "train.epoch (line 2): unknown key; did you mean 'epochs'?"),
+    ("task: churn\ntrain: {epochs: ten}\n", [], "train.epochs (line 2)"),
+    ("task: churn\noptim: {lr: -0.1}\n", [], "optim.lr (line 2): Input should be greater than 0"),
+    ("task: churn\noptim: {lr: 0}\n", [], "optim.lr (line 2)"),
+    ("task: churn\nmodel: {dropout: 1.0}\n", [], "model.dropout (line 2): Input should be less than 1"),
+    ("task: churn\nmodel: {dropout: -0.1}\n", [], "model.dropout (line 2)"),
+    ("task: churn\ndata: {split: {train: 0.7, dev: 0.2, test: 0.2}}\n", [], "data.split (line 2): train + dev + test must sum to 1"),
+    ("task: churn\ntrain: {batch_size: 0}\n", [], "train.batch_size (line 2): must be a positive integer or 'full'"),
+    ("task: churn\ntrain: {batch_size: half}\n", [], "train.batch_size (line 2)"),
+    ("task: churn\ntrain: {batch_size: true}\n", [], "train.batch_size (line 2)"),
+    ("task: churn\nseed: 1\nseed: 2\n", [], "seed: duplicate key on line 3"),
+    ("task: !!python/object/apply:os.system ['touch pwned']\n", [], "unsupported YAML tag"),
+    ("seed: 3\n", [], "task: missing; choose one of mnist, churn, transactions"),
+    ("task: cifar\n", [], "task (line 1): Input should be 'mnist', 'churn' or 'transactions'"),
+    ("task: churn\nmodel: {activation: swish}\n", [], "model.activation (line 2)"),
+    ("task: churn\noptim: {name: lbfgs}\n", [], "optim.name (line 2)"),
+    ("task: churn\noptim: {name: sgd, momentum: 0.9}\n", [], "optim.momentum (line 2): the 'sgd' optimizer has no momentum"),
+    ("task: churn\noptim: {betas: [0.9, 1.0]}\n", [], "optim.betas (line 2)"),
+    ("task: churn\nmodel: {hidden: [16, 0]}\n", [], "model.hidden (line 2)"),
+    ("task: churn\nmodel: {conv: [{channels: 8}]}\n", [], "model.conv (line 2): only the mnist task uses it"),
+    ("task: mnist\ndata: {split: {train: 0.8, dev: 0.1, test: 0.1}}\n", [], "data.split.test (line 2)"),
+    ("task: churn\ntrain: {early_stopping: {monitor: accuracy_dev}}\n", [], "train.early_stopping.monitor (line 2)"),
+    ("task: churn\ndata: {split: {train: 0.7, test: 0.3}}\ntrain: {early_stopping: {patience: 2}}\n", [], "train.early_stopping.patience (line 3)"),
+    ("task: churn\nname: runs/mine\n", [], "name (line 2): 'runs/mine' is not a safe run-folder name"),
+    ("task: churn\nname: ..\n", [], "name (line 2): '..' is not a safe run-folder name"),
+    ("task: churn\noptim: {schedule: {name: warmup}}\n", [], "optim.schedule.name (line 2)"),
+    ("task: churn\nseed: -1\n", [], "seed (line 2): Input should be greater than or equal to 0"),
+    ("task: churn\ndevice: gpu\n", [], "device (line 2): Input should be 'auto', 'cpu' or 'cuda'"),
+    ("task: churn\ndata: {limit: 0}\n", [], "data.limit (line 2)"),
+    ("task: churn\ndata: {n_samples: 500}\n", [], "data.n_samples (line 2): only the transactions task"),
+    ("task: churn\ntrain: {pos_weight: -2}\n", [], "train.pos_weight (line 2)"),
+    ("task: mnist\nmodel: {conv: [{channels: 8, kernel: 0}]}\n", [], "model.conv.0.kernel (line 2)"),
+    (CHURN, ["--set", "optim.lr"], "--set 'optim.lr': expected KEY=VALUE"),
+    (CHURN, ["--set", "model.hidden=[1, 2"], "--set 'model.hidden=[1, 2': the value is not valid YAML"),
+    (CHURN, ["--set", "task.x=1"], "--set 'task.x=1': task has no keys to set"),
+    (CHURN, ["--set", "optim.lr=fast"], "optim.lr (from the command line): Input should be a valid number"),
+    (CHURN, ["--name", "../../etc"], "is not a safe run-folder name"),
+    (CHURN, ["--device", "tpu"], "device (from the command line)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "args", "expected"), BAD_CONFIGS)
+def test_bad_config(tmp_path: Path, text: str, args: list[str], expected: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(runs), *args])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output, result.output
+    assert "Traceback" not in result.output
+    if not expected.startswith("--set"):
+        assert str(config) in result.output  # the message names the file
+    assert not runs.exists()  # nothing started
+    assert not (tmp_path / "pwned").exists()
+
+
+# ------------------------------------------------------------------ data files
+
+
+def mnist_dir(tmp_path: Path) -> Path:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for part, n in (("train", 60), ("t10k", 20)):
+        images, labels = tiny_mnist_images(n, 0)
+        write_idx(raw / f"{part}-images-idx3-ubyte", images)
+        write_idx(raw / f"{part}-labels-idx1-ubyte", labels)
+    return tmp_path
+
+
+def break_mnist(how: str, tmp_path: Path) -> tuple[Path, str]:
+    raw = mnist_dir(tmp_path) / "MNIST" / "raw"
+    images, labels = raw / "train-images-idx3-ubyte", raw / "train-labels-idx1-ubyte"
+    if how == "missing":
+        images.unlink()
+        return tmp_path, "missing: train-images-idx3-ubyte"
+    if how == "empty":
+        images.write_bytes(b"")
+        return tmp_path, f"{images}: 0 bytes is too short for an IDX file"
+    if how == "truncated":
+        images.write_bytes(images.read_bytes()[:5000])
+        return tmp_path, f"{images}: the header declares shape (60, 28, 28)"
+    if how == "wrong magic":
+        images.write_bytes(labels.read_bytes())
+        return tmp_path, f"{images}: wrong magic number 2049 (expected 2051 for MNIST images)"
+    if how == "count mismatch":
+        write_idx(labels, torch.zeros(59, dtype=torch.uint8))
+        return tmp_path, "holds 60 images but"
+    if how == "bad label":
+        write_idx(labels, torch.full((60,), 10, dtype=torch.uint8))
+        return tmp_path, f"{labels}: label 10 is not a digit 0-9"
+    raise ValueError(how)
+
+
+def break_churn(how: str, tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "churn" / "Churn_Modelling.csv"
+    rows = churn_rows(30)
+    column = CHURN_HEADER.index
+    if how == "missing":
+        return tmp_path, f"{path}: file not found"
+    if how == "empty":
+        path.parent.mkdir(parents=True)
+        path.write_text("")
+        return tmp_path, f"{path}: the file is empty"
+    if how == "header only":
+        write_csv(path, CHURN_HEADER, [])
+        return tmp_path, f"{path}: the CSV has a header but no data rows"
+    if how == "missing column":
+        header = [c for c in CHURN_HEADER if c not in ("Age", "Geography")]
+        write_csv(path, header, [[v for i, v in enumerate(r) if i not in (4, 6)] for r in rows])
+        return tmp_path, "missing column(s) Age, Geography"
+    if how == "text in a number":
+        rows[1][column("CreditScore")] = "high"
+        write_csv(path, CHURN_HEADER, rows)
+        return tmp_path, f"{path}: line 3, column CreditScore: 'high' is not a number"
+    if how == "nan":
+        rows[4][column("Balance")] = "NaN"
+        write_csv(path, CHURN_HEADER, rows)
+        return tmp_path, f"{path}: line 6, column Balance: 'NaN' is not finite"
+    if how == "label outside 0/1":
+        rows[0][column("Exited")] = "-1"
+        write_csv(path, CHURN_HEADER, rows)
+        return tmp_path, f"{path}: line 2, column Exited: -1 is not a label 0 or 1"
+    if how == "short row":
+        rows[7] = rows[7][:5]
+        write_csv(path, CHURN_HEADER, rows)
+        return tmp_path, f"{path}: line 9 has 5 fields but the header has 14"
+    if how == "empty category":
+        rows[2][column("Gender")] = ""
+        write_csv(path, CHURN_HEADER, rows)
+        return tmp_path, f"{path}: line 4, column Gender: the cell is empty"
+    if how == "not text":
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"\xff\xfe\x00\x81" * 100)
+        return tmp_path, f"{path}: cannot read the CSV"
+    raise ValueError(how)
+
+
+BAD_DATA = [("mnist", how) for how in
+            ("missing", "empty", "truncated", "wrong magic", "count mismatch", "bad label")] + [
+    ("churn", how) for how in
+    ("missing", "empty", "header only", "missing column", "text in a number", "nan",
+     "label outside 0/1", "short row", "empty category", "not text")
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("task", "how"), BAD_DATA)
+def test_bad_data_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, task: str, how: str
+) -> None:
+    def offline(root: Path) -> None:
+        raise OSError("no network")
+
+    monkeypatch.setattr(mnist, "download", offline)
+    data_dir, expected = (break_mnist if task == "mnist" else break_churn)(how, tmp_path / "d")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"task: {task}\ntrain: {{epochs: 1}}\n")
+    result = runner.invoke(
+        app, ["train", str(config), "--data-dir", str(data_dir), "--runs-dir", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2, result.output
+    assert expected in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()  # no run folder for a run that could not start
+
+
+# ------------------------------------------------------------------ run folders and checkpoints
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    config = runs / "t.yaml"
+    config.write_text("task: transactions\ndata: {n_samples: 200}\ntrain: {epochs: 1}\n")
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(runs / "r")])
+    assert result.exit_code == 0, result.output
+    (run,) = (runs / "r").iterdir()
+    return run
+
+
+def copy_run(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / run.name))
+
+
+def test_malicious_checkpoint_is_refused_and_its_code_never_runs(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (os.system, (f"touch {marker}",))
+
+    run = copy_run(finished_run, tmp_path)
+    for name in ("best.pt", "last.pt"):
+        torch.save(
+            {"format": "dlcourse-checkpoint-1", "model": Payload()}, run / "checkpoints" / name
+        )
+    for args in (["visualize-activations", str(run)], ["train", "--resume", str(run)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "refused to load: the file asks to run posix.system" in result.output
+        assert "Traceback" not in result.output
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("checkpoints/best.pt", "best.pt: not a readable checkpoint"),
+        ("split.pt", "split.pt: not a readable split file"),
+        ("config.yaml", "config.yaml is not a valid config"),
+    ],
+)
+def test_damaged_run_folder(finished_run: Path, tmp_path: Path, damage: str, expected: str) -> None:
+    run = copy_run(finished_run, tmp_path)
+    (run / damage).write_text("task: churn\nbogus: 1\n" if damage.endswith("yaml") else "garbage")
+    result = runner.invoke(app, ["visualize-activations", str(run)])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path)])
+    assert result.exit_code == 2
+    assert (
+        f"{tmp_path}: not a run folder (it has no config.yaml); nothing to resume" in result.output
+    )
+
+
+def test_unexpected_errors_exit_1_with_the_traceback_only_under_debug(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlcourse import train as training
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something inside broke")
+
+    monkeypatch.setattr(training, "run", broken)
+    config = tmp_path / "c.yaml"
+    config.write_text("task: transactions\n")
+    quiet = runner.invoke(app, ["train", str(config)])
+    assert quiet.exit_code == 1
+    assert "internal error: RuntimeError: something inside broke" in quiet.output
+    assert "--debug" in quiet.output and "Traceback" not in quiet.output
+    loud = runner.invoke(app, ["--debug", "train", str(config)])
+    assert loud.exit_code == 1 and "Traceback" in loud.output
+
+
+def test_checkpoints_are_not_loaded_with_an_unsafe_torch() -> None:
+    from dlcourse.errors import UserError
+    from dlcourse.train.checkpoint import require_safe_torch
+
+    require_safe_torch("2.10.0")
+    require_safe_torch("2.14.1+cu130")
+    for unsafe in ("2.5.1", "2.9.1+cpu"):
+        with pytest.raises(UserError, match="install torch>=2.10"):
+            require_safe_torch(unsafe)
