@@ -88,12 +88,16 @@ class Data(_Section):
 
 
 class ConvBlock(_Section):
-    """conv (same padding) -> [batch norm] -> activation -> [pool 2x2]."""
+    """conv -> [batch norm] -> activation -> [pool 2x2] -> [dropout]."""
 
     channels: int = Field(ge=1, le=1024, description="output channels (feature maps)")
-    kernel: int = Field(3, ge=1, le=11, description="kernel size (odd sizes keep the image size)")
+    kernel: int = Field(3, ge=1, le=11, description="kernel size")
+    padding: Literal["same", "valid"] = Field(
+        "same", description="same: pad to keep the image size (odd kernels); valid: no padding"
+    )
     batch_norm: bool = Field(True, description="batch normalization after the convolution")
     pool: Literal["max", "avg", "none"] = Field("max", description="2x2 pooling after the block")
+    dropout: float = Field(0.0, ge=0, lt=1, description="drop probability after the block")
 
 
 class Model(_Section):
@@ -154,7 +158,11 @@ class Optim(_Section):
     )
     alpha: float = Field(0.99, gt=0, lt=1, description="rmsprop: decay of the squared gradients")
     rho: float = Field(0.9, gt=0, lt=1, description="adadelta: decay of the running averages")
-    eps: float = Field(1e-8, gt=0, description="term added to denominators for stability")
+    eps: float | None = Field(
+        None,
+        gt=0,
+        description="term added to denominators for stability (default: the optimizer's)",
+    )
     weight_decay: float = Field(
         0.0, ge=0, description="decoupled (adamw) or coupled weight decay of the optimizer"
     )
@@ -368,7 +376,7 @@ def config_data(cfg: Config) -> dict[str, Any]:
     """
     data = cfg.model_dump(mode="json", exclude_none=True)
     for key in {"momentum", "betas", "alpha", "rho", "eps"} - OPTIMIZER_OPTIONS[cfg.optim.name]:
-        del data["optim"][key]
+        data["optim"].pop(key, None)
     return data
 
 

@@ -101,3 +101,16 @@ def test_init_schemes_zero_the_biases(init: str) -> None:
     std = float(model.fc2.weight.detach().std())
     expected = {"xavier": (2 / 512) ** 0.5, "kaiming": (2 / 256) ** 0.5, "normal": 0.05}[init]
     assert std == pytest.approx(expected, rel=0.05)
+
+
+def test_pytorch_examples_mnist_net_can_be_expressed() -> None:
+    """conv32-conv64 (valid) - pool - dropout .25 - fc128 - dropout .5 - fc10: 1,199,882."""
+    blocks = [
+        {"channels": 32, "padding": "valid", "batch_norm": False, "pool": "none"},
+        {"channels": 64, "padding": "valid", "batch_norm": False, "dropout": 0.25},
+    ]
+    cfg = validate_config({"task": "mnist", "model": {"conv": blocks, "dropout": 0.5}})
+    model = build_model(cfg.model, (1, 28, 28), 10)
+    assert count_parameters(model) == 1_199_882
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert isinstance(model.conv2_dropout, nn.Dropout) and model.conv2_dropout.p == 0.25

@@ -41,22 +41,25 @@ def _add_conv_blocks(
     channels, height, width = input_shape
     for i, block in enumerate(cfg.conv or [], start=1):
         name = f"conv{i}"
+        padding = block.kernel // 2 if block.padding == "same" else 0
         layers[name] = nn.Conv2d(
-            channels, block.channels, block.kernel, padding=block.kernel // 2,
+            channels, block.channels, block.kernel, padding=padding,
             bias=not block.batch_norm,  # batch norm's shift replaces the bias
         )  # fmt: skip
         if block.batch_norm:
             layers[f"{name}_bn"] = nn.BatchNorm2d(block.channels)
         layers[f"{name}_{cfg.activation}"] = build_activation(cfg.activation, cfg.leaky_slope)
-        grow = 2 * (block.kernel // 2) - block.kernel + 1  # 0 for odd kernels, 1 for even
+        grow = 2 * padding - block.kernel + 1  # same: 0 for odd kernels; valid: 1 - kernel
         height, width = height + grow, width + grow
         if block.pool != "none":
             layers[f"{name}_pool"] = POOLS[block.pool](2)
             height, width = height // 2, width // 2
+        if block.dropout > 0:
+            layers[f"{name}_dropout"] = nn.Dropout(block.dropout)
         if height < 1 or width < 1:
             raise UserError(
-                f"model.conv.{i - 1}: the {input_shape[1]}x{input_shape[2]} input is pooled "
-                "down to nothing; use fewer blocks with pooling"
+                f"model.conv.{i - 1}: the {input_shape[1]}x{input_shape[2]} input shrinks "
+                "to nothing; use fewer blocks, less pooling or 'same' padding"
             )
         channels = block.channels
     layers["flatten"] = nn.Flatten()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -10,34 +10,21 @@ from torch import nn
 
 from dlcourse.config import Optim, Schedule
 
-Params = Iterable[nn.Parameter]
+Options = Callable[[Optim], dict[str, Any]]
 
-OPTIMIZERS: dict[str, Callable[[Params, Optim], torch.optim.Optimizer]] = {
-    "sgd": lambda p, o: torch.optim.SGD(p, lr=o.lr, weight_decay=o.weight_decay),
-    "momentum": lambda p, o: torch.optim.SGD(
-        p, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+# Each optimizer of the course, with the config options it reads (config.OPTIMIZER_OPTIONS).
+OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], Options]] = {
+    "sgd": (torch.optim.SGD, lambda o: {}),
+    "momentum": (torch.optim.SGD, lambda o: {"momentum": o.momentum}),
+    "nesterov": (torch.optim.SGD, lambda o: {"momentum": o.momentum, "nesterov": True}),
+    "rmsprop": (
+        torch.optim.RMSprop,
+        lambda o: {"alpha": o.alpha, "momentum": _set_or(o, "momentum", 0.0)},
     ),
-    "nesterov": lambda p, o: torch.optim.SGD(
-        p, lr=o.lr, momentum=o.momentum, nesterov=True, weight_decay=o.weight_decay
-    ),
-    "rmsprop": lambda p, o: torch.optim.RMSprop(
-        p,
-        lr=o.lr,
-        alpha=o.alpha,
-        eps=o.eps,
-        momentum=_set_or(o, "momentum", 0.0),
-        weight_decay=o.weight_decay,
-    ),
-    "adam": lambda p, o: torch.optim.Adam(
-        p, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
-    ),
-    "adamw": lambda p, o: torch.optim.AdamW(
-        p, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
-    ),
-    "adagrad": lambda p, o: torch.optim.Adagrad(p, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay),
-    "adadelta": lambda p, o: torch.optim.Adadelta(
-        p, lr=o.lr, rho=o.rho, eps=o.eps, weight_decay=o.weight_decay
-    ),
+    "adam": (torch.optim.Adam, lambda o: {"betas": o.betas}),
+    "adamw": (torch.optim.AdamW, lambda o: {"betas": o.betas}),
+    "adagrad": (torch.optim.Adagrad, lambda o: {}),
+    "adadelta": (torch.optim.Adadelta, lambda o: {"rho": o.rho}),
 }
 
 
@@ -49,7 +36,11 @@ def _set_or(cfg: Optim, key: str, default: Any) -> Any:
 def build_optimizer(cfg: Optim, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {cfg.name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[cfg.name](model.parameters(), cfg)
+    optimizer, options = OPTIMIZERS[cfg.name]
+    kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, **options(cfg)}
+    if cfg.eps is not None:  # else each optimizer's own default (1e-8, 1e-6, 1e-10)
+        kwargs["eps"] = cfg.eps
+    return optimizer(model.parameters(), **kwargs)
 
 
 # Schedules that step after every batch; the others step once per epoch.
