@@ -1,0 +1,155 @@
+"""`make bench`: dlcourse against hand-written loops, in one run, as one table.
+
+    python bench/run.py [--quick]
+
+Each workload runs several times, alternating dlcourse and its reference so that both see the
+same machine; the table gives medians and the ratio to the reference (below 1: dlcourse is
+faster). This is a benchmark, not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import workloads  # noqa: E402
+
+DATA_DIR = Path(os.environ.get("DLCOURSE_DATA_DIR") or ROOT / "data")
+PYTHON = sys.executable
+
+
+def median_of(runs: int, variants: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Run every variant `runs` times, interleaved; all the times, by variant."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(runs):
+        for name, variant in variants.items():
+            times[name].append(variant())
+    return times
+
+
+def command_seconds(args: list[str], runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(args, cwd=ROOT, capture_output=True, check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+FIRST_BATCH = """
+import os, sys, time
+import torch
+torch_done = time.perf_counter()
+from dlcourse.train import trainer
+def first_step(self, *args, **kwargs):
+    print(f"FIRST_BATCH {time.perf_counter() - torch_done:.3f}", flush=True)
+    os._exit(0)
+trainer.Trainer.train_step = first_step
+sys.argv = ["dlcourse", "train", "configs/mnist_cnn.yaml", "--runs-dir", sys.argv[1]]
+from dlcourse.cli import main
+main()
+"""
+
+
+def first_batch_seconds(runs: int = 3) -> float:
+    times = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as runs_dir:
+            out = subprocess.run(
+                [PYTHON, "-c", FIRST_BATCH, runs_dir], cwd=ROOT, capture_output=True, text=True
+            )
+        found = re.search(r"FIRST_BATCH ([\d.]+)", out.stdout)
+        if not found:
+            raise RuntimeError(out.stdout + out.stderr)
+        times.append(float(found.group(1)))
+    return statistics.median(times)
+
+
+def shipped_mnist() -> tuple[float, float, float]:
+    """Wall seconds, test accuracy and peak memory (GB) of `dlcourse train` on the shipped
+    MNIST config, in a fresh process as a student runs it."""
+    import json
+
+    with tempfile.TemporaryDirectory() as runs_dir:
+        started = time.perf_counter()
+        subprocess.run(
+            [str(Path(PYTHON).parent / "dlcourse"), "train", "configs/mnist_cnn.yaml",
+             "--runs-dir", runs_dir, "--set", "logging.progress=false"],
+            cwd=ROOT, capture_output=True, check=True,
+        )  # fmt: skip
+        wall = time.perf_counter() - started
+        (run,) = Path(runs_dir).iterdir()
+        accuracy = json.loads((run / "summary.json").read_text())["test"]["accuracy"]
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # KB -> GB
+    return wall, accuracy, peak
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    console = Console()
+    console.print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    table = Table(title="dlcourse vs hand-written loops (medians; ratio < 1: dlcourse faster)")
+    for column in ("workload", "variant", "seconds", "ratio"):
+        table.add_column(column, justify="left" if column in ("workload", "variant") else "right")
+
+    w1_data = workloads.load(workloads.w1_config(False), DATA_DIR)
+    w1 = median_of(1 if quick else 3, {
+        "hand-written loop": lambda: workloads.w1_reference(w1_data),
+        "dlcourse (scalars)": lambda: workloads.dlcourse_fit_seconds(workloads.w1_config(False), DATA_DIR),
+        "dlcourse (insight on)": lambda: workloads.dlcourse_fit_seconds(workloads.w1_config(True), DATA_DIR),
+    })  # fmt: skip
+    add_rows(table, f"W1 MNIST CNN, {workloads.W1_BATCHES} batches of 64", w1)
+
+    w2_data = workloads.load(workloads.w2_config(), DATA_DIR)
+    w2 = median_of(1 if quick else 5, {
+        "hand-written loop": lambda: workloads.w2_reference(w2_data),
+        "dlcourse": lambda: workloads.dlcourse_fit_seconds(workloads.w2_config(), DATA_DIR),
+        "dlcourse compile": lambda: workloads.dlcourse_fit_seconds(workloads.w2_config(True), DATA_DIR),
+    })  # fmt: skip
+    add_rows(table, f"W2 churn MLP 12-6-6-1, {workloads.W2_EPOCHS} epochs", w2)
+
+    dlcourse = str(Path(PYTHON).parent / "dlcourse")
+    table.add_row("startup", "dlcourse --help", f"{command_seconds([dlcourse, '--help']):.2f}", "")
+    validate = [dlcourse, "config", "validate", "configs/mnist_cnn.yaml"]
+    table.add_row("", "dlcourse config validate", f"{command_seconds(validate):.2f}", "")
+    torch_import = command_seconds([PYTHON, "-c", "import torch"], 3)
+    table.add_row("", "import torch", f"{torch_import:.2f}", "")
+    table.add_row("", "torch imported -> first batch", f"{first_batch_seconds():.2f}", "")
+    wall, accuracy, peak = shipped_mnist()
+    table.add_row(
+        "configs/mnist_cnn.yaml", f"test accuracy {100 * accuracy:.2f}%, peak {peak:.2f} GB",
+        f"{wall:.1f}", "",
+    )  # fmt: skip
+    console.print(table)
+
+
+def add_rows(table: Table, workload: str, times: dict[str, list[float]]) -> None:
+    reference = statistics.median(times["hand-written loop"])
+    for i, (name, values) in enumerate(times.items()):
+        median = statistics.median(values)
+        ratio = "" if i == 0 else f"{median / reference:.2f}x"
+        table.add_row(workload if i == 0 else "", name, f"{median:.2f}", ratio)
+
+
+if __name__ == "__main__":
+    main()
