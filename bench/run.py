@@ -26,10 +26,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
+import workloads  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-
-import workloads  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("DLCOURSE_DATA_DIR") or ROOT / "data")
 PYTHON = sys.executable
@@ -112,19 +111,22 @@ def main() -> None:
     for column in ("workload", "variant", "seconds", "ratio"):
         table.add_column(column, justify="left" if column in ("workload", "variant") else "right")
 
+    def fit(cfg: workloads.Config) -> Callable[[], float]:
+        return lambda: workloads.dlcourse_fit_seconds(cfg, DATA_DIR)
+
     w1_data = workloads.load(workloads.w1_config(False), DATA_DIR)
     w1 = median_of(1 if quick else 3, {
         "hand-written loop": lambda: workloads.w1_reference(w1_data),
-        "dlcourse (scalars)": lambda: workloads.dlcourse_fit_seconds(workloads.w1_config(False), DATA_DIR),
-        "dlcourse (insight on)": lambda: workloads.dlcourse_fit_seconds(workloads.w1_config(True), DATA_DIR),
+        "dlcourse (scalars)": fit(workloads.w1_config(insight=False)),
+        "dlcourse (insight on)": fit(workloads.w1_config(insight=True)),
     })  # fmt: skip
     add_rows(table, f"W1 MNIST CNN, {workloads.W1_BATCHES} batches of 64", w1)
 
     w2_data = workloads.load(workloads.w2_config(), DATA_DIR)
     w2 = median_of(1 if quick else 5, {
         "hand-written loop": lambda: workloads.w2_reference(w2_data),
-        "dlcourse": lambda: workloads.dlcourse_fit_seconds(workloads.w2_config(), DATA_DIR),
-        "dlcourse compile": lambda: workloads.dlcourse_fit_seconds(workloads.w2_config(True), DATA_DIR),
+        "dlcourse": fit(workloads.w2_config()),
+        "dlcourse compile": fit(workloads.w2_config(compile=True)),
     })  # fmt: skip
     add_rows(table, f"W2 churn MLP 12-6-6-1, {workloads.W2_EPOCHS} epochs", w2)
 

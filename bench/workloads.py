@@ -114,9 +114,7 @@ def w1_reference(data: TaskData) -> float:
 
 def w2_reference(data: TaskData) -> float:
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 1)
-    )
+    model = nn.Sequential(nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
 
     def loss_fn(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -460,7 +460,11 @@ def apply_overrides(
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
-            raise UserError(f"--set {expression!r}: the value is not valid YAML ({exc})") from None
+            problem = getattr(exc, "problem", None) or "cannot be parsed"
+            raise UserError(
+                f"--set {expression!r}: the value is not valid YAML ({problem}); quote it or "
+                "close its brackets"
+            ) from None
         path = tuple(int(part) if part.isdigit() else part for part in parts)
         node: Any = data
         for depth, part in enumerate(path[:-1]):
@@ -500,6 +504,12 @@ def _describe_errors(
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = _unknown_key_message(loc)
+        elif error["type"] == "literal_error":
+            message += _did_you_mean(error["input"], error.get("ctx", {}).get("expected", ""))
+        elif _is_scalar(error.get("input")) and not message.startswith(
+            str(loc[-1]) if loc else "\0"
+        ):
+            message += f", got {error['input']!r}"
         if error["type"] == "missing" and loc == ("task",):
             message = f"missing; choose one of {', '.join(TASKS)}"
         # Validators name the key they are about ("optim.momentum: ..."), one problem per line.
@@ -532,6 +542,16 @@ def _unknown_key_message(loc: tuple[Any, ...]) -> str:
     close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"unknown key; {hint}known keys: {', '.join(known)}"
+
+
+def _did_you_mean(value: Any, expected: str) -> str:
+    choices = re.findall(r"'([^']*)'", expected)
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+    return f", got {value!r}; did you mean {close[0]!r}?" if close else f", got {value!r}"
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) and len(repr(value)) <= 40
 
 
 def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:

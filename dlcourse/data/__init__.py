@@ -43,7 +43,8 @@ class TaskData:
 
     def to(self, device: torch.device | str) -> TaskData:
         moved = {
-            name: SplitData(s.x.to(device), s.y.to(device), s.rows) for name, s in self.splits.items()
+            name: SplitData(s.x.to(device), s.y.to(device), s.rows)
+            for name, s in self.splits.items()
         }
         return replace(self, splits=moved)
 
@@ -102,7 +103,7 @@ def _load_mnist(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> Ta
         feature_names=[],
         class_names=mnist.CLASS_NAMES,
         preprocess=preprocess,
-        source=f"{mnist.raw_dir(data_dir)}/ (test: the official t10k files)",
+        source=f"{mnist.raw_dir(data_dir)}/; test: the official t10k files",
     )
 
 
@@ -125,6 +126,14 @@ def normalize_images(images: torch.Tensor, preprocess: dict[str, Any]) -> torch.
 
 def _load_churn(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> TaskData:
     path = Path(cfg.data.path).expanduser() if cfg.data.path else churn.default_path(data_dir)
+    if not path.exists():
+        hint = (
+            "check data.path"
+            if cfg.data.path
+            else "put the Kaggle Churn_Modelling.csv there, point --data-dir (or "
+            "DLCOURSE_DATA_DIR) at a folder with churn/Churn_Modelling.csv, or set data.path"
+        )
+        raise UserError(f"{path}: file not found; {hint}")
     table, target = churn.load_churn(path)
     if cfg.data.limit:
         table, target = _head(table, cfg.data.limit), target[: cfg.data.limit]
@@ -168,7 +177,9 @@ def _tabular_data(
         encoder = TabularEncoder.from_state_dict(saved["preprocess"])
     features = encoder.transform(table)
     splits = {
-        name: SplitData(features[rows], target[rows], rows) for name, rows in parts.items() if len(rows)
+        name: SplitData(features[rows], target[rows], rows)
+        for name, rows in parts.items()
+        if len(rows)
     }
     return TaskData(
         task=cfg.task,

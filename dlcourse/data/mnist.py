@@ -9,6 +9,7 @@ does well: downloading the files when they are missing.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -76,18 +77,26 @@ def ensure_files(folder: Path) -> None:
     missing = [name for pair in FILES.values() for name in pair if not (folder / name).exists()]
     if not missing:
         return
+    root = folder.parent.parent
+    made = [path for path in (root, root / "MNIST", folder) if not path.exists()]
     try:
-        download(folder.parent.parent)
+        download(root)
     except Exception as exc:  # any network or archive failure means: do it by hand
+        for path in reversed(made):  # leave no empty folders behind a mistyped --data-dir
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        reason = (str(exc).strip().splitlines() or [""])[0][:120].rstrip(":")
         raise UserError(
             f"MNIST is not in {folder}/ (missing: {', '.join(missing)}) and downloading it "
-            f"failed ({type(exc).__name__}: {exc}).\n"
+            f"failed ({type(exc).__name__}: {reason}).\n"
             f"Offline, put the four uncompressed IDX files (train-images-idx3-ubyte, "
             f"train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte) in "
             f"{folder}/, or point --data-dir (or DLCOURSE_DATA_DIR) at a folder that has "
             "MNIST/raw/ with them."
         ) from None
-    still_missing = [name for pair in FILES.values() for name in pair if not (folder / name).exists()]
+    still_missing = [
+        name for pair in FILES.values() for name in pair if not (folder / name).exists()
+    ]
     if still_missing:
         raise UserError(f"downloading MNIST left {', '.join(still_missing)} missing in {folder}/")
 

@@ -17,33 +17,33 @@ def split_indices(
 ) -> dict[str, torch.Tensor]:
     """Divide range(n) into splits of the given fractions; each split's indices sorted.
 
-    With `labels` (classification) every class is divided in the same proportions, so dev and
-    test have the class balance of the whole (stratification). Splits with fraction 0 are empty.
+    The split sizes are n * fraction rounded (largest remainder first), exactly. With `labels`
+    (classification) every class is divided in the same proportions, to within one example,
+    so dev and test have the class balance of the whole (stratification).
     """
     generator = torch.Generator().manual_seed(seed)
-    names = [name for name in fractions if fractions[name] > 0]
-    groups = [torch.arange(n)] if labels is None else _class_groups(labels)
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in fractions}
-    for group in groups:
-        shuffled = group[torch.randperm(len(group), generator=generator)]
-        counts = _allocate(len(group), [fractions[name] for name in names])
-        for name, chunk in zip(names, shuffled.split(counts), strict=True):
-            parts[name].append(chunk)
-    result = {}
-    for name in fractions:
-        indices = torch.cat(parts[name]) if parts[name] else torch.empty(0, dtype=torch.long)
-        if fractions[name] > 0 and len(indices) == 0:
+    names = list(fractions)
+    sizes = _allocate(n, [fractions[name] for name in names])
+    for name, size in zip(names, sizes, strict=True):
+        if fractions[name] > 0 and size == 0:
             raise UserError(
                 f"data.split.{name}: {fractions[name]:g} of {n} examples is less than one "
                 "example; use more data or a larger fraction"
             )
-        result[name] = indices.sort().values
-    return result
+    order = torch.randperm(n, generator=generator)
+    if labels is not None:  # group the shuffled examples by class, keeping the shuffle
+        order = order[torch.sort(labels.flatten()[order], stable=True).indices]
+    # Deal the split names out evenly along that order: each class, a run of it, gets its share.
+    assignment = _interleave(sizes)
+    return {name: order[assignment == i].sort().values for i, name in enumerate(names)}
 
 
-def _class_groups(labels: torch.Tensor) -> list[torch.Tensor]:
-    labels = labels.flatten().long()
-    return [torch.nonzero(labels == value).flatten() for value in torch.unique(labels)]
+def _interleave(sizes: list[int]) -> torch.Tensor:
+    """A sequence of sum(sizes) split numbers where split i appears sizes[i] times, spread
+    evenly: the k-th occurrence of i sits near position (k + 1/2) / sizes[i] of the whole."""
+    positions = [(torch.arange(size, dtype=torch.float64) + 0.5) / max(size, 1) for size in sizes]
+    owners = [torch.full((size,), i) for i, size in enumerate(sizes)]
+    return torch.cat(owners)[torch.sort(torch.cat(positions), stable=True).indices]
 
 
 def _allocate(n: int, fractions: list[float]) -> list[int]:

@@ -36,7 +36,7 @@ from dlcourse.models.activations import NOT_TRAINABLE
 from dlcourse.restore import read_split_rows
 from dlcourse.runs import RunFolder
 from dlcourse.train.checkpoint import load_checkpoint
-from dlcourse.train.report import ConsoleReporter
+from dlcourse.train.report import ConsoleReporter, plural
 from dlcourse.train.trainer import Callback, Trainer
 
 # Keys a resume may change: they do not change what the run computes, or extend it.
@@ -145,7 +145,7 @@ def train_in(
         reporter.stop()
         if writer is not None:
             writer.close()
-    console.print(f"run folder: [bold]{folder.path}[/bold]", highlight=False)
+        console.print(f"run folder: [bold]{folder.path}[/bold]", highlight=False)
     if summary["stop_reason"] == "interrupted":
         progress = trainer.progress
         where = f"epoch {trainer.epoch + 1}"
@@ -289,7 +289,7 @@ def describe(
     console.print(
         f"[bold]{cfg.name}[/bold]: task {cfg.task}, {sizes} ({data.source})\n"
         f"model: {count_parameters(model):,} parameters, optimizer {cfg.optim.name} "
-        f"lr {cfg.optim.lr:g}, batch {cfg.train.batch_size}, {cfg.train.epochs} epochs, "
+        f"lr {cfg.optim.lr:g}, batch {cfg.train.batch_size}, {plural(cfg.train.epochs, 'epoch')}, "
         f"device {device}, run folder {folder.path}",
         highlight=False,
     )

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dlcourse.config import Optim, Schedule
+from dlcourse.errors import UserError
 
 Options = Callable[[Optim], dict[str, Any]]
 
@@ -64,8 +65,13 @@ def build_scheduler(
             optimizer, factor=cfg.gamma, patience=cfg.patience, min_lr=cfg.min_lr
         )
     if cfg.name == "onecycle":
-        return sched.OneCycleLR(
-            optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=cfg.pct_start,
-        )  # fmt: skip
+        total = epochs * steps_per_epoch
+        if total < 4:
+            raise UserError(
+                f"optim.schedule.name: 'onecycle' needs at least 4 steps to warm up and anneal, "
+                f"but this run has {total}; train longer, use smaller batches, or no schedule"
+            )
+        # Each phase needs two steps or more: OneCycleLR divides by a phase's length - 1.
+        warmup = min(max(cfg.pct_start, 2 / total), 1 - 2 / total)
+        return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=warmup)
     raise ValueError(f"unknown schedule {cfg.name!r}")

@@ -91,23 +91,29 @@ class ConsoleReporter(Callback):
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         self.stop()
+        epochs, best = summary["epochs_run"], summary["best_epoch"]
+        if summary.get("train") is None:  # not one epoch completed
+            self.console.print(f"{summary['stop_reason']} before the first epoch ended")
+            return
         self.console.print(summary_table(summary))
-        stop = summary["stop_reason"]
-        best = summary["best_epoch"]
+        kept = f"the weights of epoch {best} are kept"
         note = {
-            "completed": f"trained {summary['epochs_run']} epochs; weights of epoch {best} kept",
-            "early_stopping": f"stopped early after epoch {summary['epochs_run']}: no dev "
-            f"improvement in {trainer.cfg.train.early_stopping.patience} epochs; weights of "
-            f"epoch {best} kept",
-            "diverged": "diverged; the table shows the best weights before it",
-            "interrupted": "interrupted",
-        }.get(stop, stop)
+            "completed": f"trained {plural(epochs, 'epoch')}; {kept}",
+            "early_stopping": f"stopped early after epoch {epochs}: no dev improvement in "
+            f"{plural(trainer.cfg.train.early_stopping.patience or 0, 'epoch')}; {kept}",
+            "diverged": f"diverged during epoch {epochs + 1}; the table shows epoch {best}",
+            "interrupted": f"interrupted during epoch {epochs + 1}; the table shows epoch {best}",
+        }[summary["stop_reason"]]
         self.console.print(f"{note} ({summary['seconds']:.1f}s)", highlight=False)
 
     def stop(self) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def summary_table(summary: dict[str, Any]) -> Table:

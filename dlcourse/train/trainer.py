@@ -276,11 +276,16 @@ class Trainer:
         if bool(finite.all()):
             return
         batch = int((~finite).nonzero()[0]) + 1
+        kept = (
+            f"The checkpoints of epoch {self.epoch} and before are kept as they were."
+            if self.epoch
+            else "No epoch had completed, so there is no checkpoint."
+        )
         raise DivergedError(
             f"training diverged: the loss became {float(done[batch - 1])} at epoch "
             f"{self.epoch + 1}, batch {batch}/{self.steps_per_epoch}. The likely cause is a "
             f"learning rate too large for this model (optim.lr = {self.cfg.optim.lr:g}); try "
-            "one 10x smaller, or normalized inputs. The best checkpoint is kept as it was."
+            f"one 10x smaller, or normalized inputs. {kept}"
         )
 
     # ------------------------------------------------------------------ evaluation
