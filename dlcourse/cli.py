@@ -202,10 +202,11 @@ def config_validate(config: ConfigArg, set_: SetOption = None) -> None:
 @config_app.command("show")
 @cli_errors
 def config_show(config: ConfigArg, set_: SetOption = None) -> None:
-    """Print the config with every default filled in and the overrides applied."""
-    from dlcourse.config import dump_config, load_config
+    """Print the config with every default filled in, the overrides applied, and what each
+    key means."""
+    from dlcourse.config import describe_config, load_config
 
-    typer.echo(dump_config(load_config(config, set_ or [])), nl=False)
+    typer.echo(describe_config(load_config(config, set_ or [])), nl=False)
 
 
 def main() -> None:

@@ -278,18 +278,23 @@ class Config(_Section):
         return self.data.split
 
 
+# Keys that only one task uses; set for another task they are errors.
+TASK_ONLY = {
+    "data.path": "churn",
+    "data.n_samples": "transactions",
+    "data.noise": "transactions",
+    "data.augment": "mnist",
+    "model.conv": "mnist",
+    "train.pos_weight": "churn",
+}
+
+
 def _task_problems(cfg: Config) -> list[str]:
     """Cross-section checks: keys that do not fit the task. Each names the key it is about."""
     task, data, problems = cfg.task, cfg.data, []
-    only = {
-        "data.path": ("churn", data.path),
-        "data.n_samples": ("transactions", data.n_samples),
-        "data.noise": ("transactions", data.noise),
-        "data.augment": ("mnist", data.augment),
-        "model.conv": ("mnist", cfg.model.conv),
-        "train.pos_weight": ("churn", cfg.train.pos_weight),
-    }
-    for key, (owner, value) in only.items():
+    for key, owner in TASK_ONLY.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
         if value is not None and task != owner:
             problems.append(f"{key}: only the {owner} task uses it (this config's task is {task})")
     if task == "mnist" and data.split is not None and data.split.test != 0:
@@ -383,6 +388,59 @@ def config_data(cfg: Config) -> dict[str, Any]:
 def dump_config(cfg: Config) -> str:
     """The resolved config as YAML, in section order (see config_data)."""
     return yaml.safe_dump(config_data(cfg), sort_keys=False, default_flow_style=None)
+
+
+def describe_config(cfg: Config) -> str:
+    """The resolved config as YAML with every key's description as a comment.
+
+    Keys left unset (null) are shown too, so this doubles as the reference of what a config
+    can hold; the text is valid YAML that loads back into the same config.
+    """
+    lines: list[tuple[str, str]] = []
+    _describe_model(cfg, "", lines, skip=_unused_options(cfg))
+    width = min(max(len(text) for text, _ in lines) + 2, 56)
+    return "".join(
+        f"{text:<{width}}# {comment}\n" if comment else f"{text}\n" for text, comment in lines
+    )
+
+
+def _unused_options(cfg: Config) -> set[str]:
+    """Keys that do not apply to this config: other tasks' keys, other optimizers' options."""
+    unused = {"momentum", "betas", "alpha", "rho", "eps"} - OPTIMIZER_OPTIONS[cfg.optim.name]
+    other_tasks = {key for key, owner in TASK_ONLY.items() if owner != cfg.task}
+    return {f"optim.{key}" for key in unused} | other_tasks
+
+
+def _describe_model(
+    model: BaseModel, indent: str, lines: list[tuple[str, str]], skip: set[str], path: str = ""
+) -> None:
+    first_prefix = indent
+    for name, field in type(model).model_fields.items():
+        key = f"{path}{name}"
+        if key in skip:
+            continue
+        value, comment = getattr(model, name), field.description or ""
+        if isinstance(value, BaseModel):
+            lines.append((f"{first_prefix}{name}:", comment))
+            _describe_model(value, indent + "  ", lines, skip, f"{key}.")
+        elif isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
+            lines.append((f"{first_prefix}{name}:", comment))
+            for item in value:
+                item_lines: list[tuple[str, str]] = []
+                _describe_model(item, indent + "    ", item_lines, skip, f"{key}.")
+                text, note = item_lines[0]
+                item_lines[0] = (f"{indent}  - {text.lstrip()}", note)
+                lines += item_lines
+        else:
+            lines.append((f"{first_prefix}{name}: {_yaml_value(value)}", comment))
+        first_prefix = indent
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000)
+    return text.removesuffix("\n...\n").strip()
 
 
 def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:

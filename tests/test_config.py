@@ -32,6 +32,18 @@ def test_shipped_config_is_valid_and_its_resolved_form_reloads(path: Path) -> No
     assert again == cfg
 
 
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_show_documents_every_key_and_reloads(path: Path) -> None:
+    from dlcourse.config import describe_config
+
+    cfg = load_config(path)
+    text = describe_config(cfg)
+    assert validate_config(yaml.safe_load(text)) == cfg
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert all("  # " in line for line in lines)  # a description on every line
+    assert "optim:" in text and "lr:" in text and "regularization:" in text
+
+
 def test_minimal_config_gets_task_defaults() -> None:
     cfg = validate_config({"task": "churn"})
     assert (cfg.split.train, cfg.split.dev, cfg.split.test) == (0.6, 0.2, 0.2)
