@@ -214,7 +214,10 @@ class Train(_Section):
     pos_weight: float | None = Field(
         None, gt=0, description="churn: weight of the positive class in the loss"
     )
-    compile: bool = Field(False, description="compile the train step (torch.compile)")
+    compile: bool = Field(
+        False,
+        description="fast train step: adam/adamw update through the fused kernel directly",
+    )
     threads: int | None = Field(
         None, ge=1, le=256, description="CPU threads for torch (default: all cores)"
     )

@@ -217,3 +217,57 @@ def test_run_writes_the_run_folder(tmp_path: Path) -> None:
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == 3
     splits = torch.load(folder / "split.pt", weights_only=True)
     assert [len(splits[s]) for s in ("train", "dev", "test")] == [120, 40, 40]
+
+
+# ------------------------------------------------------------------ train.compile
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_fast_step_is_the_fused_step_bit_for_bit(name: str) -> None:
+    import copy
+
+    from dlcourse.config import Optim
+    from dlcourse.train.fast_step import fused_step
+    from dlcourse.train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    regular_model = build_model(validate_config({"task": "churn"}).model, (12,), 1)
+    fast_model = copy.deepcopy(regular_model)
+    cfg = Optim(name=name, lr=0.01, weight_decay=0.01)
+    regular, fast = build_optimizer(cfg, regular_model), build_optimizer(cfg, fast_model)
+    step = fused_step(fast)
+    assert step is not None
+    for i in range(25):
+        x = torch.randn(10, 12)
+        for model in (regular_model, fast_model):
+            model(x).pow(2).mean().backward()
+        for optimizer in (regular, fast):
+            optimizer.param_groups[0]["lr"] = 0.01 / (1 + i)  # as a schedule would
+        regular.step()
+        step()
+        regular.zero_grad()
+        fast.zero_grad()
+    for a, b in zip(regular_model.parameters(), fast_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert str(regular.state_dict()) == str(fast.state_dict())
+
+
+def test_fast_step_is_not_used_where_it_does_not_apply() -> None:
+    from dlcourse.config import Optim
+    from dlcourse.train.fast_step import fused_step
+    from dlcourse.train.optim import build_optimizer
+
+    model = nn.Linear(2, 1)
+    assert fused_step(build_optimizer(Optim(name="rmsprop"), model)) is None
+    assert fused_step(torch.optim.Adam(model.parameters(), amsgrad=True)) is None
+
+
+def test_compile_trains_exactly_like_the_regular_step() -> None:
+    config = {"model": {"hidden": [8]}, "train": {"epochs": 3, "batch_size": 16}}
+    _, regular = fit(config, linear_task())
+    _, compiled = fit({**config, "train": {**config["train"], "compile": True}}, linear_task())
+    assert without_seconds(regular) == without_seconds(compiled)
+
+
+def without_seconds(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k != "seconds"}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from dlcourse.errors import DivergedError
 from dlcourse.runs import RunFolder
 from dlcourse.train.checkpoint import save_checkpoint
 from dlcourse.train.early_stopping import EarlyStopping
+from dlcourse.train.fast_step import fused_step
 from dlcourse.train.metrics import compute_metrics, confusion_matrix, correct_count, loss_function
 from dlcourse.train.optim import PER_BATCH, build_optimizer, build_scheduler
 from dlcourse.train.regularization import penalty, weight_parameters
@@ -61,31 +62,53 @@ class Callback:
 
 @dataclass
 class EpochProgress:
-    """How far the current epoch has got: enough to continue it after an interruption."""
+    """How far the current epoch has got: enough to continue it after an interruption.
+
+    Per step the loop only writes the batch's loss and outputs into these buffers (no host
+    sync); the epoch's mean loss and accuracy are read from them when needed.
+    """
 
     order: torch.Tensor  # (N,) the order of the training examples this epoch
-    losses: torch.Tensor  # (steps,) data loss of each batch done, on the device
-    sizes: torch.Tensor  # (steps,) examples in each batch done
-    correct: torch.Tensor  # () right predictions so far (classification)
+    losses: torch.Tensor  # (steps,) data loss of each batch, on the device
+    outputs: torch.Tensor | None  # (N, outputs) the network's outputs, in `order` (classification)
     penalty: torch.Tensor  # () sum of the batches' regularization penalties
+    batch_size: int
     batch: int = 0  # batches done
     seconds: float = 0.0  # spent on this epoch before an interruption
 
+    @property
+    def examples_done(self) -> int:
+        return min(self.batch * self.batch_size, len(self.order))
+
     def mean_loss(self) -> float:
-        done = slice(0, self.batch)
-        return float((self.losses[done] * self.sizes[done]).sum() / self.sizes[done].sum())
+        """The mean data loss per example over the batches done (the last may be smaller)."""
+        sizes = torch.full((self.batch,), float(self.batch_size), device=self.losses.device)
+        sizes[-1] = self.examples_done - (self.batch - 1) * self.batch_size
+        return float((self.losses[: self.batch] * sizes).sum()) / self.examples_done
 
     def state_dict(self) -> dict[str, Any]:
-        tensors = ("order", "losses", "sizes", "correct", "penalty")
-        state: dict[str, Any] = {name: getattr(self, name).cpu() for name in tensors}
-        return {**state, "batch": self.batch, "seconds": self.seconds}
+        return {
+            "order": self.order.cpu(),
+            "losses": self.losses.cpu(),
+            "outputs": None if self.outputs is None else self.outputs.cpu(),
+            "penalty": self.penalty.cpu(),
+            "batch_size": self.batch_size,
+            "batch": self.batch,
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: torch.device) -> EpochProgress:
-        tensors = {
-            k: state[k].to(device) for k in ("order", "losses", "sizes", "correct", "penalty")
-        }
-        return cls(**tensors, batch=int(state["batch"]), seconds=float(state["seconds"]))
+        outputs = state["outputs"]
+        return cls(
+            order=state["order"].to(device),
+            losses=state["losses"].to(device),
+            outputs=None if outputs is None else outputs.to(device),
+            penalty=state["penalty"].to(device),
+            batch_size=int(state["batch_size"]),
+            batch=int(state["batch"]),
+            seconds=float(state["seconds"]),
+        )
 
 
 class Trainer:
@@ -112,6 +135,7 @@ class Trainer:
         )
         stopping = cfg.train.early_stopping
         self.stopper = EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
+        self.parameters = list(model.parameters())
         self.weights = weight_parameters(model)
         self.regularized = bool(cfg.regularization.l1 or cfg.regularization.l2) and self.weights
         self.augment = cfg.data.augment if cfg.data.augment and _augments(cfg) else None
@@ -123,6 +147,7 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.progress: EpochProgress | None = None  # the epoch under way, if any
         self.stop_requested = False  # set (e.g. by a signal handler) to stop at the next batch
+        self.optimizer_step: Callable[[], None] = self.optimizer.step
         self.elapsed = 0.0  # training seconds of earlier sessions of this run (resume)
         self.started = time.perf_counter()
 
@@ -134,6 +159,8 @@ class Trainer:
         When `stop_requested` is set the loop stops at the next batch boundary, saves where it
         is to last.pt and reports the run as interrupted.
         """
+        if self.cfg.train.compile:  # after any load_state_dict: it replaces the state tensors
+            self.optimizer_step = fused_step(self.optimizer) or self.optimizer.step
         for callback in self.callbacks:
             callback.on_fit_start(self)
         try:
@@ -189,14 +216,14 @@ class Trainer:
             if self.stop_requested:
                 progress.seconds += time.perf_counter() - started
                 return None
-            rows = progress.order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            start = batch * self.batch_size
+            rows = progress.order[start : start + self.batch_size]
             x, y = self.batch(train.x, train.y, rows)
             last = batch == self.steps_per_epoch - 1
             loss, outputs, penalty_value = self.train_step(x, y, last)
             progress.losses[batch] = loss
-            progress.sizes[batch] = len(y)
-            if self.data.kind != "regression":
-                progress.correct += correct_count(self.data.kind, outputs, y)
+            if progress.outputs is not None:
+                progress.outputs[start : start + len(rows)] = outputs
             if penalty_value is not None:
                 progress.penalty += penalty_value
             progress.batch = batch + 1
@@ -207,20 +234,24 @@ class Trainer:
                 last_sync = time.perf_counter()
         self.check_finite()
         stats = {"loss": progress.mean_loss()}
-        if self.data.kind != "regression":
-            stats["accuracy"] = int(progress.correct) / len(train)
+        if progress.outputs is not None:
+            labels = train.y[progress.order]
+            correct = correct_count(self.data.kind, progress.outputs, labels)
+            stats["accuracy"] = int(correct) / len(train)
         if self.regularized:
             stats["penalty"] = float(progress.penalty) / self.steps_per_epoch
         return stats
 
     def new_epoch(self, n: int) -> EpochProgress:
-        zeros = torch.zeros(self.steps_per_epoch, device=self.device)
+        classification = self.data.kind != "regression"
         return EpochProgress(
             order=self.epoch_order(n),
-            losses=zeros,
-            sizes=zeros.clone(),
-            correct=torch.zeros((), device=self.device, dtype=torch.long),
+            losses=torch.zeros(self.steps_per_epoch, device=self.device),
+            outputs=torch.zeros(n, self.data.n_outputs, device=self.device)
+            if classification
+            else None,
             penalty=torch.zeros((), device=self.device),
+            batch_size=self.batch_size,
         )
 
     def train_step(
@@ -240,8 +271,9 @@ class Trainer:
         if last:
             for callback in self.callbacks:
                 callback.on_before_step(self)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step()
+        for parameter in self.parameters:  # zero_grad(set_to_none=True), without its overhead
+            parameter.grad = None
         if self.scheduler is not None and self.cfg.optim.schedule.name in PER_BATCH:
             self.scheduler.step()
         self.global_step += 1
