@@ -45,8 +45,6 @@ class InsightLogger(Callback):
         self.probe = trainer.data.splits[split].x[:PROBE_SIZE]
         shown = trainer.data.splits.get("test") or trainer.data.splits[split]
         self.shown = shown.x[:SHOWN_EXAMPLES]
-        if trainer.epoch == 0:  # the graph once per run, not again on resume
-            self.log_graph(trainer.model)
 
     def on_before_step(self, trainer: Trainer) -> None:
         """The epoch's last step: keep its gradients and the weights it is about to change."""
@@ -60,6 +58,8 @@ class InsightLogger(Callback):
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
         epoch = row["epoch"]
+        if epoch == 1:  # the graph once per run, after the first epoch: not on the way to it
+            self.log_graph(trainer)
         if not self.due(trainer, epoch):
             return
         model = trainer.model
@@ -134,11 +134,13 @@ class InsightLogger(Callback):
             units = probe_outputs[name][:64].float().cpu().T  # (units, probe examples)
             self.writer.add_image(f"hidden_units/{name}", upscale(heat_map(units), 4), epoch)
 
-    def log_graph(self, model: nn.Module) -> None:
+    def log_graph(self, trainer: Trainer) -> None:
         """The model graph, when the model can be traced (tracing is skipped otherwise)."""
+        model, was_training = trainer.model, trainer.model.training
         with contextlib.suppress(Exception), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice
-            self.writer.add_graph(model, self.probe[:2])
+            self.writer.add_graph(model.eval(), trainer.prepare(self.probe[:2]))
+        model.train(was_training)
 
     def histogram(self, tag: str, values: torch.Tensor, epoch: int) -> None:
         """A histogram of BINS equal buckets between the values' min and max.
