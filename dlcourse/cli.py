@@ -31,7 +31,10 @@ _debug = False
 F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigArg = Annotated[
-    Path, typer.Argument(exists=True, dir_okay=False, help="The experiment config (YAML).")
+    Path,
+    typer.Argument(
+        exists=True, dir_okay=False, metavar="CONFIG", help="The experiment config (YAML)."
+    ),
 ]
 SetOption = Annotated[
     list[str] | None,
@@ -41,7 +44,10 @@ SetOption = Annotated[
 ]
 
 RunArg = Annotated[
-    Path, typer.Argument(exists=True, file_okay=False, help="A run folder (runs/<name>-<time>).")
+    Path,
+    typer.Argument(
+        exists=True, file_okay=False, metavar="RUN_DIR", help="A run folder (runs/<name>-<time>)."
+    ),
 ]
 DataDirOption = Annotated[
     Path | None, typer.Option(help="Data folder (default: $DLCOURSE_DATA_DIR, else data/).")

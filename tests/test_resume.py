@@ -276,6 +276,16 @@ def wait_for_rows(runs: Path, rows: int, process: subprocess.Popen, timeout: flo
     raise AssertionError("the run made no progress")
 
 
+def resume_in_a_process_and_compare(folder: Path, reference_runs: Path) -> None:
+    resumed = subprocess.run(
+        [sys.executable, "-m", "dlcourse", "train", "--resume", str(folder)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    (full,) = reference_runs.iterdir()
+    assert same_run(full, folder) == []
+
+
 SLOW_RUN = [
     "--set", "data.n_samples=40000", "--set", "train.epochs=4", "--set", "train.batch_size=16",
     "--set", "model.dropout=0.2", "--set", "train.threads=1", "--set", "logging.progress=false",
@@ -292,13 +302,7 @@ def test_sigkill_mid_epoch_then_resume_ends_identical(tmp_path: Path) -> None:
     victim.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
     victim.wait()
     assert reference.wait(timeout=300) == 0, reference.communicate()[0]
-    resumed = subprocess.run(
-        [sys.executable, "-m", "dlcourse", "train", "--resume", str(folder)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    (full,) = (tmp_path / "full").iterdir()
-    assert same_run(full, folder) == []
+    resume_in_a_process_and_compare(folder, tmp_path / "full")
 
 
 @pytest.mark.slow
@@ -316,10 +320,4 @@ def test_ctrl_c_saves_reports_and_exits_130_then_resumes_exactly(tmp_path: Path)
     assert summary["stop_reason"] == "interrupted"
     assert load_checkpoint(folder / "checkpoints" / "last.pt")["progress"] is not None  # mid-epoch
     assert reference.wait(timeout=300) == 0
-    resumed = subprocess.run(
-        [sys.executable, "-m", "dlcourse", "train", "--resume", str(folder)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    (full,) = (tmp_path / "full").iterdir()
-    assert same_run(full, folder) == []
+    resume_in_a_process_and_compare(folder, tmp_path / "full")

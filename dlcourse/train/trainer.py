@@ -137,7 +137,7 @@ class Trainer:
         self.stopper = EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
         self.parameters = list(model.parameters())
         self.weights = weight_parameters(model)
-        self.regularized = bool(cfg.regularization.l1 or cfg.regularization.l2) and self.weights
+        self.regularized = bool((cfg.regularization.l1 or cfg.regularization.l2) and self.weights)
         self.augment = cfg.data.augment if cfg.data.augment and _augments(cfg) else None
         # Images in channels-last layout run the CPU's convolutions about 30% faster.
         self.channels_last = bool(cfg.model.conv)
