@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,24 @@ def test_regression_metrics_known_values() -> None:
     assert metrics["mae"] == pytest.approx(2 / 3)
     assert metrics["r2"] == pytest.approx(
         1 - 4 / (((torch.tensor([1.0, 2, 5]) - 8 / 3) ** 2).sum().item())
+    )
+
+
+def test_losses_known_values() -> None:
+    from dlcourse.train.metrics import loss_function
+
+    logits, targets = torch.tensor([[0.0], [2.0]]), torch.tensor([1.0, 0.0])
+    # -log(sigmoid(0)) = log 2 for the positive, -log(1 - sigmoid(2)) = log(1 + e^2) for the other
+    expected = (math.log(2) + math.log(1 + math.exp(2))) / 2
+    assert value(loss_function("binary")(logits, targets)) == pytest.approx(expected)
+    weighted = (3 * math.log(2) + math.log(1 + math.exp(2))) / 2  # positives count 3 times
+    assert value(loss_function("binary", 3.0)(logits, targets)) == pytest.approx(weighted)
+    squared = loss_function("regression")(torch.tensor([[1.0], [4.0]]), torch.tensor([0.0, 2.0]))
+    assert value(squared) == pytest.approx((0.5 * 1 + 0.5 * 4) / 2)  # mean of 1/2 (y - t)^2
+    scores = torch.tensor([[2.0, 0.0, 0.0]])
+    expected_ce = -math.log(math.exp(2) / (math.exp(2) + 2))  # softmax, then -log p(class 0)
+    assert value(loss_function("multiclass")(scores, torch.tensor([0]))) == pytest.approx(
+        expected_ce
     )
 
 

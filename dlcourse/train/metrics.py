@@ -19,11 +19,17 @@ def loss_function(kind: str, pos_weight: float | None = None) -> LossFn:
     if kind == "multiclass":
         return F.cross_entropy  # softmax + negative log-likelihood
     if kind == "binary":
-        weight = None if pos_weight is None else torch.tensor(pos_weight)
+        weights: dict[torch.device, torch.Tensor] = {}  # pos_weight on each device, made once
 
         def binary_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            w = None if weight is None else weight.to(outputs.device)
-            return F.binary_cross_entropy_with_logits(outputs.squeeze(1), targets, pos_weight=w)
+            weight = None
+            if pos_weight is not None:
+                if outputs.device not in weights:
+                    weights[outputs.device] = torch.tensor(pos_weight, device=outputs.device)
+                weight = weights[outputs.device]
+            return F.binary_cross_entropy_with_logits(
+                outputs.squeeze(1), targets, pos_weight=weight
+            )
 
         return binary_cross_entropy  # sigmoid + cross-entropy, in one stable step
     if kind == "regression":
