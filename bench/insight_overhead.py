@@ -16,9 +16,9 @@ from tempfile import TemporaryDirectory
 
 from rich.console import Console
 
-from dlcourse import train as training
 from dlcourse.config import load_config
 from dlcourse.insight.logger import InsightLogger
+from dlcourse.train import run as training
 
 CONFIGS = ["mnist_cnn.yaml", "churn_mlp.yaml", "transactions_regression.yaml"]
 HOOKS = ["on_fit_start", "on_before_step", "on_epoch_end", "on_fit_end"]

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
-from dlcourse import train as training
 from dlcourse.config import Config, validate_config
 from dlcourse.data import TaskData, load_task_data
+from dlcourse.train import run as training
 from dlcourse.train import trainer as trainer_module
 
 W1_BATCHES = 300  # of 64 images: a third of an MNIST epoch

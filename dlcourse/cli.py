@@ -138,7 +138,7 @@ def train(
     if resume is not None:
         if name is not None:
             raise UserError("--name cannot be used with --resume: the run keeps its folder")
-        from dlcourse import train as training
+        from dlcourse.train import run as training
 
         training.resume(
             resume, data_dir=_data_dir(data_dir), console=console, config=config,
@@ -151,7 +151,7 @@ def train(
         overrides.append(f"name={json.dumps(name)}")  # quoted: a name is always a string
     cfg = load_config(config, overrides)
 
-    from dlcourse import train as training
+    from dlcourse.train import run as training
 
     training.run(cfg, runs_dir=runs_dir, data_dir=_data_dir(data_dir), console=console)
 

@@ -1,21 +1,18 @@
 """Opening a finished (or interrupted) run: its config, a checkpoint's model, and its data.
 
-Commands that look at a trained model (visualize-activations, evaluate, predict) start here.
-Every problem with the folder or the checkpoint is a UserError naming the path.
+Commands that look at a trained model (visualize-activations) start here. Every problem with
+the folder or the checkpoint is a UserError naming the path.
 """
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
 from torch import nn
 
-from dlcourse.config import Config, validate_config
+from dlcourse.config import Config
 from dlcourse.data import TaskData, load_task_data
 from dlcourse.errors import UserError
 from dlcourse.models import build_model
@@ -37,24 +34,8 @@ class RestoredRun:
 
     def load_data(self, data_dir: Path) -> TaskData:
         """The run's data, split and preprocessed exactly as during training."""
-        saved = {"preprocess": self.info["preprocess"], "rows": self.split_rows()}
+        saved = {"preprocess": self.info["preprocess"], "rows": self.folder.read_splits()}
         return load_task_data(self.cfg, data_dir, saved)
-
-    def split_rows(self) -> dict[str, torch.Tensor]:
-        return read_split_rows(self.folder.splits)
-
-
-def read_split_rows(path: Path) -> dict[str, torch.Tensor]:
-    """A run's split.pt: the example indices of each split."""
-    try:
-        rows = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing; the run folder is incomplete") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise UserError(f"{path}: not a readable split file ({exc})") from None
-    if not isinstance(rows, dict) or not all(isinstance(v, torch.Tensor) for v in rows.values()):
-        raise UserError(f"{path}: not a dlcourse split file")
-    return rows
 
 
 def open_run(path: Path, checkpoint: str = "best") -> RestoredRun:
@@ -62,15 +43,7 @@ def open_run(path: Path, checkpoint: str = "best") -> RestoredRun:
     folder = RunFolder(path)
     if not folder.path.is_dir():
         raise UserError(f"{path}: no such run folder")
-    if not folder.config.is_file():
-        raise UserError(f"{path}: not a run folder (it has no config.yaml)")
-    try:
-        data = yaml.safe_load(folder.config.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{folder.config}: not readable YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{folder.config}: not a config mapping")
-    cfg = validate_config(data, str(folder.config))
+    cfg = folder.read_config()
     file = {"best": folder.best, "last": folder.last}[checkpoint]
     if not file.exists():
         raise UserError(

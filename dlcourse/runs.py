@@ -10,12 +10,17 @@ a name already taken (two runs in the same second) gets the next -N suffix.
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
+
+from dlcourse.config import Config, validate_config
 from dlcourse.errors import UserError
-from dlcourse.fileio import write_json_atomic, write_text_atomic
+from dlcourse.fileio import write_atomic, write_json_atomic, write_text_atomic
 
 
 class RunFolder:
@@ -36,18 +41,59 @@ class RunFolder:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
         try:
             runs_dir.mkdir(parents=True, exist_ok=True)
+            for attempt in range(1, 1000):
+                suffix = "" if attempt == 1 else f"-{attempt}"
+                path = runs_dir / f"{name}-{stamp}{suffix}"
+                try:
+                    path.mkdir()
+                except FileExistsError:
+                    continue
+                (path / "checkpoints").mkdir()
+                return cls(path)
         except OSError as exc:
-            raise UserError(f"{runs_dir}: cannot create the runs folder ({exc.strerror})") from None
-        for attempt in range(1, 1000):
-            suffix = "" if attempt == 1 else f"-{attempt}"
-            path = runs_dir / f"{name}-{stamp}{suffix}"
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue
-            (path / "checkpoints").mkdir()
-            return cls(path)
+            raise UserError(
+                f"{runs_dir}: cannot create a run folder there ({exc.strerror})"
+            ) from None
         raise UserError(f"{runs_dir}: could not find a free run folder name for {name!r}")
+
+    def read_config(self) -> Config:
+        """The run's resolved config.yaml, validated again."""
+        if not self.config.is_file():
+            raise UserError(f"{self.path}: not a run folder (it has no config.yaml)")
+        try:
+            data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+            raise UserError(f"{self.config}: not readable ({exc})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{self.config}: not a config mapping")
+        return validate_config(data, str(self.config))
+
+    def write_splits(self, rows: dict[str, torch.Tensor]) -> None:
+        write_atomic(self.splits, lambda file: torch.save(rows, file))
+
+    def read_splits(self) -> dict[str, torch.Tensor]:
+        """split.pt: the example indices of each split, checked before they index anything."""
+        from dlcourse.train.checkpoint import require_safe_torch
+
+        require_safe_torch()
+        try:
+            rows = torch.load(self.splits, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise UserError(f"{self.splits}: missing; the run folder is incomplete") from None
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+            raise UserError(f"{self.splits}: not a readable split file ({exc})") from None
+        valid = (
+            isinstance(rows, dict)
+            and "train" in rows
+            and all(
+                isinstance(v, torch.Tensor) and v.dtype == torch.int64 and v.dim() == 1
+                and (len(v) == 0 or int(v.min()) >= 0)
+                for v in rows.values()
+            )
+        )  # fmt: skip
+        if not valid:
+            raise UserError(f"{self.splits}: not a dlcourse split file")
+        return rows
 
     def write_config(self, text: str) -> None:
         write_text_atomic(self.config, text)

@@ -18,10 +18,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from typer.testing import CliRunner
 
-from dlcourse import train as training
 from dlcourse.cli import app
 from dlcourse.config import load_config
 from dlcourse.insight.probe import capture_activations, layer_stats
+from dlcourse.train import run as training
 from tests.conftest import REPO
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
@@ -285,3 +285,13 @@ def test_tensorboard_serves_the_run_scalars(mlp_run: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_visualize_activations_in_a_fresh_process(mlp_run: Path, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "dlcourse", "visualize-activations", str(mlp_run),
+         "--out", str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "00_input.png").is_file()

@@ -13,9 +13,9 @@ import pytest
 import torch
 from rich.console import Console
 
-from dlcourse import train as training
 from dlcourse.config import load_config, validate_config
 from dlcourse.data import churn, load_task_data, mnist
+from dlcourse.train import run as training
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.realdata

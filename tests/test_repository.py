@@ -25,3 +25,17 @@ def test_no_source_file_is_ignored_by_git() -> None:
         ["git", "check-ignore", "--no-index", *sources], cwd=REPO, capture_output=True, text=True
     ).stdout.split()
     assert ignored == []
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["dlcourse.restore", "dlcourse.insight.visualize", "dlcourse.train.run", "dlcourse.runs",
+     "dlcourse.data", "dlcourse.train.trainer", "dlcourse.insight.logger"],
+)  # fmt: skip
+def test_each_entry_module_imports_in_a_fresh_interpreter(module: str) -> None:
+    """An import cycle only shows when a module is the first one imported (CliRunner tests
+    share one process, where everything is already loaded)."""
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -16,10 +16,10 @@ import pytest
 import torch
 from rich.console import Console
 
-from dlcourse import train as training
 from dlcourse.config import validate_config
 from dlcourse.errors import InterruptedRun, UserError
 from dlcourse.fileio import write_json_atomic
+from dlcourse.train import run as training
 from dlcourse.train import trainer as trainer_module
 from dlcourse.train.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import REPO

@@ -12,11 +12,11 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from dlcourse import train as training
 from dlcourse.config import validate_config
 from dlcourse.data import SplitData, TaskData
 from dlcourse.errors import UserError
 from dlcourse.models import build_model
+from dlcourse.train import run as training
 from dlcourse.train.checkpoint import load_checkpoint
 from dlcourse.train.early_stopping import EarlyStopping
 from dlcourse.train.metrics import binary_metrics, confusion_matrix, regression_metrics, roc_auc

@@ -1,0 +1,281 @@
+"""`dlcourse train`: from a validated config to a finished run folder, and `--resume`.
+
+`run()` is the whole job in order: check, seed, load the data onto the device, build the model,
+make the run folder, train, write the summary. `resume()` reopens a run folder and continues it
+from checkpoints/last.pt. The CLI only parses arguments and calls one of them.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from dlcourse.config import (
+    Config,
+    apply_overrides,
+    config_data,
+    dump_config,
+    load_config,
+    validate_config,
+)
+from dlcourse.data import TaskData, load_task_data
+from dlcourse.errors import InterruptedRun, UserError
+from dlcourse.models import build_model, count_parameters
+from dlcourse.models.activations import NOT_TRAINABLE
+from dlcourse.runs import RunFolder
+from dlcourse.train.checkpoint import load_checkpoint
+from dlcourse.train.report import ConsoleReporter, plural
+from dlcourse.train.trainer import Callback, Trainer
+
+# Keys a resume may change: they do not change what the run computes, or extend it.
+RESUMABLE_CHANGES = {"train.epochs", "device", "logging.progress"}
+PLANNED_OVER_EPOCHS = {"onecycle", "cosine"}  # schedules whose shape depends on train.epochs
+
+
+@dataclass
+class RunResult:
+    run: RunFolder
+    summary: dict[str, Any]
+
+
+def run(cfg: Config, *, runs_dir: Path, data_dir: Path, console: Console) -> RunResult:
+    """Train the config's model on its task; every artifact goes to a new run folder."""
+    refuse_untrainable(cfg)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    data = load_task_data(cfg, data_dir)
+    model = build_model(cfg.model, data.input_shape, data.n_outputs)
+    folder = RunFolder.create(runs_dir, cfg.name)
+    folder.write_config(dump_config(cfg))
+    folder.write_splits({name: split.rows for name, split in data.splits.items()})
+    describe(console, cfg, data, model, device, folder)
+    return train_in(folder, cfg, data, model, device, console)
+
+
+def resume(
+    path: Path,
+    *,
+    data_dir: Path,
+    console: Console,
+    config: Path | None = None,
+    overrides: list[str] | None = None,
+) -> RunResult:
+    """Continue an interrupted run, or extend a finished one (`--set train.epochs=N`)."""
+    folder = RunFolder(path)
+    if not folder.config.is_file():
+        raise UserError(f"{path}: not a run folder (it has no config.yaml); nothing to resume")
+    if not folder.last.is_file():
+        raise UserError(
+            f"{folder.last}: no checkpoint to resume from (the run never completed an epoch); "
+            "start it again without --resume"
+        )
+    state = load_checkpoint(folder.last)
+    saved = folder.read_config()
+    cfg = resumed_config(saved, folder, config, overrides or [])
+    _check_resumable(cfg, saved, state, folder)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    rows = folder.read_splits()
+    data = load_task_data(cfg, data_dir, {"preprocess": state["data"]["preprocess"], "rows": rows})
+    model = build_model(cfg.model, data.input_shape, data.n_outputs)
+    folder.write_config(dump_config(cfg))
+    folder.truncate_metrics(int(state["epoch"]))  # rows after the checkpoint are redone
+    folder.remove_temporary_files()
+    where = f"epoch {state['epoch'] + 1}"
+    if state.get("progress"):
+        where += f", batch {state['progress']['batch'] + 1}"
+    console.print(f"resuming [bold]{folder.path}[/bold] at {where}", highlight=False)
+    return train_in(folder, cfg, data, model, device, console, state)
+
+
+def train_in(
+    folder: RunFolder,
+    cfg: Config,
+    data: TaskData,
+    model: torch.nn.Module,
+    device: torch.device,
+    console: Console,
+    state: dict[str, Any] | None = None,
+) -> RunResult:
+    """Train in an existing run folder, from scratch or from a last.pt state."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if cfg.model.conv:
+        model = model.to(memory_format=torch.channels_last)  # see Trainer.channels_last
+    model.to(device)
+    reporter = ConsoleReporter(console, cfg.logging.progress)
+    callbacks: list[Callback] = [reporter]
+    writer = None
+    try:
+        if cfg.logging.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            from dlcourse.insight.tensorboard import TensorBoardScalars
+
+            # On resume, events of epochs after the checkpoint (logged before a crash) are
+            # dropped, so TensorBoard shows each step once.
+            purge = int(state["epoch"]) + 1 if state else None
+            writer = SummaryWriter(log_dir=str(folder.tensorboard), purge_step=purge)
+            callbacks.append(TensorBoardScalars(writer))
+            if cfg.logging.insight:
+                from dlcourse.insight.logger import InsightLogger
+
+                callbacks.append(InsightLogger(writer, cfg.logging.insight_every))
+        trainer = Trainer(
+            cfg, data.to(device), model, device=device, run=folder, callbacks=callbacks
+        )
+        if state is not None:
+            trainer.load_state_dict(state)
+        with stop_on_signals(trainer):
+            summary = trainer.fit()
+    finally:
+        reporter.stop()
+        if writer is not None:
+            writer.close()
+        console.print(f"run folder: [bold]{folder.path}[/bold]", highlight=False)
+    if summary["stop_reason"] == "interrupted":
+        progress = trainer.progress
+        where = f"epoch {trainer.epoch + 1}"
+        if progress is not None:
+            where += f", batch {progress.batch}/{trainer.steps_per_epoch}"
+        raise InterruptedRun(
+            f"interrupted during {where}; everything so far is saved in {folder.last}.\n"
+            f"Resume with: dlcourse train --resume {folder.path}"
+        )
+    return RunResult(folder, summary)
+
+
+@contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """Ctrl-C and SIGTERM ask the trainer to stop at the next batch boundary.
+
+    The handler only sets a flag; the loop does the stopping and saving. A second Ctrl-C
+    raises KeyboardInterrupt at once, for a user who cannot wait for the save.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        trainer.stop_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def resumed_config(
+    saved: Config, folder: RunFolder, config: Path | None, overrides: list[str]
+) -> Config:
+    """The saved config with the overrides (or the given CONFIG file) applied, provided the
+    only changes are ones a resume allows."""
+    if config is not None:
+        cfg = load_config(config, overrides)
+    else:
+        data = config_data(saved)
+        overridden = apply_overrides(data, overrides)
+        cfg = validate_config(data, f"{folder.config} with --set", overridden=overridden)
+    changed = sorted(set(_changed_keys(saved, cfg)) - RESUMABLE_CHANGES - {"name"})
+    if changed:
+        raise UserError(
+            f"--resume {folder.path}: the run was trained with a different config; these keys "
+            f"differ: {', '.join(changed)}. Only {', '.join(sorted(RESUMABLE_CHANGES))} may "
+            "change on resume; start a new run for the others."
+        )
+    return cfg.model_copy(update={"name": saved.name})
+
+
+def _check_resumable(cfg: Config, saved: Config, state: dict[str, Any], folder: RunFolder) -> None:
+    done = int(state["epoch"])
+    schedule = cfg.optim.schedule.name
+    if cfg.train.epochs != saved.train.epochs and schedule in PLANNED_OVER_EPOCHS:
+        raise UserError(
+            f"train.epochs: the {schedule!r} learning-rate schedule of this run is planned over "
+            f"its {saved.train.epochs} epochs, so the run cannot be extended; start a new run "
+            "with more epochs"
+        )
+    stopping = state["early_stopping"]
+    patience = cfg.train.early_stopping.patience
+    if cfg.train.epochs < done:
+        raise UserError(
+            f"train.epochs: {cfg.train.epochs} is fewer than the {done} epochs the run has done"
+        )
+    if patience is not None and stopping["bad_epochs"] >= patience:
+        raise UserError(
+            f"{folder.path}: the run stopped early at epoch {done} (no dev improvement in "
+            f"{patience} epochs); resuming would stop again at once"
+        )
+    if done == cfg.train.epochs and not state.get("progress"):
+        raise UserError(
+            f"{folder.path}: the run already finished its {done} epochs; to train longer, "
+            f"resume with --set train.epochs=N (N > {done})"
+        )
+
+
+def _changed_keys(a: Config, b: Config) -> list[str]:
+    def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(value, dict):
+            items: dict[str, Any] = {}
+            for key, inner in value.items():
+                items.update(flatten(inner, f"{prefix}{key}."))
+            return items
+        return {prefix[:-1]: value}
+
+    left, right = flatten(a.model_dump(mode="json")), flatten(b.model_dump(mode="json"))
+    return [key for key in left.keys() | right.keys() if left.get(key) != right.get(key)]
+
+
+def refuse_untrainable(cfg: Config) -> None:
+    if cfg.model.activation in NOT_TRAINABLE:
+        raise UserError(
+            f"model.activation: {cfg.model.activation!r} cannot be trained: its derivative is 0 "
+            "everywhere it exists, so gradient descent gets no signal. It is there to show "
+            "forward propagation; for a trainable step-like unit use 'sigmoid'."
+        )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "device: 'cuda' was asked for but torch sees no CUDA GPU here; "
+            "use --device cpu (or auto)"
+        )
+    return torch.device(name)
+
+
+def describe(
+    console: Console,
+    cfg: Config,
+    data: TaskData,
+    model: torch.nn.Module,
+    device: torch.device,
+    folder: RunFolder,
+) -> None:
+    sizes = " / ".join(f"{len(split):,} {name}" for name, split in data.splits.items())
+    console.print(
+        f"[bold]{cfg.name}[/bold]: task {cfg.task}, {sizes} ({data.source})\n"
+        f"model: {count_parameters(model):,} parameters, optimizer {cfg.optim.name} "
+        f"lr {cfg.optim.lr:g}, batch {cfg.train.batch_size}, {plural(cfg.train.epochs, 'epoch')}, "
+        f"device {device}, run folder {folder.path}",
+        highlight=False,
+    )
