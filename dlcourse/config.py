@@ -35,8 +35,8 @@ _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class _Section(BaseModel):
-    # Unknown keys are errors: a typo must never be silently ignored.
-    model_config = ConfigDict(extra="forbid")
+    # Unknown keys are errors: a typo must never be silently ignored. So are inf and NaN.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Split(_Section):
@@ -112,15 +112,36 @@ class Model(_Section):
     dropout: float = Field(
         0.0, ge=0, lt=1, description="drop probability (1 - keep_prob) after each hidden FC layer"
     )
-    init: InitName = Field("default", description="weight initialization (biases start at 0)")
+    init: InitName = Field(
+        "default", description="weight initialization (xavier/kaiming/normal: biases start at 0)"
+    )
     init_std: float = Field(0.01, gt=0, description="init: normal: std of the weights")
 
     @field_validator("hidden")
     @classmethod
     def _positive_sizes(cls, sizes: list[int] | None) -> list[int] | None:
-        if sizes is not None and any(size < 1 for size in sizes):
-            raise ValueError(f"model.hidden: layer sizes must be >= 1, got {sizes}")
+        if sizes is not None and any(not 1 <= size <= 65_536 for size in sizes):
+            raise ValueError(f"model.hidden: layer sizes must be from 1 to 65536, got {sizes}")
         return sizes
+
+    @model_validator(mode="after")
+    def _options_apply(self) -> Model:
+        for key, applies, needs in (
+            ("leaky_slope", self.activation == "leaky_relu", "activation: leaky_relu"),
+            ("init_std", self.init == "normal", "init: normal"),
+        ):
+            if key in self.model_fields_set and not applies:
+                raise ValueError(f"model.{key}: only used with model.{needs}")
+        return self
+
+
+SCHEDULE_OPTIONS: dict[str, frozenset[str]] = {
+    "none": frozenset(),
+    "step": frozenset({"step_size", "gamma"}),
+    "cosine": frozenset({"min_lr"}),
+    "plateau": frozenset({"gamma", "patience", "min_lr"}),
+    "onecycle": frozenset({"pct_start"}),
+}
 
 
 class Schedule(_Section):
@@ -132,6 +153,27 @@ class Schedule(_Section):
     pct_start: float = Field(
         0.25, gt=0, lt=1, description="onecycle: fraction of the steps spent warming up"
     )
+
+    @model_validator(mode="after")
+    def _options_apply(self) -> Schedule:
+        _refuse_unused(self, "optim.schedule", self.name, SCHEDULE_OPTIONS, "schedule")
+        return self
+
+
+def _refuse_unused(
+    section: BaseModel,
+    key: str,
+    choice: str,
+    options: dict[str, frozenset[str]],
+    what: str,
+) -> None:
+    """Setting an option the chosen method does not read is an error, not silently ignored."""
+    every = frozenset().union(*options.values())
+    for name in sorted((every - options[choice]) & section.model_fields_set):
+        users = sorted(c for c, keys in options.items() if name in keys)
+        raise ValueError(
+            f"{key}.{name}: the {choice!r} {what} has no {name}; it is used by {', '.join(users)}"
+        )
 
 
 # The options each optimizer reads; setting another one is an error rather than silently ignored.
@@ -150,8 +192,8 @@ OPTIMIZER_OPTIONS: dict[str, frozenset[str]] = {
 class Optim(_Section):
     name: OptimizerName = Field("adam", description="the optimizer")
     lr: float = Field(1e-3, gt=0, le=1e6, description="learning rate")
-    momentum: float = Field(
-        0.9, ge=0, lt=1, description="momentum/nesterov/rmsprop: momentum (beta)"
+    momentum: float | None = Field(
+        None, ge=0, lt=1, description="momentum/nesterov (default 0.9), rmsprop (default 0): beta"
     )
     betas: tuple[float, float] = Field(
         (0.9, 0.999), description="adam/adamw: decay of the first and second moment estimates"
@@ -177,13 +219,9 @@ class Optim(_Section):
 
     @model_validator(mode="after")
     def _options_apply(self) -> Optim:
-        unused = {"momentum", "betas", "alpha", "rho", "eps"} - OPTIMIZER_OPTIONS[self.name]
-        for key in sorted(unused & self.model_fields_set):
-            users = sorted(name for name, keys in OPTIMIZER_OPTIONS.items() if key in keys)
-            raise ValueError(
-                f"optim.{key}: the {self.name!r} optimizer has no {key}; "
-                f"it is used by {', '.join(users)}"
-            )
+        _refuse_unused(self, "optim", self.name, OPTIMIZER_OPTIONS, "optimizer")
+        if self.momentum is None and "momentum" in OPTIMIZER_OPTIONS[self.name]:
+            self.momentum = 0.0 if self.name == "rmsprop" else 0.9
         return self
 
 
@@ -244,7 +282,9 @@ class Config(_Section):
         "run", min_length=1, max_length=100, description="run name: the run folder's prefix"
     )
     task: TaskName = Field(description="mnist, churn or transactions")
-    seed: int = Field(0, ge=0, description="seed of every random number: same seed, same run")
+    seed: int = Field(
+        0, ge=0, le=2**63 - 1, description="seed of every random number: same seed, same run"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto uses CUDA when available"
     )
@@ -314,6 +354,10 @@ def _task_problems(cfg: Config) -> list[str]:
         )
     split = data.split
     dev_fraction = split.dev if split is not None else TASKS[task].default_split[1]
+    if cfg.optim.schedule.name == "plateau" and dev_fraction == 0:
+        problems.append(
+            "optim.schedule.name: 'plateau' watches the dev split, but data.split.dev is 0"
+        )
     if stopping.patience is not None and dev_fraction == 0:
         problems.append(
             "train.early_stopping.patience: early stopping watches the dev split, "
@@ -383,8 +427,12 @@ def config_data(cfg: Config) -> dict[str, Any]:
     the data validates again as it is (run folders store it and `--resume` reloads it).
     """
     data = cfg.model_dump(mode="json", exclude_none=True)
-    for key in {"momentum", "betas", "alpha", "rho", "eps"} - OPTIMIZER_OPTIONS[cfg.optim.name]:
-        data["optim"].pop(key, None)
+    for key in unused_keys(cfg):
+        *sections, name = key.split(".")
+        node = data
+        for section in sections:
+            node = node.get(section) or {}
+        node.pop(name, None)
     return data
 
 
@@ -400,18 +448,29 @@ def describe_config(cfg: Config) -> str:
     can hold; the text is valid YAML that loads back into the same config.
     """
     lines: list[tuple[str, str]] = []
-    _describe_model(cfg, "", lines, skip=_unused_options(cfg))
+    _describe_model(cfg, "", lines, skip=unused_keys(cfg))
     width = min(max(len(text) for text, _ in lines) + 2, 56)
     return "".join(
         f"{text:<{width}}# {comment}\n" if comment else f"{text}\n" for text, comment in lines
     )
 
 
-def _unused_options(cfg: Config) -> set[str]:
-    """Keys that do not apply to this config: other tasks' keys, other optimizers' options."""
-    unused = {"momentum", "betas", "alpha", "rho", "eps"} - OPTIMIZER_OPTIONS[cfg.optim.name]
-    other_tasks = {key for key, owner in TASK_ONLY.items() if owner != cfg.task}
-    return {f"optim.{key}" for key in unused} | other_tasks
+def unused_keys(cfg: Config) -> set[str]:
+    """Keys that do not apply to this config (other tasks', other optimizers' and schedules'
+    options): left out of dumps, which would otherwise not validate again."""
+    optim, schedule = cfg.optim, cfg.optim.schedule
+    every_option = frozenset().union(*OPTIMIZER_OPTIONS.values())
+    every_schedule_option = frozenset().union(*SCHEDULE_OPTIONS.values())
+    unused = {f"optim.{k}" for k in every_option - OPTIMIZER_OPTIONS[optim.name]}
+    unused |= {
+        f"optim.schedule.{k}" for k in every_schedule_option - SCHEDULE_OPTIONS[schedule.name]
+    }
+    unused |= {key for key, owner in TASK_ONLY.items() if owner != cfg.task}
+    if cfg.model.activation != "leaky_relu":
+        unused.add("model.leaky_slope")
+    if cfg.model.init != "normal":
+        unused.add("model.init_std")
+    return unused
 
 
 def _describe_model(

@@ -53,6 +53,14 @@ def test_minimal_config_gets_task_defaults() -> None:
     assert validate_config({"task": "transactions"}).data.n_samples == 2000
 
 
+def test_momentum_defaults_to_what_each_optimizer_uses() -> None:
+    assert validate_config({"task": "churn", "optim": {"name": "momentum"}}).optim.momentum == 0.9
+    rmsprop = validate_config({"task": "churn", "optim": {"name": "rmsprop"}})
+    assert rmsprop.optim.momentum == 0.0
+    assert validate_config(yaml.safe_load(dump_config(rmsprop))).optim.momentum == 0.0
+    assert validate_config({"task": "churn", "optim": {"name": "adam"}}).optim.momentum is None
+
+
 def test_overrides_set_nested_keys_with_yaml_values(tmp_path: Path) -> None:
     cfg = load_config(
         write(tmp_path, "task: churn\n"),
@@ -122,10 +130,35 @@ def test_every_problem_is_listed_with_key_and_line(tmp_path: Path) -> None:
         ("task: churn\noptim: {betas: [0.9, 1.5]}\n", "optim.betas (line 2): each beta must be"),
         (
             "task: churn\nmodel: {hidden: [8, 0]}\n",
-            "model.hidden (line 2): layer sizes must be >= 1",
+            "model.hidden (line 2): layer sizes must be from 1 to 65536",
         ),
         ("task: churn\nlogging: {insight_evry: 2}\n", "did you mean 'insight_every'?"),
         ("task: churn\ntrain: 5\n", "train (line 2): Input should be a valid dictionary"),
+        (
+            "task: churn\noptim: {schedule: {name: cosine, step_size: 5}}\n",
+            "optim.schedule.step_size (line 2): the 'cosine' schedule has no step_size",
+        ),
+        (
+            "task: churn\nmodel: {activation: relu, leaky_slope: 0.1}\n",
+            "model.leaky_slope (line 2): only used with model.activation: leaky_relu",
+        ),
+        (
+            "task: churn\nmodel: {init: xavier, init_std: 0.1}\n",
+            "model.init_std (line 2): only used with model.init: normal",
+        ),
+        (
+            "task: churn\ndata: {split: {train: 0.7, test: 0.3}}\n"
+            "optim: {schedule: {name: plateau}}\n",
+            "optim.schedule.name (line 3): 'plateau' watches the dev split",
+        ),
+        (
+            "task: churn\nregularization: {l2: .inf}\n",
+            "regularization.l2 (line 2): Input should be a finite number",
+        ),
+        (
+            "task: churn\nseed: 18446744073709551616\n",
+            "seed (line 2): Input should be less than or equal to",
+        ),
     ],
 )
 def test_bad_config_is_named_by_key(tmp_path: Path, text: str, expected: str) -> None:

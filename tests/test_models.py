@@ -95,7 +95,8 @@ def test_dropout_layers_follow_hidden_layers() -> None:
 
 @pytest.mark.parametrize("init", ["xavier", "kaiming", "normal"])
 def test_init_schemes_zero_the_biases(init: str) -> None:
-    model = mlp([256, 256], init=init, init_std=0.05)
+    extra = {"init_std": 0.05} if init == "normal" else {}
+    model = mlp([256, 256], init=init, **extra)
     linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert all(float(m.bias.detach().abs().sum()) == 0 for m in linear)
     std = float(model.fc2.weight.detach().std())

@@ -20,18 +20,13 @@ OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], Options]] = {
     "nesterov": (torch.optim.SGD, lambda o: {"momentum": o.momentum, "nesterov": True}),
     "rmsprop": (
         torch.optim.RMSprop,
-        lambda o: {"alpha": o.alpha, "momentum": _set_or(o, "momentum", 0.0)},
+        lambda o: {"alpha": o.alpha, "momentum": o.momentum},
     ),
     "adam": (torch.optim.Adam, lambda o: {"betas": o.betas}),
     "adamw": (torch.optim.AdamW, lambda o: {"betas": o.betas}),
     "adagrad": (torch.optim.Adagrad, lambda o: {}),
     "adadelta": (torch.optim.Adadelta, lambda o: {"rho": o.rho}),
 }
-
-
-def _set_or(cfg: Optim, key: str, default: Any) -> Any:
-    """The option if the config set it, else the optimizer's own default (rmsprop's momentum)."""
-    return getattr(cfg, key) if key in cfg.model_fields_set else default
 
 
 def build_optimizer(cfg: Optim, model: nn.Module) -> torch.optim.Optimizer:
