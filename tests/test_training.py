@@ -48,20 +48,27 @@ def two_by_two() -> nn.Linear:
 def test_l2_penalty_is_lambda_over_2m_times_sum_of_squares() -> None:
     weights = weight_parameters(two_by_two())
     assert len(weights) == 1  # the bias is not a weight
-    assert value(penalty(weights, l2=0.5, l1=0.0, m=4)) == pytest.approx(0.5 / 8 * 14)
+    assert penalty(weights, l2=0.5, l1=0.0, m=4) == pytest.approx(0.5 / 8 * 14)
 
 
 def test_l1_penalty_is_lambda_over_2m_times_sum_of_absolutes() -> None:
     weights = weight_parameters(two_by_two())
-    assert value(penalty(weights, l2=0.0, l1=0.5, m=4)) == pytest.approx(0.5 / 8 * 6)
-    assert value(penalty(weights, l2=0.5, l1=0.5, m=4)) == pytest.approx(0.5 / 8 * 20)
+    assert penalty(weights, l2=0.0, l1=0.5, m=4) == pytest.approx(0.5 / 8 * 6)
+    assert penalty(weights, l2=0.5, l1=0.5, m=4) == pytest.approx(0.5 / 8 * 20)
 
 
-def test_l2_gradient_is_weight_decay_lambda_over_m() -> None:
-    layer = two_by_two()
-    penalty(weight_parameters(layer), l2=0.5, l1=0.0, m=4).backward()
-    assert torch.allclose(layer.weight.grad, 0.5 / 4 * layer.weight.detach())
-    assert layer.bias.grad is None
+@pytest.mark.parametrize(("l2", "l1"), [(0.5, 0.0), (0.0, 0.5), (0.3, 0.7)])
+def test_penalty_gradients_are_autograds_of_the_penalty(l2: float, l1: float) -> None:
+    from dlcourse.train.regularization import add_penalty_gradients
+
+    by_hand, by_autograd = two_by_two(), two_by_two()
+    for layer in (by_hand, by_autograd):
+        layer(torch.ones(1, 2)).sum().backward()  # some data gradient to add to
+    add_penalty_gradients(weight_parameters(by_hand), l2, l1, m=4)
+    w = by_autograd.weight
+    (l2 / 8 * w.pow(2).sum() + l1 / 8 * w.abs().sum()).backward()
+    assert torch.allclose(by_hand.weight.grad, by_autograd.weight.grad)
+    assert torch.equal(by_hand.bias.grad, by_autograd.bias.grad)  # biases untouched
 
 
 # ------------------------------------------------------------------ metrics
@@ -85,7 +92,7 @@ def test_precision_recall_f1_known_values() -> None:
     assert metrics["f1"] == pytest.approx(2 / 3)
     assert metrics["accuracy"] == pytest.approx(4 / 6)
     nothing = binary_metrics(torch.zeros(3, dtype=torch.long), torch.tensor([0, 1, 0]))
-    assert nothing["precision"] is None and nothing["recall"] == 0.0
+    assert nothing["precision"] == nothing["recall"] == nothing["f1"] == 0.0  # zero_division=0
 
 
 def test_regression_metrics_known_values() -> None:
@@ -290,3 +297,43 @@ def test_compile_trains_exactly_like_the_regular_step() -> None:
 
 def without_seconds(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k != "seconds"}
+
+
+def test_fast_step_hands_back_to_torch_optim_when_a_gradient_is_missing() -> None:
+    from dlcourse.train.fast_step import fused_step
+
+    torch.manual_seed(0)
+    regular_model, fast_model = nn.Linear(3, 1), nn.Linear(3, 1)
+    fast_model.load_state_dict(regular_model.state_dict())
+    regular = torch.optim.Adam(regular_model.parameters(), lr=0.1, fused=True)
+    fast = torch.optim.Adam(fast_model.parameters(), lr=0.1, fused=True)
+    step = fused_step(fast)
+    assert step is not None
+    for i in range(6):
+        for model in (regular_model, fast_model):
+            if i == 3:  # only the weight gets a gradient this step: the bias's grad is None
+                (model.weight.sum() * 2).backward()
+            else:
+                model(torch.ones(2, 3)).sum().backward()
+        regular.step()
+        step()
+        for model in (regular_model, fast_model):
+            model.zero_grad(set_to_none=True)
+    assert torch.equal(regular_model.weight, fast_model.weight)
+    assert torch.equal(regular_model.bias, fast_model.bias)
+
+
+def test_an_undefined_monitor_value_still_gives_a_best_epoch() -> None:
+    stopper = EarlyStopping("roc_auc", patience=2)
+    assert stopper.update(None, 1) and stopper.best_epoch == 1  # the first epoch is the best
+    assert not stopper.update(None, 2)
+    assert stopper.update(0.7, 3) and stopper.best == 0.7
+
+
+def test_regularized_run_logs_the_penalty_separately() -> None:
+    config = {"regularization": {"l2": 1.0, "l1": 0.5}, "train": {"epochs": 2}}
+    trainer, _ = fit({"model": {"hidden": [4]}, **config}, linear_task())
+    weights = weight_parameters(trainer.model)
+    expected = penalty(weights, 1.0, 0.5, 384)  # m = the 384 training examples
+    assert expected > 0
+    assert trainer.state_dict()["epoch"] == 2

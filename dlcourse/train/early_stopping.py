@@ -27,15 +27,21 @@ class EarlyStopping:
         return -value if self.maximize else value
 
     def update(self, value: float | None, epoch: int) -> bool:
-        """Record an epoch's value; True when it is the new best."""
+        """Record an epoch's value; True when it is the new best.
+
+        An undefined value (None, NaN: e.g. ROC-AUC of a one-class dev split) never improves on
+        a real one, but the first epoch is always a best, so a run always has best weights.
+        """
         if value is None or math.isnan(value):
-            improved = False
+            improved = self.best_epoch == 0
         else:
             improved = (
                 self.best is None or self.score(value) < self.score(self.best) - self.min_delta
             )
         if improved:
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            if value is not None and math.isnan(value):
+                self.best = None
         else:
             self.bad_epochs += 1
         return improved

@@ -51,10 +51,16 @@ def fused_step(optimizer: torch.optim.Optimizer) -> Callable[[], None] | None:
     steps = [counter] * len(params)
     exp_avgs = [s["exp_avg"] for s in states]
     exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+    regular = False
 
     def step() -> None:
+        nonlocal regular
         grads = [p.grad for p in params]
-        if any(grad is None for grad in grads):  # a parameter without a gradient: rare, slow path
+        if regular or any(grad is None for grad in grads):
+            if not regular:  # a parameter without a gradient: hand back to torch.optim for good,
+                for state in states:  # with a counter of its own for each parameter again
+                    state["step"] = counter.clone()
+                regular = True
             optimizer.step()
             return
         beta1, beta2 = group["betas"]

@@ -79,13 +79,16 @@ def compute_metrics(
 
 
 def binary_metrics(predicted: torch.Tensor, targets: torch.Tensor) -> dict[str, float | None]:
+    """Accuracy, precision, recall and F1 of the positive class (exited = 1).
+
+    With no positive predictions (or no positives) precision (or recall) is 0, as
+    scikit-learn's zero_division=0: a model that never says "leaves" has found none.
+    """
     true_pos = int(((predicted == 1) & (targets == 1)).sum())
     predicted_pos, actual_pos = int(predicted.sum()), int(targets.sum())
-    precision = _ratio(true_pos, predicted_pos)
-    recall = _ratio(true_pos, actual_pos)
-    f1 = None
-    if precision is not None and recall is not None:
-        f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    precision = true_pos / predicted_pos if predicted_pos else 0.0
+    recall = true_pos / actual_pos if actual_pos else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {
         "accuracy": _ratio(int((predicted == targets).sum()), len(targets)),
         "precision": precision,

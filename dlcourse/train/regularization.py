@@ -2,8 +2,9 @@
 
     J = (1/m) sum of losses + lambda2/(2m) ||W||^2 + lambda1/(2m) ||W||_1
 
-where m is the number of examples the data loss is averaged over (the batch; the whole
-training set under batch gradient descent).
+with m the number of training examples. A mini-batch step follows the gradient of its batch's
+mean loss plus the same penalty, an unbiased estimate of the gradient of J, so batch, mini-batch
+and stochastic gradient descent all minimize the same J for a given lambda.
 """
 
 from __future__ import annotations
@@ -20,11 +21,28 @@ def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.dim() >= 2]
 
 
-def penalty(weights: list[nn.Parameter], l2: float, l1: float, m: int) -> torch.Tensor:
+@torch.no_grad()
+def penalty(weights: list[nn.Parameter], l2: float, l1: float, m: int) -> float:
     """lambda2/(2m) * sum(W^2) + lambda1/(2m) * sum(|W|) over the given weights."""
-    total = torch.zeros((), device=weights[0].device if weights else None)
+    total = 0.0
     if l2:
-        total = total + l2 / (2 * m) * sum(w.pow(2).sum() for w in weights)
+        total += l2 / (2 * m) * sum(float(w.pow(2).sum()) for w in weights)
     if l1:
-        total = total + l1 / (2 * m) * sum(w.abs().sum() for w in weights)
+        total += l1 / (2 * m) * sum(float(w.abs().sum()) for w in weights)
     return total
+
+
+@torch.no_grad()
+def add_penalty_gradients(weights: list[nn.Parameter], l2: float, l1: float, m: int) -> None:
+    """Add the penalty's gradient, (lambda2/m) W + (lambda1/(2m)) sign(W), to each W.grad.
+
+    The same gradient autograd would give for `loss + penalty`, in one in-place op per weight
+    and per penalty instead of a graph rebuilt every step (sign(0) = 0, as autograd's |x|).
+    """
+    for w in weights:
+        if w.grad is None:
+            continue
+        if l2:
+            w.grad.add_(w, alpha=l2 / m)
+        if l1:
+            w.grad.add_(w.sign(), alpha=l1 / (2 * m))

@@ -26,16 +26,16 @@ import torch
 from torch import nn
 
 from dlcourse.config import Config
-from dlcourse.data import TaskData
+from dlcourse.data import SplitData, TaskData
 from dlcourse.data.augment import augment_images
 from dlcourse.errors import DivergedError
 from dlcourse.runs import RunFolder
 from dlcourse.train.checkpoint import save_checkpoint
 from dlcourse.train.early_stopping import EarlyStopping
 from dlcourse.train.fast_step import fused_step
-from dlcourse.train.metrics import compute_metrics, confusion_matrix, correct_count, loss_function
+from dlcourse.train.metrics import compute_metrics, confusion_matrix, loss_function
 from dlcourse.train.optim import PER_BATCH, build_optimizer, build_scheduler
-from dlcourse.train.regularization import penalty, weight_parameters
+from dlcourse.train.regularization import add_penalty_gradients, penalty, weight_parameters
 
 # Evaluation batches hold about this many input values: large enough to amortize per-call
 # overhead on small inputs, small enough that a CNN's feature maps stay in cache (on this
@@ -65,13 +65,12 @@ class EpochProgress:
     """How far the current epoch has got: enough to continue it after an interruption.
 
     Per step the loop only writes the batch's loss and outputs into these buffers (no host
-    sync); the epoch's mean loss and accuracy are read from them when needed.
+    sync); the epoch's running loss and metrics are computed from them when needed.
     """
 
     order: torch.Tensor  # (N,) the order of the training examples this epoch
     losses: torch.Tensor  # (steps,) data loss of each batch, on the device
-    outputs: torch.Tensor | None  # (N, outputs) the network's outputs, in `order` (classification)
-    penalty: torch.Tensor  # () sum of the batches' regularization penalties
+    outputs: torch.Tensor  # (N, outputs) the network's output for each example, in `order`
     batch_size: int
     batch: int = 0  # batches done
     seconds: float = 0.0  # spent on this epoch before an interruption
@@ -90,8 +89,7 @@ class EpochProgress:
         return {
             "order": self.order.cpu(),
             "losses": self.losses.cpu(),
-            "outputs": None if self.outputs is None else self.outputs.cpu(),
-            "penalty": self.penalty.cpu(),
+            "outputs": self.outputs.cpu(),
             "batch_size": self.batch_size,
             "batch": self.batch,
             "seconds": self.seconds,
@@ -99,12 +97,10 @@ class EpochProgress:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: torch.device) -> EpochProgress:
-        outputs = state["outputs"]
         return cls(
             order=state["order"].to(device),
             losses=state["losses"].to(device),
-            outputs=None if outputs is None else outputs.to(device),
-            penalty=state["penalty"].to(device),
+            outputs=state["outputs"].to(device),
             batch_size=int(state["batch_size"]),
             batch=int(state["batch"]),
             seconds=float(state["seconds"]),
@@ -138,7 +134,12 @@ class Trainer:
         self.parameters = list(model.parameters())
         self.weights = weight_parameters(model)
         self.regularized = bool((cfg.regularization.l1 or cfg.regularization.l2) and self.weights)
-        self.augment = cfg.data.augment if cfg.data.augment and _augments(cfg) else None
+        self.n_train = n_train  # the m of the penalties' lambda/(2m)
+        # Schedules that move the learning rate every step (onecycle), else None.
+        per_batch = cfg.optim.schedule.name in PER_BATCH
+        self.batch_scheduler = self.scheduler if per_batch else None
+        augment = cfg.data.augment
+        self.augment = augment if augment and (augment.shift or augment.rotate) else None
         # Images in channels-last layout run the CPU's convolutions about 30% faster.
         self.channels_last = bool(cfg.model.conv)
         self.data_generator = torch.Generator().manual_seed(cfg.seed)  # order, augmentation
@@ -204,7 +205,7 @@ class Trainer:
         self.save_checkpoints(improved)
         return True
 
-    def train_one_epoch(self) -> dict[str, float] | None:
+    def train_one_epoch(self) -> dict[str, float | None] | None:
         """Mini-batch gradient descent over the training split; None if interrupted."""
         self.model.train()
         train = self.data.splits["train"]
@@ -212,20 +213,20 @@ class Trainer:
             self.progress = self.new_epoch(len(train))
         progress, started = self.progress, time.perf_counter()
         last_sync = started
+        ordered = self.ordered(train, progress.order)
         for batch in range(progress.batch, self.steps_per_epoch):
             if self.stop_requested:
                 progress.seconds += time.perf_counter() - started
                 return None
-            start = batch * self.batch_size
-            rows = progress.order[start : start + self.batch_size]
-            x, y = self.batch(train.x, train.y, rows)
-            last = batch == self.steps_per_epoch - 1
-            loss, outputs, penalty_value = self.train_step(x, y, last)
+            start, end = batch * self.batch_size, (batch + 1) * self.batch_size
+            if ordered is not None:  # slices of this epoch's shuffled copy: views, no gather
+                x, y = ordered[0][start:end], ordered[1][start:end]
+            else:
+                rows = progress.order[start:end]
+                x, y = train.x[rows], train.y[rows]
+            loss, outputs = self.train_step(self.augmented(x), y, batch == self.steps_per_epoch - 1)
             progress.losses[batch] = loss
-            if progress.outputs is not None:
-                progress.outputs[start : start + len(rows)] = outputs
-            if penalty_value is not None:
-                progress.penalty += penalty_value
+            progress.outputs[start:end] = outputs
             progress.batch = batch + 1
             if time.perf_counter() - last_sync > SYNC_SECONDS:  # one host sync per interval
                 self.check_finite()
@@ -233,51 +234,58 @@ class Trainer:
                     callback.on_sync(self, batch + 1)
                 last_sync = time.perf_counter()
         self.check_finite()
-        stats = {"loss": progress.mean_loss()}
-        if progress.outputs is not None:
-            labels = train.y[progress.order]
-            correct = correct_count(self.data.kind, progress.outputs, labels)
-            stats["accuracy"] = int(correct) / len(train)
+        # Measured on the fly, in train mode while the weights moved (as Keras reports it); the
+        # summary evaluates the final weights on the whole split.
+        stats = compute_metrics(
+            self.data.kind, progress.outputs, train.y[progress.order], self.loss_fn
+        )
         if self.regularized:
-            stats["penalty"] = float(progress.penalty) / self.steps_per_epoch
+            reg = self.cfg.regularization
+            stats["penalty"] = penalty(self.weights, reg.l2, reg.l1, self.n_train)
         return stats
 
+    def ordered(
+        self, train: SplitData, order: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The training split in this epoch's order, when a copy is cheap (up to 64 MB).
+
+        Batches are then views of it: one gather per epoch instead of two per step, which
+        matters for the tiny steps of small MLPs. MNIST-sized splits gather per batch.
+        """
+        if train.x.numel() * train.x.element_size() > 64 * 2**20:
+            return None
+        if len(order) == self.batch_size:  # batch gradient descent: the split as it is
+            return train.x, train.y
+        return train.x[order], train.y[order]
+
     def new_epoch(self, n: int) -> EpochProgress:
-        classification = self.data.kind != "regression"
         return EpochProgress(
             order=self.epoch_order(n),
             losses=torch.zeros(self.steps_per_epoch, device=self.device),
-            outputs=torch.zeros(n, self.data.n_outputs, device=self.device)
-            if classification
-            else None,
-            penalty=torch.zeros((), device=self.device),
+            outputs=torch.zeros(n, self.data.n_outputs, device=self.device),
             batch_size=self.batch_size,
         )
 
     def train_step(
         self, x: torch.Tensor, y: torch.Tensor, last: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Forward, loss (+ penalty), backward, update; returns the detached data loss."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss, backward (+ penalty gradients), update; the detached loss and outputs."""
         outputs = self.model(x)
         loss = self.loss_fn(outputs, y)
-        reg = None
+        loss.backward()
         if self.regularized:
-            reg = penalty(
-                self.weights, self.cfg.regularization.l2, self.cfg.regularization.l1, len(y)
-            )
-            (loss + reg).backward()
-        else:
-            loss.backward()
+            reg = self.cfg.regularization
+            add_penalty_gradients(self.weights, reg.l2, reg.l1, self.n_train)
         if last:
             for callback in self.callbacks:
                 callback.on_before_step(self)
         self.optimizer_step()
         for parameter in self.parameters:  # zero_grad(set_to_none=True), without its overhead
             parameter.grad = None
-        if self.scheduler is not None and self.cfg.optim.schedule.name in PER_BATCH:
-            self.scheduler.step()
+        if self.batch_scheduler is not None:
+            self.batch_scheduler.step()
         self.global_step += 1
-        return loss.detach(), outputs.detach(), None if reg is None else reg.detach()
+        return loss.detach(), outputs.detach()
 
     def epoch_order(self, n: int) -> torch.Tensor:
         """The order of the training examples this epoch: a fresh permutation when shuffling."""
@@ -285,16 +293,11 @@ class Trainer:
             return torch.randperm(n, generator=self.data_generator).to(self.device)
         return torch.arange(n, device=self.device)
 
-    def batch(
-        self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if len(rows) == len(y):  # batch gradient descent: the whole split, no copy
-            xb, yb = x, y
-        else:
-            xb, yb = x[rows], y[rows]
+    def augmented(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch, randomly transformed if the config augments, in the model's layout."""
         if self.augment is not None:
-            xb = augment_images(xb, self.augment.shift, self.augment.rotate, self.data_generator)
-        return self.prepare(xb), yb
+            x = augment_images(x, self.augment.shift, self.augment.rotate, self.data_generator)
+        return self.prepare(x)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """A batch in the memory layout the model runs fastest with."""
@@ -484,8 +487,3 @@ def restore_rng(state: dict[str, Any], data_generator: torch.Generator) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     data_generator.set_state(state["data"])
-
-
-def _augments(cfg: Config) -> bool:
-    augment = cfg.data.augment
-    return augment is not None and (augment.shift > 0 or augment.rotate > 0)
