@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -156,6 +157,17 @@ def train(
     training.run(cfg, runs_dir=runs_dir, data_dir=_data_dir(data_dir), console=console)
 
 
+class Split(str, Enum):
+    test = "test"
+    dev = "dev"
+    train = "train"
+
+
+class Checkpoint(str, Enum):
+    best = "best"
+    last = "last"
+
+
 @app.command("visualize-activations")
 @cli_errors
 def visualize_activations(
@@ -164,8 +176,10 @@ def visualize_activations(
         list[int] | None,
         typer.Option(help="Example to show, by position in the split (repeatable)."),
     ] = None,
-    split: Annotated[str, typer.Option(help="test, dev or train.")] = "test",
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    split: Annotated[Split, typer.Option(help="The split the examples come from.")] = Split.test,
+    checkpoint: Annotated[
+        Checkpoint, typer.Option(help="The best epoch's weights, or the last ones.")
+    ] = Checkpoint.best,
     out: Annotated[
         Path | None, typer.Option(help="Where the PNGs go (default: RUN_DIR/activations/).")
     ] = None,
@@ -175,24 +189,11 @@ def visualize_activations(
     from rich.console import Console
 
     from dlcourse.insight import visualize
-    from dlcourse.restore import open_run
 
-    _check_choice("--split", split, ("test", "dev", "train"))
-    _check_choice("--checkpoint", checkpoint, ("best", "last"))
-    run = open_run(run_dir, checkpoint)
-    data = run.load_data(_data_dir(data_dir))
-    target = out or run_dir / "activations"
-    pictures = visualize.visualize_activations(run, data, target, split, index)
-    visualize.log_to_tensorboard(run, pictures)
-    n = len(index) if index else len(visualize.default_indices(data, split))
-    visualize.report(Console(soft_wrap=True), pictures, n, target)
-
-
-def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
-    from dlcourse.errors import UserError
-
-    if value not in choices:
-        raise UserError(f"{option} {value!r}: choose one of {', '.join(choices)}")
+    visualize.run(
+        run_dir, data_dir=_data_dir(data_dir), console=Console(soft_wrap=True),
+        checkpoint=checkpoint.value, split=split.value, indices=index, out=out,
+    )  # fmt: skip
 
 
 @config_app.command("validate")

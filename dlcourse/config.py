@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dlcourse.errors import ConfigError, UserError
 from dlcourse.tasks import TASKS
@@ -315,6 +323,13 @@ class Config(_Section):
         _fill_task_defaults(self)
         return self
 
+    # The file the config came from, for messages about it found after validation.
+    _source: str = PrivateAttr("the config")
+
+    @property
+    def source(self) -> str:
+        return self._source
+
     @property
     def split(self) -> Split:
         assert self.data.split is not None  # filled in by _fill_task_defaults
@@ -414,7 +429,9 @@ def validate_config(
 ) -> Config:
     """Validate a config mapping (from YAML or a run's config.yaml) into a Config."""
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
+        cfg._source = source
+        return cfg
     except ValidationError as exc:
         problems = _describe_errors(exc, lines or {}, overridden or set())
         raise ConfigError(source, problems) from None
@@ -514,8 +531,10 @@ def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple[Any,
         mark = exc.problem_mark
         where = f"{source}:{mark.line + 1}" if mark else source
         tag = re.search(r"tag '([^']*)'", str(exc.problem))
+        if tag is None:  # e.g. a list used as a key
+            raise UserError(f"{where}: YAML error: {exc.problem}") from None
         raise UserError(
-            f"{where}: unsupported YAML tag {tag.group(1) if tag else ''} "
+            f"{where}: unsupported YAML tag {tag.group(1)} "
             "(configs are plain YAML; tags that build Python objects are refused)"
         ) from None
     except yaml.YAMLError as exc:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from dlcourse.errors import UserError
+
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Call write(file) on a temporary file beside path, then rename it over path.
@@ -22,10 +24,16 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a read-only folder: the user's to fix, not a bug
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write it ({exc.strerror or exc}); {KEPT}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+KEPT = "the previous version, if any, is intact"
 
 
 def write_text_atomic(path: Path, text: str) -> None:

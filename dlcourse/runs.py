@@ -99,8 +99,11 @@ class RunFolder:
         write_text_atomic(self.config, text)
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        with self.metrics.open("a", encoding="utf-8") as file:
-            file.write(json.dumps(row) + "\n")
+        try:
+            with self.metrics.open("a", encoding="utf-8") as file:
+                file.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            raise UserError(f"{self.metrics}: cannot write it ({exc.strerror or exc})") from None
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics.exists():

@@ -59,6 +59,9 @@ BAD_CONFIGS = [
     ("task: churn\ndata: {n_samples: 500}\n", [], "data.n_samples (line 2): only the transactions task"),
     ("task: churn\ntrain: {pos_weight: -2}\n", [], "train.pos_weight (line 2)"),
     ("task: mnist\nmodel: {conv: [{channels: 8, kernel: 0}]}\n", [], "model.conv.0.kernel (line 2)"),
+    ("task: churn\n? [a, b]\n: 1\n", [], "YAML error: found unhashable key"),
+    ("task: churn\nregularization: {l2: .nan}\n", [], "regularization.l2 (line 2): Input should be a finite number"),
+    ("task: transactions\ndata: {n_samples: 20}\ntrain: {batch_size: full, epochs: 2}\noptim: {schedule: {name: onecycle}}\n", [], "'onecycle' needs at least 4 steps"),
     (CHURN, ["--set", "optim.lr"], "--set 'optim.lr': expected KEY=VALUE"),
     (CHURN, ["--set", "model.hidden=[1, 2"], "--set 'model.hidden=[1, 2': the value is not valid YAML"),
     (CHURN, ["--set", "task.x=1"], "--set 'task.x=1': task has no keys to set"),
@@ -114,6 +117,9 @@ def break_mnist(how: str, tmp_path: Path) -> tuple[Path, str]:
     if how == "count mismatch":
         write_idx(labels, torch.zeros(59, dtype=torch.uint8))
         return tmp_path, "holds 60 images but"
+    if how == "not 28x28":
+        write_idx(images, torch.zeros(60, 32, 32, dtype=torch.uint8))
+        return tmp_path, f"{images}: holds 32x32 images; MNIST's are 28x28"
     if how == "bad label":
         write_idx(labels, torch.full((60,), 10, dtype=torch.uint8))
         return tmp_path, f"{labels}: label 10 is not a digit 0-9"
@@ -165,7 +171,8 @@ def break_churn(how: str, tmp_path: Path) -> tuple[Path, str]:
 
 
 BAD_DATA = [("mnist", how) for how in
-            ("missing", "empty", "truncated", "wrong magic", "count mismatch", "bad label")] + [
+            ("missing", "empty", "truncated", "wrong magic", "count mismatch", "not 28x28",
+             "bad label")] + [
     ("churn", how) for how in
     ("missing", "empty", "header only", "missing column", "text in a number", "nan",
      "label outside 0/1", "short row", "empty category", "not text")
@@ -286,3 +293,26 @@ def test_checkpoints_are_not_loaded_with_an_unsafe_torch() -> None:
     for unsafe in ("2.5.1", "2.9.1+cpu"):
         with pytest.raises(UserError, match="install torch>=2.10"):
             require_safe_torch(unsafe)
+
+
+def test_resume_from_a_checkpoint_without_training_state(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    run = copy_run(finished_run, tmp_path)
+    (run / "checkpoints" / "last.pt").write_bytes((run / "checkpoints" / "best.pt").read_bytes())
+    result = runner.invoke(app, ["train", "--resume", str(run), "--set", "train.epochs=3"])
+    assert result.exit_code == 2, result.output
+    assert "last.pt: holds no training state to resume from" in result.output
+
+
+def test_unwritable_places_exit_2(finished_run: Path, tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("task: transactions\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(blocker / "runs")])
+    assert result.exit_code == 2, result.output
+    assert "cannot create a run folder there" in result.output
+    out = runner.invoke(app, ["visualize-activations", str(finished_run), "--out", str(blocker)])
+    assert out.exit_code == 2, out.output
+    assert f"{blocker}: cannot write the pictures there" in out.output

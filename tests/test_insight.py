@@ -244,10 +244,10 @@ def test_visualize_without_a_checkpoint_exits_2(mlp_run: Path, tmp_path: Path) -
 
 def test_dead_layers_are_flagged(mlp_run: Path) -> None:
     from dlcourse.insight.probe import LayerStats
-    from dlcourse.insight.visualize import LayerPicture, warnings
+    from dlcourse.insight.visualize import LayerPicture, diagnoses
 
     dead = LayerStats((8,), 0.0, 0.0, 1.0, dead=0.75, saturated=None)
-    lines = warnings([LayerPicture("fc1_relu", Path("x.png"), torch.zeros(3, 1, 1), dead)])
+    lines = diagnoses([LayerPicture("fc1_relu", Path("x.png"), torch.zeros(3, 1, 1), dead)])
     assert len(lines) == 1 and "75% of its units are dead" in lines[0]
 
 

@@ -83,6 +83,11 @@ def _load_mnist(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> Ta
     parts = _split(cfg, len(labels), labels, saved)
     if saved is None:
         preprocess = {"kind": "image", **pixel_statistics(images[parts["train"]])}
+        if preprocess["std"] == 0:
+            raise UserError(
+                f"{mnist.raw_dir(data_dir)}: every training image has the same pixels; "
+                "these are not MNIST images"
+            )
     else:
         preprocess = saved["preprocess"]
     parts_data = {

@@ -10,6 +10,7 @@ does well: downloading the files when they are missing.
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import torch
@@ -35,6 +36,10 @@ def load_mnist(data_dir: Path, part: str) -> tuple[torch.Tensor, torch.Tensor]:
     image_file, label_file = (folder / name for name in FILES[part])
     images = read_idx(image_file, IMAGE_MAGIC)
     labels = read_idx(label_file, LABEL_MAGIC).long()
+    if tuple(images.shape[1:]) != (28, 28):
+        raise UserError(
+            f"{image_file}: holds {images.shape[1]}x{images.shape[2]} images; MNIST's are 28x28"
+        )
     if len(images) != len(labels):
         raise UserError(
             f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} "
@@ -63,7 +68,7 @@ def read_idx(path: Path, magic: int) -> torch.Tensor:
             "is it the right file, and uncompressed (not .gz)?"
         )
     shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + _product(shape)
+    expected = header + math.prod(shape)
     if len(raw) != expected:
         raise UserError(
             f"{path}: the header declares shape {tuple(shape)} ({expected} bytes) but the file "
@@ -107,10 +112,3 @@ def download(root: Path) -> None:
 
     for train in (True, False):
         MNIST(root=str(root), train=train, download=True)
-
-
-def _product(shape: list[int]) -> int:
-    total = 1
-    for size in shape:
-        total *= size
-    return total

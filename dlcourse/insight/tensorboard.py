@@ -20,7 +20,8 @@ class TensorBoardScalars(Callback):
         self.writer = writer
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        self.writer.add_text("config", _as_markdown(trainer.cfg), global_step=trainer.epoch)
+        if trainer.epoch == 0 and trainer.progress is None:  # once per run, not on resume
+            self.writer.add_text("config", _as_markdown(trainer.cfg), global_step=0)
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
         epoch = row["epoch"]
@@ -38,6 +39,8 @@ class TensorBoardScalars(Callback):
         Written into this run's own event file: SummaryWriter.add_hparams would start a new
         sub-folder per call, which TensorBoard then lists as a separate run.
         """
+        if summary["stop_reason"] == "interrupted":
+            return  # the resumed run logs them when it ends (at a step purge_step keeps)
         metrics = {
             f"final/{split}_{name}": value
             for split in ("dev", "test")

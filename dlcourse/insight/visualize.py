@@ -25,7 +25,7 @@ from dlcourse.insight.probe import (
     capture_activations,
     layer_stats,
 )
-from dlcourse.restore import RestoredRun
+from dlcourse.restore import RestoredRun, open_run
 
 TABULAR_EXAMPLES = 8
 DEAD_WARNING = 0.5  # flag a ReLU layer when at least this fraction of its units is dead
@@ -50,19 +50,36 @@ def default_indices(data: TaskData, split: str) -> list[int]:
     return list(range(min(TABULAR_EXAMPLES, len(y))))
 
 
-def visualize_activations(
-    run: RestoredRun,
-    data: TaskData,
-    out: Path,
+def run(
+    run_dir: Path,
+    *,
+    data_dir: Path,
+    console: Console,
+    checkpoint: str = "best",
     split: str = "test",
     indices: list[int] | None = None,
+    out: Path | None = None,
 ) -> list[LayerPicture]:
+    """`dlcourse visualize-activations`: pictures, TensorBoard images and the table."""
+    run = open_run(run_dir, checkpoint)
+    data = run.load_data(data_dir)
     if split not in data.splits:
         raise UserError(
             f"the run has no {split} split (it has {', '.join(data.splits)}); choose --split"
         )
-    examples = data.splits[split]
     chosen = indices or default_indices(data, split)
+    target = out or run_dir / "activations"
+    pictures = visualize_activations(run, data, target, split, chosen)
+    log_to_tensorboard(run, pictures)
+    report(console, pictures, len(chosen), target)
+    return pictures
+
+
+def visualize_activations(
+    run: RestoredRun, data: TaskData, out: Path, split: str, chosen: list[int]
+) -> list[LayerPicture]:
+    """One picture per layer (and of the input) of the chosen examples of a split."""
+    examples = data.splits[split]
     for index in chosen:
         if not 0 <= index < len(examples):
             raise UserError(
@@ -70,7 +87,10 @@ def visualize_activations(
                 f"examples (0 to {len(examples) - 1})"
             )
     x = examples.x[chosen]
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write the pictures there ({exc.strerror})") from None
     modules = dict(run.model.named_children())
     with torch.no_grad(), capture_activations(run.model) as outputs:
         run.model(x)
@@ -128,7 +148,7 @@ def stats_table(pictures: list[LayerPicture], n_examples: int) -> Table:
     return table
 
 
-def warnings(pictures: list[LayerPicture]) -> list[str]:
+def diagnoses(pictures: list[LayerPicture]) -> list[str]:
     """One line per dead or saturated layer, saying what it means for learning."""
     lines = []
     for item in pictures:
@@ -152,6 +172,6 @@ def warnings(pictures: list[LayerPicture]) -> list[str]:
 
 def report(console: Console, pictures: list[LayerPicture], n_examples: int, out: Path) -> None:
     console.print(stats_table(pictures, n_examples))
-    for line in warnings(pictures):
+    for line in diagnoses(pictures):
         console.print(f"[yellow]warning[/yellow] {line}", highlight=False)
     console.print(f"{len(pictures)} images written to {out}/", highlight=False)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from dlcourse.config import Optim, Schedule
+from dlcourse.config import Config, Optim, Schedule
 from dlcourse.errors import UserError
 
 Options = Callable[[Optim], dict[str, Any]]
@@ -51,6 +52,18 @@ FUSED = {torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagr
 PER_BATCH = {"onecycle"}
 
 
+def check_schedule(cfg: Config, n_train: int) -> None:
+    """Refuse a schedule the run is too short for (before anything is written)."""
+    size = cfg.train.batch_size
+    steps = cfg.train.epochs * math.ceil(n_train / (n_train if size == "full" else size))
+    if cfg.optim.schedule.name == "onecycle" and steps < 4:
+        raise UserError(
+            f"{cfg.source}: optim.schedule.name: 'onecycle' needs at least 4 steps to warm up "
+            "and anneal, "
+            f"but this run has {steps}; train longer, use smaller batches, or no schedule"
+        )
+
+
 def build_scheduler(
     cfg: Schedule, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int, lr: float
 ) -> Any:
@@ -69,11 +82,6 @@ def build_scheduler(
         )
     if cfg.name == "onecycle":
         total = epochs * steps_per_epoch
-        if total < 4:
-            raise UserError(
-                f"optim.schedule.name: 'onecycle' needs at least 4 steps to warm up and anneal, "
-                f"but this run has {total}; train longer, use smaller batches, or no schedule"
-            )
         # Each phase needs two steps or more: OneCycleLR divides by a phase's length - 1.
         warmup = min(max(cfg.pct_start, 2 / total), 1 - 2 / total)
         return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=warmup)

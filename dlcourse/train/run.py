@@ -33,12 +33,16 @@ from dlcourse.models import build_model, count_parameters
 from dlcourse.models.activations import NOT_TRAINABLE
 from dlcourse.runs import RunFolder
 from dlcourse.train.checkpoint import load_checkpoint
+from dlcourse.train.optim import check_schedule
 from dlcourse.train.report import ConsoleReporter, plural
 from dlcourse.train.trainer import Callback, Trainer
 
 # Keys a resume may change: they do not change what the run computes, or extend it.
 RESUMABLE_CHANGES = {"train.epochs", "device", "logging.progress"}
 PLANNED_OVER_EPOCHS = {"onecycle", "cosine"}  # schedules whose shape depends on train.epochs
+# What last.pt holds beyond a model (see Trainer.state_dict).
+RESUME_STATE = {"epoch", "global_step", "optimizer", "scheduler", "early_stopping", "best_model",
+                "progress", "elapsed", "rng", "data"}  # fmt: skip
 
 
 @dataclass
@@ -51,9 +55,10 @@ def run(cfg: Config, *, runs_dir: Path, data_dir: Path, console: Console) -> Run
     """Train the config's model on its task; every artifact goes to a new run folder."""
     refuse_untrainable(cfg)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg)
     data = load_task_data(cfg, data_dir)
     model = build_model(cfg.model, data.input_shape, data.n_outputs)
+    check_schedule(cfg, len(data.splits["train"]))  # before a run folder exists
     folder = RunFolder.create(runs_dir, cfg.name)
     folder.write_config(dump_config(cfg))
     folder.write_splits({name: split.rows for name, split in data.splits.items()})
@@ -79,11 +84,16 @@ def resume(
             "start it again without --resume"
         )
     state = load_checkpoint(folder.last)
+    missing = sorted(RESUME_STATE - state.keys())
+    if missing:
+        raise UserError(
+            f"{folder.last}: holds no training state to resume from (missing {', '.join(missing)})"
+        )
     saved = folder.read_config()
     cfg = resumed_config(saved, folder, config, overrides or [])
     _check_resumable(cfg, saved, state, folder)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg)
     rows = folder.read_splits()
     data = load_task_data(cfg, data_dir, {"preprocess": state["data"]["preprocess"], "rows": rows})
     model = build_model(cfg.model, data.input_shape, data.n_outputs)
@@ -158,14 +168,16 @@ def train_in(
 def stop_on_signals(trainer: Trainer) -> Iterator[None]:
     """Ctrl-C and SIGTERM ask the trainer to stop at the next batch boundary.
 
-    The handler only sets a flag; the loop does the stopping and saving. A second Ctrl-C
-    raises KeyboardInterrupt at once, for a user who cannot wait for the save.
+    The handler only sets a flag; the loop does the stopping and saving. A second Ctrl-C, or
+    one outside the epochs (during the final evaluation), raises KeyboardInterrupt at once.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be installed from the main thread
         return
 
-    def request_stop(signum: int, frame: object) -> None:
+    def request_stop(signum: int, frame: Any) -> None:
+        if not trainer.in_epochs:
+            signal.default_int_handler(signum, frame)
         trainer.stop_requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -241,7 +253,8 @@ def _changed_keys(a: Config, b: Config) -> list[str]:
 def refuse_untrainable(cfg: Config) -> None:
     if cfg.model.activation in NOT_TRAINABLE:
         raise UserError(
-            f"model.activation: {cfg.model.activation!r} cannot be trained: its derivative is 0 "
+            f"{cfg.source}: model.activation: {cfg.model.activation!r} cannot be trained: its "
+            "derivative is 0 "
             "everywhere it exists, so gradient descent gets no signal. It is there to show "
             "forward propagation; for a trainable step-like unit use 'sigmoid'."
         )
@@ -252,15 +265,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
+def resolve_device(cfg: Config) -> torch.device:
+    if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if cfg.device == "cuda" and not torch.cuda.is_available():
         raise UserError(
-            "device: 'cuda' was asked for but torch sees no CUDA GPU here; "
+            f"{cfg.source}: device: 'cuda' was asked for but torch sees no CUDA GPU here; "
             "use --device cpu (or auto)"
         )
-    return torch.device(name)
+    return torch.device(cfg.device)
 
 
 def describe(

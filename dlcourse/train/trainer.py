@@ -148,6 +148,7 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.progress: EpochProgress | None = None  # the epoch under way, if any
         self.stop_requested = False  # set (e.g. by a signal handler) to stop at the next batch
+        self.in_epochs = False  # True while the epochs run: a stop request is honoured then
         self.optimizer_step: Callable[[], None] = self.optimizer.step
         self.elapsed = 0.0  # training seconds of earlier sessions of this run (resume)
         self.started = time.perf_counter()
@@ -164,13 +165,20 @@ class Trainer:
             self.optimizer_step = fused_step(self.optimizer) or self.optimizer.step
         for callback in self.callbacks:
             callback.on_fit_start(self)
+        interrupted = False
+        self.in_epochs = True
         try:
             while self.epoch < self.cfg.train.epochs and not self.stopper.should_stop:
                 if self.stop_requested or not self.run_epoch():
-                    return self.interrupted()
+                    interrupted = True
+                    break
         except DivergedError:
+            self.in_epochs = False
             self.finish("diverged")
             raise
+        self.in_epochs = False
+        if interrupted:
+            return self.interrupted()
         return self.finish("early_stopping" if self.stopper.should_stop else "completed")
 
     def run_epoch(self) -> bool:
