@@ -56,8 +56,22 @@ def test_any_kernel_and_pool_give_consistent_shapes(kernel: int, pool: str) -> N
     assert build_model(cfg.model, (1, 28, 28), 10)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
-def test_every_configurable_activation_exists() -> None:
+def test_every_configurable_name_has_an_implementation() -> None:
+    from dlcourse.config import (
+        OPTIMIZER_OPTIONS, SCHEDULE_OPTIONS, InitName, OptimizerName, ScheduleName, TaskName,
+    )  # fmt: skip
+    from dlcourse.data import LOADERS
+    from dlcourse.models.init import INITS
+    from dlcourse.tasks import TASKS
+    from dlcourse.train.metrics import LOSSES, PREDICTIONS
+    from dlcourse.train.optim import OPTIMIZERS, SCHEDULES
+
     assert set(ACTIVATIONS) == set(get_args(ActivationName))
+    assert set(OPTIMIZERS) == set(OPTIMIZER_OPTIONS) == set(get_args(OptimizerName))
+    assert set(SCHEDULES) == set(SCHEDULE_OPTIONS) == set(get_args(ScheduleName))
+    assert set(INITS) == set(get_args(InitName))
+    assert set(LOADERS) == set(TASKS) == set(get_args(TaskName))
+    assert set(LOSSES) == set(PREDICTIONS) == {info.kind for info in TASKS.values()}
 
 
 @pytest.mark.parametrize(

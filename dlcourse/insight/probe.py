@@ -83,7 +83,3 @@ def layer_stats(output: torch.Tensor, kind: str | None) -> LayerStats:
         dead=dead,
         saturated=saturated,
     )
-
-
-def layer_modules(model: nn.Module) -> dict[str, nn.Module]:
-    return dict(model.named_children())

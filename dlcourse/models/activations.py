@@ -12,7 +12,7 @@ class Step(nn.Module):
     """The threshold unit of the first neurons: 1 if x > 0 else 0.
 
     Its derivative is 0 wherever it exists, so gradient descent cannot train a network built
-    from it; it is here to show forward propagation, and training refuses it (see SMOOTH_ONLY).
+    from it; it is here to show forward propagation, and training refuses it (see NOT_TRAINABLE).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

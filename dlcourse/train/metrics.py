@@ -14,48 +14,49 @@ import torch.nn.functional as F
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _binary_cross_entropy(pos_weight: float | None) -> LossFn:
+    weights: dict[torch.device, torch.Tensor] = {}  # pos_weight on each device, made once
+
+    def binary_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        weight = None
+        if pos_weight is not None:
+            if outputs.device not in weights:
+                weights[outputs.device] = torch.tensor(pos_weight, device=outputs.device)
+            weight = weights[outputs.device]
+        # sigmoid + cross-entropy in one numerically stable step
+        return F.binary_cross_entropy_with_logits(outputs.squeeze(1), targets, pos_weight=weight)
+
+    return binary_cross_entropy
+
+
+def _squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return 0.5 * F.mse_loss(outputs.squeeze(1), targets)  # mean of 1/2 (y - t)^2
+
+
+# Task kind -> (pos_weight) -> the mean loss of a batch: outputs (B, C) or (B, 1), targets (B,).
+LOSSES: dict[str, Callable[[float | None], LossFn]] = {
+    "multiclass": lambda pos_weight: F.cross_entropy,  # softmax + negative log-likelihood
+    "binary": _binary_cross_entropy,
+    "regression": lambda pos_weight: _squared_error,
+}
+
+
 def loss_function(kind: str, pos_weight: float | None = None) -> LossFn:
-    """The mean loss of a batch: outputs (B, C) or (B, 1) against targets (B,)."""
-    if kind == "multiclass":
-        return F.cross_entropy  # softmax + negative log-likelihood
-    if kind == "binary":
-        weights: dict[torch.device, torch.Tensor] = {}  # pos_weight on each device, made once
+    if kind not in LOSSES:
+        raise ValueError(f"unknown task kind {kind!r}; choose one of {', '.join(LOSSES)}")
+    return LOSSES[kind](pos_weight)
 
-        def binary_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            weight = None
-            if pos_weight is not None:
-                if outputs.device not in weights:
-                    weights[outputs.device] = torch.tensor(pos_weight, device=outputs.device)
-                weight = weights[outputs.device]
-            return F.binary_cross_entropy_with_logits(
-                outputs.squeeze(1), targets, pos_weight=weight
-            )
 
-        return binary_cross_entropy  # sigmoid + cross-entropy, in one stable step
-    if kind == "regression":
-
-        def squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            return 0.5 * F.mse_loss(outputs.squeeze(1), targets)  # mean of 1/2 (y - t)^2
-
-        return squared_error
-    raise ValueError(f"unknown task kind {kind!r}")
+# Task kind -> class indices (classification) or values (regression) from the outputs.
+PREDICTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "multiclass": lambda outputs: outputs.argmax(1),
+    "binary": lambda outputs: (outputs.squeeze(1) > 0).long(),  # logit > 0 <=> p > 0.5
+    "regression": lambda outputs: outputs.squeeze(1),
+}
 
 
 def predictions(kind: str, outputs: torch.Tensor) -> torch.Tensor:
-    """Class indices (classification) or values (regression) from the network's outputs."""
-    if kind == "multiclass":
-        return outputs.argmax(1)
-    if kind == "binary":
-        return (outputs.squeeze(1) > 0).long()  # logit > 0 <=> probability > 0.5
-    return outputs.squeeze(1)
-
-
-def probabilities(kind: str, outputs: torch.Tensor) -> torch.Tensor:
-    if kind == "multiclass":
-        return outputs.softmax(1)
-    if kind == "binary":
-        return outputs.squeeze(1).sigmoid()
-    raise ValueError("a regression has no probabilities")
+    return PREDICTIONS[kind](outputs)
 
 
 def correct_count(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

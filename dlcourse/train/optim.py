@@ -64,25 +64,39 @@ def check_schedule(cfg: Config, n_train: int) -> None:
         )
 
 
+def _one_cycle(
+    cfg: Schedule, optimizer: torch.optim.Optimizer, epochs: int, steps: int, lr: float
+) -> Any:
+    total = epochs * steps
+    # Each phase needs two steps or more: OneCycleLR divides by a phase's length - 1.
+    warmup = min(max(cfg.pct_start, 2 / total), 1 - 2 / total)
+    return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=warmup)
+
+
+sched = torch.optim.lr_scheduler
+SchedulerBuilder = Callable[[Schedule, torch.optim.Optimizer, int, int, float], Any]
+# name -> (schedule, optimizer, epochs, steps per epoch, lr) -> torch scheduler; None: constant lr
+SCHEDULES: dict[str, SchedulerBuilder | None] = {
+    "none": None,
+    "step": lambda c, opt, epochs, steps, lr: sched.StepLR(
+        opt, step_size=c.step_size, gamma=c.gamma
+    ),
+    "cosine": lambda c, opt, epochs, steps, lr: sched.CosineAnnealingLR(
+        opt, T_max=epochs, eta_min=c.min_lr
+    ),
+    # Mode "min": the trainer passes a value where lower is better (EarlyStopping.score).
+    "plateau": lambda c, opt, epochs, steps, lr: sched.ReduceLROnPlateau(
+        opt, factor=c.gamma, patience=c.patience, min_lr=c.min_lr
+    ),
+    "onecycle": _one_cycle,
+}
+
+
 def build_scheduler(
     cfg: Schedule, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int, lr: float
 ) -> Any:
     """The torch scheduler of the config, or None for a constant learning rate."""
-    sched = torch.optim.lr_scheduler
-    if cfg.name == "none":
-        return None
-    if cfg.name == "step":
-        return sched.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-    if cfg.name == "cosine":
-        return sched.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=cfg.min_lr)
-    if cfg.name == "plateau":
-        # Mode "min": the trainer passes a value where lower is better (see EarlyStopping.score).
-        return sched.ReduceLROnPlateau(
-            optimizer, factor=cfg.gamma, patience=cfg.patience, min_lr=cfg.min_lr
-        )
-    if cfg.name == "onecycle":
-        total = epochs * steps_per_epoch
-        # Each phase needs two steps or more: OneCycleLR divides by a phase's length - 1.
-        warmup = min(max(cfg.pct_start, 2 / total), 1 - 2 / total)
-        return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=warmup)
-    raise ValueError(f"unknown schedule {cfg.name!r}")
+    if cfg.name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {cfg.name!r}; choose one of {', '.join(SCHEDULES)}")
+    builder = SCHEDULES[cfg.name]
+    return None if builder is None else builder(cfg, optimizer, epochs, steps_per_epoch, lr)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlcourse.config import Config
+from dlcourse.config import Config, config_data
 from dlcourse.data import SplitData, TaskData
 from dlcourse.data.augment import augment_images
 from dlcourse.errors import DivergedError
@@ -393,7 +393,7 @@ class Trainer:
         """What evaluate and predict need: config, data description, weights."""
         data = self.data
         return {
-            "config": self.cfg.model_dump(mode="json"),
+            "config": config_data(self.cfg),  # the run's config.yaml, in the file itself
             "data": {
                 "task": data.task,
                 "kind": data.kind,
