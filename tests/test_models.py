@@ -58,7 +58,12 @@ def test_any_kernel_and_pool_give_consistent_shapes(kernel: int, pool: str) -> N
 
 def test_every_configurable_name_has_an_implementation() -> None:
     from dlcourse.config import (
-        OPTIMIZER_OPTIONS, SCHEDULE_OPTIONS, InitName, OptimizerName, ScheduleName, TaskName,
+        OPTIMIZER_OPTIONS,
+        SCHEDULE_OPTIONS,
+        InitName,
+        OptimizerName,
+        ScheduleName,
+        TaskName,
     )  # fmt: skip
     from dlcourse.data import LOADERS
     from dlcourse.models.init import INITS
