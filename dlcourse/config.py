@@ -234,8 +234,12 @@ class Optim(_Section):
 
 
 class Regularization(_Section):
-    l2: float = Field(0.0, ge=0, description="lambda of the penalty lambda/(2m) * sum of W^2")
-    l1: float = Field(0.0, ge=0, description="lambda of the penalty lambda/(2m) * sum of |W|")
+    l2: float = Field(
+        0.0, ge=0, description="lambda of lambda/(2m) * sum of W^2 (m: training examples)"
+    )
+    l1: float = Field(
+        0.0, ge=0, description="lambda of lambda/(2m) * sum of |W| (m: training examples)"
+    )
 
 
 class EarlyStopping(_Section):
