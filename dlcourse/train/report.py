@@ -62,8 +62,9 @@ class ConsoleReporter(Callback):
         self.epochs = self.progress.add_task(
             "epochs", total=total, completed=trainer.epoch, loss=""
         )
+        done = trainer.progress.batch if trainer.progress else 0  # a resumed epoch
         self.batches = self.progress.add_task(
-            f"epoch {trainer.epoch + 1}", total=trainer.steps_per_epoch, loss=""
+            f"epoch {trainer.epoch + 1}", total=trainer.steps_per_epoch, completed=done, loss=""
         )
         self.progress.start()
 
