@@ -49,6 +49,7 @@ class RunFolder:
                 except FileExistsError:
                     continue
                 (path / "checkpoints").mkdir()
+                (path / "metrics.jsonl").touch()  # there from the start, rows or none
                 return cls(path)
         except OSError as exc:
             raise UserError(

@@ -210,6 +210,8 @@ def test_visualize_activations_writes_one_png_per_layer(cnn_run: Path, tmp_path:
     assert conv.shape == (3, 2 * (10 * 29 + 1), 2 * (16 * 29 + 1))
     for path in out.glob("*.png"):
         assert png_pixels(path).std() > 1, f"{path.name} is blank"
+    # Batch norm rescales each channel: its picture is not the convolution's again.
+    assert not torch.equal(png_pixels(out / "01_conv1.png"), png_pixels(out / "02_conv1_bn.png"))
     assert "03_conv1_relu" in result.output and "% zero" in result.output
     images = set(events(cnn_run).Tags()["images"])
     assert {"activations/00_input", "activations/11_out"} <= images

@@ -169,6 +169,24 @@ def test_a_run_planned_over_its_epochs_cannot_be_extended(
         )
 
 
+def test_an_early_stopped_run_extends_with_more_patience(tmp_path: Path) -> None:
+    config = {
+        "task": "transactions", "data": {"n_samples": 200}, "logging": {"progress": False},
+        "optim": {"name": "sgd", "lr": 1e-6},  # too small to improve by min_delta
+        "train": {"epochs": 20, "early_stopping": {"patience": 2, "min_delta": 1.0}},
+    }  # fmt: skip
+    cfg = validate_config(config)
+    run = training.run(cfg, runs_dir=tmp_path, data_dir=tmp_path, console=console()).run
+    assert json.loads(run.summary.read_text())["epochs_run"] == 3
+    with pytest.raises(UserError, match="raise train.early_stopping.patience"):
+        training.resume(run.path, data_dir=tmp_path, console=console())
+    result = training.resume(
+        run.path, data_dir=tmp_path, console=console(),
+        overrides=["train.early_stopping.patience=4"],
+    )  # fmt: skip
+    assert result.summary["epochs_run"] == 5 and result.summary["stop_reason"] == "early_stopping"
+
+
 def test_resume_refuses_other_changes(tmp_path: Path, tiny_mnist_dir: Path) -> None:
     cfg = validate_config({**SMALL_CNN, "train": {**SMALL_CNN["train"], "epochs": 1}})
     run = training.run(cfg, runs_dir=tmp_path, data_dir=tiny_mnist_dir, console=console()).run

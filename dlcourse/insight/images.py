@@ -18,6 +18,12 @@ def scale_each(maps: torch.Tensor) -> torch.Tensor:
     return scaled.view_as(maps)
 
 
+def scale_all(values: torch.Tensor) -> torch.Tensor:
+    """Min-max scale a whole tensor into [0, 1] (a constant tensor -> 0)."""
+    low, high = values.min(), values.max()
+    return (values - low) / (high - low) if high > low else torch.zeros_like(values)
+
+
 def tile(maps: torch.Tensor, pad: int = 1) -> torch.Tensor:
     """(R, C, H, W) -> one (1, R*(H+pad)-pad, C*(W+pad)-pad) image: a row per example,
     a column per channel, separated by `pad` white pixels."""

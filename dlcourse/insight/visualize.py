@@ -18,7 +18,7 @@ from rich.table import Table
 
 from dlcourse.data import TaskData
 from dlcourse.errors import UserError
-from dlcourse.insight.images import heat_map, scale_each, upscale
+from dlcourse.insight.images import heat_map, scale_all, upscale
 from dlcourse.insight.probe import (
     LayerStats,
     activation_kind,
@@ -109,7 +109,9 @@ def picture(values: torch.Tensor) -> torch.Tensor:
 
     if values.dim() == 4:  # (examples, channels, H, W): a row per example
         examples, channels = values.shape[:2]
-        maps = scale_each(values.float()).reshape(examples * channels, 1, *values.shape[2:])
+        # One grey scale for the whole layer (not one per map), so that a layer that rescales
+        # its channels (batch norm) looks different from the one before it.
+        maps = scale_all(values.float()).reshape(examples * channels, 1, *values.shape[2:])
         grid = make_grid(maps, nrow=channels, padding=1, pad_value=1.0)
         return upscale(grid, 4 if values.shape[-1] < 10 else 2)
     flat = values.float().flatten(1)  # (examples, units)

@@ -38,7 +38,9 @@ from dlcourse.train.report import ConsoleReporter, plural
 from dlcourse.train.trainer import Callback, Trainer
 
 # Keys a resume may change: they do not change what the run computes, or extend it.
-RESUMABLE_CHANGES = {"train.epochs", "device", "logging.progress"}
+RESUMABLE_CHANGES = {
+    "train.epochs", "train.early_stopping.patience", "device", "logging.progress",
+}  # fmt: skip
 PLANNED_OVER_EPOCHS = {"onecycle", "cosine"}  # schedules whose shape depends on train.epochs
 # What last.pt holds beyond a model (see Trainer.state_dict).
 RESUME_STATE = {"epoch", "global_step", "optimizer", "scheduler", "early_stopping", "best_model",
@@ -228,13 +230,16 @@ def _check_resumable(cfg: Config, saved: Config, state: dict[str, Any], folder: 
     if patience is not None and stopping["bad_epochs"] >= patience:
         raise UserError(
             f"{folder.path}: the run stopped early at epoch {done} (no dev improvement in "
-            f"{patience} epochs); resuming would stop again at once"
+            f"{patience} epochs), so resuming would stop again at once; to train longer, raise "
+            f"train.early_stopping.patience (--set train.early_stopping.patience=N)"
         )
     if done == cfg.train.epochs and not state.get("progress"):
-        raise UserError(
-            f"{folder.path}: the run already finished its {done} epochs; to train longer, "
-            f"resume with --set train.epochs=N (N > {done})"
+        longer = (
+            "start a new run with more epochs"
+            if schedule in PLANNED_OVER_EPOCHS
+            else f"resume with --set train.epochs=N (N > {done})"
         )
+        raise UserError(f"{folder.path}: the run already finished its {done} epochs; {longer}")
 
 
 def _changed_keys(a: Config, b: Config) -> list[str]:
