@@ -126,6 +126,20 @@ def break_mnist(how: str, tmp_path: Path) -> tuple[Path, str]:
     raise ValueError(how)
 
 
+# One damaged cell: (data row, column, new value, what the message must say).
+BAD_CELLS = {
+    "text in a number": (
+        1,
+        "CreditScore",
+        "high",
+        "line 3, column CreditScore: 'high' is not a number",
+    ),
+    "nan": (4, "Balance", "NaN", "line 6, column Balance: 'NaN' is not finite"),
+    "label outside 0/1": (0, "Exited", "-1", "line 2, column Exited: -1 is not a label 0 or 1"),
+    "empty category": (2, "Gender", "", "line 4, column Gender: the cell is empty"),
+}
+
+
 def break_churn(how: str, tmp_path: Path) -> tuple[Path, str]:
     path = tmp_path / "churn" / "Churn_Modelling.csv"
     rows = churn_rows(30)
@@ -143,26 +157,15 @@ def break_churn(how: str, tmp_path: Path) -> tuple[Path, str]:
         header = [c for c in CHURN_HEADER if c not in ("Age", "Geography")]
         write_csv(path, header, [[v for i, v in enumerate(r) if i not in (4, 6)] for r in rows])
         return tmp_path, "missing column(s) Age, Geography"
-    if how == "text in a number":
-        rows[1][column("CreditScore")] = "high"
+    if how in BAD_CELLS:
+        row, name, value, expected = BAD_CELLS[how]
+        rows[row][column(name)] = value
         write_csv(path, CHURN_HEADER, rows)
-        return tmp_path, f"{path}: line 3, column CreditScore: 'high' is not a number"
-    if how == "nan":
-        rows[4][column("Balance")] = "NaN"
-        write_csv(path, CHURN_HEADER, rows)
-        return tmp_path, f"{path}: line 6, column Balance: 'NaN' is not finite"
-    if how == "label outside 0/1":
-        rows[0][column("Exited")] = "-1"
-        write_csv(path, CHURN_HEADER, rows)
-        return tmp_path, f"{path}: line 2, column Exited: -1 is not a label 0 or 1"
+        return tmp_path, f"{path}: {expected}"
     if how == "short row":
         rows[7] = rows[7][:5]
         write_csv(path, CHURN_HEADER, rows)
         return tmp_path, f"{path}: line 9 has 5 fields but the header has 14"
-    if how == "empty category":
-        rows[2][column("Gender")] = ""
-        write_csv(path, CHURN_HEADER, rows)
-        return tmp_path, f"{path}: line 4, column Gender: the cell is empty"
     if how == "not text":
         path.parent.mkdir(parents=True)
         path.write_bytes(b"\xff\xfe\x00\x81" * 100)

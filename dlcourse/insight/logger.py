@@ -61,7 +61,8 @@ class InsightLogger(Callback):
         for name, param in trainer.model.named_parameters():
             if param.grad is not None:
                 self.grads[name] = param.grad.detach().clone()
-            self.weights_before[name] = param.detach().clone()
+            if name.endswith(".weight"):  # the update ratio is a weight's, not a bias's
+                self.weights_before[name] = param.detach().clone()
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
         epoch = row["epoch"]

@@ -259,9 +259,8 @@ def refuse_untrainable(cfg: Config) -> None:
     if cfg.model.activation in NOT_TRAINABLE:
         raise UserError(
             f"{cfg.source}: model.activation: {cfg.model.activation!r} cannot be trained: its "
-            "derivative is 0 "
-            "everywhere it exists, so gradient descent gets no signal. It is there to show "
-            "forward propagation; for a trainable step-like unit use 'sigmoid'."
+            "derivative is 0 everywhere it exists, so gradient descent gets no signal. It is "
+            "there to show forward propagation; for a trainable step-like unit use 'sigmoid'."
         )
 
 

@@ -255,15 +255,16 @@ class Trainer:
     def ordered(
         self, train: SplitData, order: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The training split in this epoch's order, when a copy is cheap (up to 64 MB).
+        """The training split in this epoch's order, as tensors batches can be sliced from.
 
-        Batches are then views of it: one gather per epoch instead of two per step, which
-        matters for the tiny steps of small MLPs. MNIST-sized splits gather per batch.
+        Unshuffled (or batch gradient descent) that is the split itself; shuffled, a copy when
+        it is cheap (up to 64 MB): one gather per epoch instead of two per step, which matters
+        for the tiny steps of small MLPs. MNIST-sized splits gather per batch (None).
         """
+        if not (self.cfg.train.shuffle and self.batch_size < len(order)):  # see epoch_order
+            return train.x, train.y
         if train.x.numel() * train.x.element_size() > 64 * 2**20:
             return None
-        if len(order) == self.batch_size:  # batch gradient descent: the split as it is
-            return train.x, train.y
         return train.x[order], train.y[order]
 
     def new_epoch(self, n: int) -> EpochProgress:
