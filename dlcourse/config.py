@@ -649,9 +649,8 @@ def _describe_errors(
             message = _unknown_key_message(loc)
         elif error["type"] == "literal_error":
             message += _did_you_mean(error["input"], error.get("ctx", {}).get("expected", ""))
-        elif _is_scalar(error.get("input")) and not message.startswith(
-            str(loc[-1]) if loc else "\0"
-        ):
+        elif error["type"] != "value_error" and _is_scalar(error.get("input")):
+            # pydantic's own messages leave out the value; dlcourse's validators say it
             message += f", got {error['input']!r}"
         if error["type"] == "missing" and loc == ("task",):
             message = f"missing; choose one of {', '.join(TASKS)}"

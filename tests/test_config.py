@@ -84,7 +84,7 @@ def test_every_problem_is_listed_with_key_and_line(tmp_path: Path) -> None:
     assert "4 problems" in message
     assert "optim.lr (line 3): Input should be greater than 0" in message
     assert "train.epoch (line 5): unknown key; did you mean 'epochs'?" in message
-    assert "train.batch_size (line 6): must be a positive integer or 'full', got 0" in message
+    assert "train.batch_size (line 6): must be a positive integer or 'full', got 0\n" in message
     assert "model.dropout (from the command line): Input should be less than 1" in message
     assert str(tmp_path / "config.yaml") in message
 
