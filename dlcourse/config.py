@@ -457,6 +457,27 @@ def config_data(cfg: Config) -> dict[str, Any]:
     return data
 
 
+def flat_config(cfg: Config) -> dict[str, Any]:
+    """The config as {dotted key: value} (lists are values, not sections)."""
+    flat: dict[str, Any] = {}
+
+    def walk(value: Any, prefix: str) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = value
+
+    walk(cfg.model_dump(mode="json"), "")
+    return flat
+
+
+def config_diff(a: Config, b: Config) -> list[str]:
+    """The dotted keys whose values differ between two configs, sorted."""
+    left, right = flat_config(a), flat_config(b)
+    return sorted(key for key in left.keys() | right.keys() if left.get(key) != right.get(key))
+
+
 def dump_config(cfg: Config) -> str:
     """The resolved config as YAML, in section order (see config_data)."""
     return yaml.safe_dump(config_data(cfg), sort_keys=False, default_flow_style=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -47,6 +48,35 @@ def _write_all(file: IO[bytes], data: bytes) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_bounded(path: Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; UserError for anything else.
+
+    A device (/dev/zero), a pipe or a file that grows without end would be read forever:
+    only regular files are read, and never more than `limit` bytes of them.
+    """
+    try:
+        with path.open("rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise UserError(f"{path}: not a regular file; give the path of a {what}")
+            data = file.read(limit + 1)
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; give the path of a {what}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise UserError(
+            f"{path}: larger than {_size(limit)}, far more than a {what} of this kind holds; "
+            "is it the right file?"
+        )
+    return data
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:g} MB" if count >= 2**20 else f"{count / 2**10:g} KB"
 
 
 def _fsync_dir(folder: Path) -> None:

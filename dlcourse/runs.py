@@ -9,18 +9,24 @@ a name already taken (two runs in the same second) gets the next -N suffix.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pickle
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import yaml
 
 from dlcourse.config import Config, validate_config
 from dlcourse.errors import UserError
-from dlcourse.fileio import write_atomic, write_json_atomic, write_text_atomic
+from dlcourse.fileio import read_bounded, write_atomic, write_json_atomic, write_text_atomic
+
+METRICS_LIMIT = 256 * 2**20  # a row per epoch is a few hundred bytes
 
 
 class RunFolder:
@@ -34,6 +40,7 @@ class RunFolder:
         self.best = self.checkpoints / "best.pt"
         self.last = self.checkpoints / "last.pt"
         self.tensorboard = self.path / "tb"
+        self.lock_file = self.path / ".lock"  # held by the process that trains in the folder
 
     @classmethod
     def create(cls, runs_dir: Path, name: str, now: float | None = None) -> RunFolder:
@@ -107,20 +114,37 @@ class RunFolder:
             raise UserError(f"{self.metrics}: cannot write it ({exc.strerror or exc})") from None
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The epoch rows; UserError naming the line of one that is not a JSON object.
+
+        Only a last line cut short by a crash in the middle of its write is skipped.
+        """
         if not self.metrics.exists():
             return []
+        lines = read_bounded(self.metrics, METRICS_LIMIT).split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()
         rows = []
-        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+        for number, line in enumerate(lines, start=1):
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash mid-write
+                row = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                if number == len(lines) and isinstance(exc, json.JSONDecodeError):
+                    break  # the row a crash cut short; the resume redoes its epoch
+                raise UserError(
+                    f"{self.metrics}: line {number} is not a JSON row ({exc}); the file is "
+                    "damaged: remove that line, or the file, to go on"
+                ) from None
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise UserError(
+                    f"{self.metrics}: line {number} is not an epoch row (a JSON object with an "
+                    "integer 'epoch'); remove that line, or the file, to go on"
+                )
+            rows.append(row)
         return rows
 
-    def truncate_metrics(self, epochs: int) -> None:
-        """Keep the rows of the first `epochs` epochs (a resume redoes the ones after)."""
-        kept = [row for row in self.read_metrics() if row.get("epoch", 0) <= epochs]
-        write_text_atomic(self.metrics, "".join(json.dumps(row) + "\n" for row in kept))
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Replace metrics.jsonl with these rows (a resume keeps those up to its checkpoint)."""
+        write_text_atomic(self.metrics, "".join(json.dumps(row) + "\n" for row in rows))
 
     def remove_temporary_files(self) -> None:
         """Half-written files a killed process left behind (see fileio.write_atomic)."""
@@ -130,3 +154,68 @@ class RunFolder:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.summary, summary)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's lock: a second process that tries is refused, naming this one.
+
+        The lock is an OS file lock (flock) on `.lock`, so it vanishes with the process that
+        holds it, however that process ends: a lock left by a killed run never blocks a resume.
+        """
+        file = _acquire(self.lock_file)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                self.lock_file.unlink()
+            file.close()
+
+
+def _acquire(path: Path) -> IO[str]:
+    """Open and lock `path` (creating it), or raise UserError naming the process holding it."""
+    for _ in range(10):  # a holder may unlink the file between our open and our lock: retry
+        try:
+            file = path.open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(
+                f"{path}: cannot create the run folder's lock ({exc.strerror})"
+            ) from None
+        if not _try_lock(file):
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            file.close()
+            raise UserError(
+                f"{path.parent}: the run folder is in use by {holder}; wait for it to finish "
+                "or stop it (Ctrl-C) before using the folder again"
+            )
+        try:
+            same = os.fstat(file.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            file.seek(0)
+            file.truncate()
+            file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            file.flush()
+            return file
+        file.close()
+    raise UserError(f"{path}: could not lock the run folder")
+
+
+def _try_lock(file: IO[str]) -> bool:
+    """A non-blocking exclusive lock on the whole file; False if another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True

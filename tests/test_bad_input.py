@@ -6,8 +6,10 @@ data files, run folders and checkpoints. No case may print a traceback.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -319,3 +321,205 @@ def test_unwritable_places_exit_2(finished_run: Path, tmp_path: Path) -> None:
     out = runner.invoke(app, ["visualize-activations", str(finished_run), "--out", str(blocker)])
     assert out.exit_code == 2, out.output
     assert f"{blocker}: cannot write the pictures there" in out.output
+
+
+# ------------------------------------------------------------------ refused resumes change nothing
+
+
+@pytest.fixture(scope="module")
+def four_epoch_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("four")
+    config = runs / "t.yaml"
+    config.write_text(
+        "task: transactions\ndata: {n_samples: 200}\nmodel: {hidden: [8]}\n"
+        "train: {epochs: 4, batch_size: 20}\nlogging: {progress: false}\n"
+    )
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(runs / "r")])
+    assert result.exit_code == 0, result.output
+    (run,) = (runs / "r").iterdir()
+    return run
+
+
+@pytest.fixture(scope="module")
+def foreign_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Finished runs whose checkpoints do not belong in four_epoch_run."""
+    runs = tmp_path_factory.mktemp("foreign")
+    texts = {
+        "other layers": "task: transactions\ndata: {n_samples: 200}\nmodel: {hidden: [5, 3]}\n",
+        "other task": "task: churn\nmodel: {hidden: [8]}\n",
+    }
+    found = {}
+    for i, (what, text) in enumerate(texts.items()):
+        config = runs / f"{i}.yaml"
+        config.write_text(text + "train: {epochs: 1}\nlogging: {progress: false}\n")
+        data = mnist_dir(runs / f"d{i}")
+        write_csv(data / "churn" / "Churn_Modelling.csv", CHURN_HEADER, churn_rows(60))
+        args = ["train", str(config), "--runs-dir", str(runs / str(i)), "--data-dir", str(data)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        (found[what],) = (runs / str(i)).iterdir()
+    return found
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def set_in_config(run: Path, key: str, value: object) -> None:
+    import yaml
+
+    data = yaml.safe_load((run / "config.yaml").read_text())
+    *sections, name = key.split(".")
+    node = data
+    for section in sections:
+        node = node[section]
+    node[name] = value
+    (run / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def replace_last(run: Path, edit: Any) -> None:
+    path = run / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    edit(state)
+    torch.save(state, path)
+
+
+def damage(run: Path, how: str, foreign: dict[str, Path]) -> str:
+    """Break a copy of a finished run in one way; return what the message must say."""
+    last = run / "checkpoints" / "last.pt"
+    if how in foreign:
+        last.write_bytes((foreign[how] / "checkpoints" / "last.pt").read_bytes())
+        return "does not match the config last.pt was trained with"
+    if how == "edited hidden":
+        set_in_config(run, "model.hidden", [16])
+        return "model.hidden ([8] -> [16])"
+    if how == "edited task":
+        set_in_config(run, "task", "churn")  # its data keys no longer fit
+        return "config.yaml is not a valid config (1 problem):\n  data.n_samples: only the"
+    if how == "edited lr":
+        set_in_config(run, "optim.lr", 0.5)
+        return "these keys differ: optim.lr (optim.lr edited in"
+    if how == "epoch not a number":
+        replace_last(run, lambda state: state.update(epoch="abc"))
+        return "last.pt: is damaged or not a dlcourse checkpoint (field epoch"
+    if how == "optimizer state of other shapes":
+
+        def shrink(state: dict) -> None:
+            for slot in state["optimizer"]["state"].values():
+                slot["exp_avg"] = torch.zeros(1, 1, 1)
+
+        replace_last(run, shrink)
+        return "last.pt: does not fit this run (optimizer state exp_avg"
+    if how == "best weights of other shapes":
+        replace_last(run, lambda state: state.update(best_model={"w": torch.zeros(2)}))
+        return "last.pt: does not fit this run (its best_model weights"
+    if how in ("metrics not an object", "metrics not utf-8"):
+        lines = (run / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+        lines[1] = b"[1, 2]\n" if how == "metrics not an object" else b"\xff\xfe{}\n"
+        (run / "metrics.jsonl").write_bytes(b"".join(lines))
+        return "metrics.jsonl: line 2 is not"
+    raise ValueError(how)
+
+
+REFUSED_RESUMES = [
+    "other layers", "other task", "edited hidden", "edited task", "edited lr", "epoch not a number",
+    "optimizer state of other shapes", "best weights of other shapes", "metrics not an object",
+    "metrics not utf-8",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("how", REFUSED_RESUMES)
+def test_a_refused_resume_changes_no_byte_of_the_folder(
+    four_epoch_run: Path, foreign_runs: dict[str, Path], tmp_path: Path, how: str
+) -> None:
+    run = copy_run(four_epoch_run, tmp_path)
+    expected = damage(run, how, foreign_runs)
+    before = snapshot(run)
+    result = runner.invoke(app, ["train", "--resume", str(run), "--set", "train.epochs=6"])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output, result.output
+    assert "Traceback" not in result.output
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("how", ["other layers", "other task", "edited hidden", "edited task"])
+def test_visualize_activations_refuses_a_checkpoint_that_does_not_fit(
+    four_epoch_run: Path, foreign_runs: dict[str, Path], tmp_path: Path, how: str
+) -> None:
+    run = copy_run(four_epoch_run, tmp_path)
+    expected = damage(run, how, foreign_runs).replace("last.pt", "best.pt")
+    if how in foreign_runs:
+        best = foreign_runs[how] / "checkpoints" / "best.pt"
+        (run / "checkpoints" / "best.pt").write_bytes(best.read_bytes())
+    result = runner.invoke(app, ["visualize-activations", str(run), "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output
+
+
+def test_an_edit_of_config_yaml_counts_as_a_set_of_that_key(
+    four_epoch_run: Path, tmp_path: Path
+) -> None:
+    run = copy_run(four_epoch_run, tmp_path)
+    set_in_config(run, "train.epochs", 5)  # a key a resume may change: applied
+    result = runner.invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["epoch"] for row in rows] == [1, 2, 3, 4, 5]
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 5
+
+
+# ------------------------------------------------------------------ one process per run folder
+
+
+def test_a_stale_lock_of_a_dead_process_does_not_block(
+    four_epoch_run: Path, tmp_path: Path
+) -> None:
+    run = copy_run(four_epoch_run, tmp_path)
+    (run / ".lock").write_text("process 999999 on a-machine-that-crashed\n")
+    result = runner.invoke(app, ["train", "--resume", str(run), "--set", "train.epochs=5"])
+    assert result.exit_code == 0, result.output
+    assert not (run / ".lock").exists()
+
+
+@pytest.mark.slow
+def test_a_second_process_on_a_training_run_folder_is_refused(tmp_path: Path) -> None:
+    """Race a resume (and a second resume) against a run that is still training."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    config = tmp_path / "slow.yaml"
+    config.write_text(
+        "task: transactions\ndata: {n_samples: 40000}\ntrain: {epochs: 50, batch_size: 8}\n"
+        "logging: {progress: false}\n"
+    )
+    runs = tmp_path / "runs"
+    training = subprocess.Popen(
+        [sys.executable, "-m", "dlcourse", "train", str(config), "--runs-dir", str(runs)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any(path.read_text() for path in runs.glob("*/metrics.jsonl")):  # epoch 1 done
+        assert training.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    (run,) = runs.iterdir()
+    before = (run / "config.yaml").read_bytes()
+    second = subprocess.run(
+        [sys.executable, "-m", "dlcourse", "train", "--resume", str(run)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert training.poll() is None, "the first run ended before the race"
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"the run folder is in use by process {training.pid}" in second.stderr
+    assert (run / "config.yaml").read_bytes() == before
+    training.send_signal(signal.SIGINT)  # stop the first one; it saves and exits 130
+    assert training.wait(timeout=300) == 130
+    rows = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(1, len(rows) + 1))  # each epoch once: no second writer

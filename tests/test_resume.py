@@ -22,6 +22,7 @@ from dlcourse.fileio import write_json_atomic
 from dlcourse.train import run as training
 from dlcourse.train import trainer as trainer_module
 from dlcourse.train.checkpoint import load_checkpoint, save_checkpoint
+from dlcourse.train.state import TrainingState, checked
 from tests.conftest import REPO
 
 # Dropout, shuffling, augmentation and batch norm: every kind of state a resume must restore.
@@ -227,12 +228,14 @@ def test_divergence_stops_at_once_and_keeps_the_best_checkpoint(tmp_path: Path) 
     best_before = run.best.read_bytes()
     # Continue the run for two more epochs with a learning rate far too large.
     cfg = validate_config({**base, "train": {"epochs": 4, "batch_size": 10}})
-    state = load_checkpoint(run.last)
-    state["optimizer"]["param_groups"][0]["lr"] = 1e4
+    raw = load_checkpoint(run.last)
+    raw["optimizer"]["param_groups"][0]["lr"] = 1e4
     data = training.load_task_data(cfg, tmp_path)
     model = training.build_model(cfg.model, (2,), 1)
+    trainer = trainer_module.Trainer(cfg, data, model, device=torch.device("cpu"), run=run)
+    trainer.load_state_dict(checked(TrainingState, raw, run.last), run.last)
     with pytest.raises(DivergedError) as info:
-        training.train_in(run, cfg, data, model, torch.device("cpu"), console(), state)
+        training.train_in(trainer, console(), resumed=True)
     message = str(info.value)
     assert "epoch 3, batch " in message and "learning rate too large" in message
     assert run.best.read_bytes() == best_before  # untouched

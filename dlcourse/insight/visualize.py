@@ -128,7 +128,7 @@ def save_png(image: torch.Tensor, path: Path) -> None:
 def log_to_tensorboard(run: RestoredRun, pictures: list[LayerPicture]) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    step = int(run.checkpoint.get("epoch", 0))
+    step = run.checkpoint.epoch
     with SummaryWriter(log_dir=str(run.folder.tensorboard)) as writer:
         for item in pictures:
             writer.add_image(f"activations/{item.path.stem}", item.image, step)

@@ -23,6 +23,7 @@ from dlcourse.config import (
     Config,
     apply_overrides,
     config_data,
+    config_diff,
     dump_config,
     load_config,
     validate_config,
@@ -31,20 +32,18 @@ from dlcourse.data import TaskData, load_task_data
 from dlcourse.errors import InterruptedRun, UserError
 from dlcourse.models import build_model, count_parameters
 from dlcourse.models.activations import NOT_TRAINABLE
+from dlcourse.restore import RestoredRun, open_run
 from dlcourse.runs import RunFolder
-from dlcourse.train.checkpoint import load_checkpoint
 from dlcourse.train.optim import check_schedule
 from dlcourse.train.report import ConsoleReporter, plural
-from dlcourse.train.trainer import Callback, Trainer
+from dlcourse.train.state import TrainingState, checked
+from dlcourse.train.trainer import Trainer
 
 # Keys a resume may change: they do not change what the run computes, or extend it.
 RESUMABLE_CHANGES = {
     "train.epochs", "train.early_stopping.patience", "device", "logging.progress",
 }  # fmt: skip
 PLANNED_OVER_EPOCHS = {"onecycle", "cosine"}  # schedules whose shape depends on train.epochs
-# What last.pt holds beyond a model (see Trainer.state_dict).
-RESUME_STATE = {"epoch", "global_step", "optimizer", "scheduler", "early_stopping", "best_model",
-                "progress", "elapsed", "rng", "data"}  # fmt: skip
 
 
 @dataclass
@@ -62,10 +61,13 @@ def run(cfg: Config, *, runs_dir: Path, data_dir: Path, console: Console) -> Run
     model = build_model(cfg.model, data.input_shape, data.n_outputs)
     check_schedule(cfg, len(data.splits["train"]))  # before a run folder exists
     folder = RunFolder.create(runs_dir, cfg.name)
-    folder.write_config(dump_config(cfg))
-    folder.write_splits({name: split.rows for name, split in data.splits.items()})
-    describe(console, cfg, data, model, device, folder)
-    return train_in(folder, cfg, data, model, device, console)
+    with folder.locked():
+        folder.write_config(dump_config(cfg))
+        folder.write_splits({name: split.rows for name, split in data.splits.items()})
+        describe(console, cfg, data, model, device, folder)
+        trainer = Trainer(cfg, data.to(device), prepare_model(cfg, model, device), device=device,
+                          run=folder)  # fmt: skip
+        return train_in(trainer, console)
 
 
 def resume(
@@ -76,56 +78,64 @@ def resume(
     config: Path | None = None,
     overrides: list[str] | None = None,
 ) -> RunResult:
-    """Continue an interrupted run, or extend a finished one (`--set train.epochs=N`)."""
+    """Continue an interrupted run, or extend a finished one (`--set train.epochs=N`).
+
+    Every check that can refuse the resume runs before the first byte in the folder changes,
+    and the folder stays locked from the first check to the end of training.
+    """
     folder = RunFolder(path)
     if not folder.config.is_file():
         raise UserError(f"{path}: not a run folder (it has no config.yaml); nothing to resume")
-    if not folder.last.is_file():
-        raise UserError(
-            f"{folder.last}: no checkpoint to resume from (the run never completed an epoch); "
-            "start it again without --resume"
-        )
-    state = load_checkpoint(folder.last)
-    missing = sorted(RESUME_STATE - state.keys())
-    if missing:
-        raise UserError(
-            f"{folder.last}: holds no training state to resume from (missing {', '.join(missing)})"
-        )
-    saved = folder.read_config()
-    cfg = resumed_config(saved, folder, config, overrides or [])
-    _check_resumable(cfg, saved, state, folder)
+    with folder.locked():
+        if not folder.last.is_file():
+            raise UserError(
+                f"{folder.last}: no checkpoint to resume from (the run never completed an "
+                "epoch); start it again without --resume"
+            )
+        trainer, rows = prepare_resume(folder, data_dir, config, overrides or [])
+        # From here on the folder changes: every check has passed.
+        folder.write_config(dump_config(trainer.cfg))
+        folder.write_metrics(rows)  # rows after the checkpoint are redone
+        folder.remove_temporary_files()
+        where = f"epoch {trainer.epoch + 1}"
+        if trainer.progress is not None:
+            where += f", batch {trainer.progress.batch + 1}"
+        console.print(f"resuming [bold]{folder.path}[/bold] at {where}", highlight=False)
+        return train_in(trainer, console, resumed=True)
+
+
+def prepare_resume(
+    folder: RunFolder, data_dir: Path, config: Path | None, overrides: list[str]
+) -> tuple[Trainer, list[dict[str, Any]]]:
+    """A trainer restored from last.pt and the metrics rows to keep; nothing is written."""
+    opened = open_run(folder.path, "last")
+    state = checked(TrainingState, opened.raw, folder.last)
+    cfg = resumed_config(opened, config, overrides)
+    _check_resumable(cfg, opened.cfg, state, folder)
+    rows = [row for row in folder.read_metrics() if row["epoch"] <= state.epoch]
     seed_everything(cfg.seed)
     device = resolve_device(cfg)
-    rows = folder.read_splits()
-    data = load_task_data(cfg, data_dir, {"preprocess": state["data"]["preprocess"], "rows": rows})
-    model = build_model(cfg.model, data.input_shape, data.n_outputs)
-    folder.write_config(dump_config(cfg))
-    folder.truncate_metrics(int(state["epoch"]))  # rows after the checkpoint are redone
-    folder.remove_temporary_files()
-    where = f"epoch {state['epoch'] + 1}"
-    if state.get("progress"):
-        where += f", batch {state['progress']['batch'] + 1}"
-    console.print(f"resuming [bold]{folder.path}[/bold] at {where}", highlight=False)
-    return train_in(folder, cfg, data, model, device, console, state)
+    data = opened.load_data(data_dir)
+    model = prepare_model(cfg, opened.model.train(), device)
+    trainer = Trainer(cfg, data.to(device), model, device=device, run=folder)
+    trainer.load_state_dict(state, folder.last)
+    return trainer, rows
 
 
-def train_in(
-    folder: RunFolder,
-    cfg: Config,
-    data: TaskData,
-    model: torch.nn.Module,
-    device: torch.device,
-    console: Console,
-    state: dict[str, Any] | None = None,
-) -> RunResult:
-    """Train in an existing run folder, from scratch or from a last.pt state."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+def prepare_model(cfg: Config, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     if cfg.model.conv:
         model = model.to(memory_format=torch.channels_last)  # see Trainer.channels_last
-    model.to(device)
+    return model.to(device)
+
+
+def train_in(trainer: Trainer, console: Console, resumed: bool = False) -> RunResult:
+    """Train in the trainer's run folder, with the console, TensorBoard and insight attached."""
+    cfg, folder = trainer.cfg, trainer.run
+    assert folder is not None
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     reporter = ConsoleReporter(console, cfg.logging.progress)
-    callbacks: list[Callback] = [reporter]
+    trainer.callbacks.append(reporter)
     writer = None
     try:
         if cfg.logging.tensorboard:
@@ -135,18 +145,13 @@ def train_in(
 
             # On resume, events of epochs after the checkpoint (logged before a crash) are
             # dropped, so TensorBoard shows each step once.
-            purge = int(state["epoch"]) + 1 if state else None
+            purge = trainer.epoch + 1 if resumed else None
             writer = SummaryWriter(log_dir=str(folder.tensorboard), purge_step=purge)
-            callbacks.append(TensorBoardScalars(writer))
+            trainer.callbacks.append(TensorBoardScalars(writer))
             if cfg.logging.insight:
                 from dlcourse.insight.logger import InsightLogger
 
-                callbacks.append(InsightLogger(writer, cfg.logging.insight_every))
-        trainer = Trainer(
-            cfg, data.to(device), model, device=device, run=folder, callbacks=callbacks
-        )
-        if state is not None:
-            trainer.load_state_dict(state)
+                trainer.callbacks.append(InsightLogger(writer, cfg.logging.insight_every))
         with stop_on_signals(trainer):
             summary = trainer.fit()
     finally:
@@ -191,29 +196,32 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def resumed_config(
-    saved: Config, folder: RunFolder, config: Path | None, overrides: list[str]
-) -> Config:
-    """The saved config with the overrides (or the given CONFIG file) applied, provided the
-    only changes are ones a resume allows."""
+def resumed_config(opened: RestoredRun, config: Path | None, overrides: list[str]) -> Config:
+    """The config to continue with: config.yaml as it is now (or the given CONFIG file) with
+    the overrides applied, provided it differs from the checkpoint's only in keys a resume may
+    change. An edit of config.yaml counts as a --set of the keys it changed."""
+    folder = opened.folder
     if config is not None:
         cfg = load_config(config, overrides)
     else:
-        data = config_data(saved)
+        data = config_data(opened.edited)
         overridden = apply_overrides(data, overrides)
         cfg = validate_config(data, f"{folder.config} with --set", overridden=overridden)
-    changed = sorted(set(_changed_keys(saved, cfg)) - RESUMABLE_CHANGES - {"name"})
+    changed = sorted(set(config_diff(opened.cfg, cfg)) - RESUMABLE_CHANGES - {"name"})
     if changed:
+        edited = set(config_diff(opened.cfg, opened.edited)) & set(changed)
+        where = f" ({', '.join(sorted(edited))} edited in {folder.config})" if edited else ""
         raise UserError(
             f"--resume {folder.path}: the run was trained with a different config; these keys "
-            f"differ: {', '.join(changed)}. Only {', '.join(sorted(RESUMABLE_CHANGES))} may "
-            "change on resume; start a new run for the others."
+            f"differ: {', '.join(changed)}{where}. Only "
+            f"{', '.join(sorted(RESUMABLE_CHANGES))} may change on resume; start a new run "
+            "for the others."
         )
-    return cfg.model_copy(update={"name": saved.name})
+    return cfg.model_copy(update={"name": opened.cfg.name})
 
 
-def _check_resumable(cfg: Config, saved: Config, state: dict[str, Any], folder: RunFolder) -> None:
-    done = int(state["epoch"])
+def _check_resumable(cfg: Config, saved: Config, state: TrainingState, folder: RunFolder) -> None:
+    done = state.epoch
     schedule = cfg.optim.schedule.name
     if cfg.train.epochs != saved.train.epochs and schedule in PLANNED_OVER_EPOCHS:
         raise UserError(
@@ -221,38 +229,24 @@ def _check_resumable(cfg: Config, saved: Config, state: dict[str, Any], folder: 
             f"its {saved.train.epochs} epochs, so the run cannot be extended; start a new run "
             "with more epochs"
         )
-    stopping = state["early_stopping"]
     patience = cfg.train.early_stopping.patience
     if cfg.train.epochs < done:
         raise UserError(
             f"train.epochs: {cfg.train.epochs} is fewer than the {done} epochs the run has done"
         )
-    if patience is not None and stopping["bad_epochs"] >= patience:
+    if patience is not None and state.early_stopping.bad_epochs >= patience:
         raise UserError(
             f"{folder.path}: the run stopped early at epoch {done} (no dev improvement in "
             f"{patience} epochs), so resuming would stop again at once; to train longer, raise "
             f"train.early_stopping.patience (--set train.early_stopping.patience=N)"
         )
-    if done == cfg.train.epochs and not state.get("progress"):
+    if done == cfg.train.epochs and state.progress is None:
         longer = (
             "start a new run with more epochs"
             if schedule in PLANNED_OVER_EPOCHS
             else f"resume with --set train.epochs=N (N > {done})"
         )
         raise UserError(f"{folder.path}: the run already finished its {done} epochs; {longer}")
-
-
-def _changed_keys(a: Config, b: Config) -> list[str]:
-    def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(value, dict):
-            items: dict[str, Any] = {}
-            for key, inner in value.items():
-                items.update(flatten(inner, f"{prefix}{key}."))
-            return items
-        return {prefix[:-1]: value}
-
-    left, right = flatten(a.model_dump(mode="json")), flatten(b.model_dump(mode="json"))
-    return [key for key in left.keys() | right.keys() if left.get(key) != right.get(key)]
 
 
 def refuse_untrainable(cfg: Config) -> None:

@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from torch import nn
 from dlcourse.config import Config, config_data
 from dlcourse.data import SplitData, TaskData
 from dlcourse.data.augment import augment_images
-from dlcourse.errors import DivergedError
+from dlcourse.errors import DivergedError, UserError
 from dlcourse.runs import RunFolder
 from dlcourse.train.checkpoint import save_checkpoint
 from dlcourse.train.early_stopping import EarlyStopping
@@ -36,6 +37,7 @@ from dlcourse.train.fast_step import fused_step
 from dlcourse.train.metrics import compute_metrics, confusion_matrix, loss_function
 from dlcourse.train.optim import PER_BATCH, build_optimizer, build_scheduler
 from dlcourse.train.regularization import add_penalty_gradients, penalty, weight_parameters
+from dlcourse.train.state import RngState, TrainingState
 
 # Evaluation batches hold about this many input values: large enough to amortize per-call
 # overhead on small inputs, small enough that a CNN's feature maps stay in cache (on this
@@ -410,7 +412,7 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly where it is (`last.pt`)."""
-        return {
+        return {  # the fields of state.TrainingState, which checks them when a run resumes
             **self.model_checkpoint(),
             "global_step": self.global_step,
             "optimizer": self.optimizer.state_dict(),
@@ -427,19 +429,52 @@ class Trainer:
             },
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a `state_dict()` (a run's last.pt)."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.stopper.load_state_dict(state["early_stopping"])
-        self.best_state = state["best_model"]
-        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
-        progress = state["progress"]
-        self.progress = EpochProgress.from_state_dict(progress, self.device) if progress else None
-        self.elapsed = float(state["elapsed"])
-        restore_rng(state["rng"], self.data_generator)
+    def load_state_dict(self, state: TrainingState, path: Path) -> None:
+        """Continue from a run's last.pt; UserError when it does not fit this run's model,
+        data or optimizer (a checkpoint copied from another run, or damaged)."""
+        problem = self._state_mismatch(state)
+        if problem:
+            raise UserError(f"{path}: does not fit this run ({problem})")
+        try:
+            self.model.load_state_dict(state.model)
+            self.optimizer.load_state_dict(state.optimizer)
+            if self.scheduler is not None and state.scheduler is not None:
+                self.scheduler.load_state_dict(state.scheduler)
+            restore_rng(state.rng, self.data_generator)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+            raise UserError(f"{path}: does not fit this run ({first})") from None
+        self.stopper.load_state_dict(state.early_stopping.model_dump())
+        self.best_state = state.best_model
+        self.epoch, self.global_step = state.epoch, state.global_step
+        progress = state.progress
+        self.progress = (
+            EpochProgress.from_state_dict(progress.model_dump(), self.device) if progress else None
+        )
+        self.elapsed = state.elapsed
+
+    def _state_mismatch(self, state: TrainingState) -> str | None:
+        """What in a training state does not fit this trainer, or None."""
+        shapes = {name: tuple(t.shape) for name, t in self.model.state_dict().items()}
+        for what, weights in (("model", state.model), ("best_model", state.best_model)):
+            if weights is not None and {k: tuple(t.shape) for k, t in weights.items()} != shapes:
+                return f"its {what} weights are not those of this network"
+        optimizer_state = state.optimizer.get("state", {})
+        for index, parameter in enumerate(self.parameters):
+            for name, value in (optimizer_state.get(index) or {}).items():
+                shape = value.shape if isinstance(value, torch.Tensor) else None
+                if shape and shape != parameter.shape:  # 0-d step counters are not shaped
+                    return f"optimizer state {name} of parameter {index} has the wrong shape"
+        progress, n = state.progress, len(self.data.splits["train"])
+        if progress is not None and (
+            progress.order.shape != (n,)
+            or progress.losses.shape != (self.steps_per_epoch,)
+            or progress.outputs.shape != (n, self.data.n_outputs)
+            or progress.batch_size != self.batch_size
+            or progress.batch > self.steps_per_epoch
+        ):
+            return "the epoch in progress does not match the training split"
+        return None
 
     def elapsed_seconds(self) -> float:
         return self.elapsed + time.perf_counter() - self.started
@@ -488,11 +523,10 @@ class Trainer:
         return max(2, self.data.n_outputs)  # a binary task has one output but two classes
 
 
-def restore_rng(state: dict[str, Any], data_generator: torch.Generator) -> None:
+def restore_rng(state: RngState, data_generator: torch.Generator) -> None:
     """Put every random number generator back where a checkpoint found it."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    data_generator.set_state(state["data"])
+    torch.set_rng_state(state.torch)
+    if state.cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state.cuda)
+    random.setstate(state.python)
+    data_generator.set_state(state.data)
