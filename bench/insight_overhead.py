@@ -18,7 +18,7 @@ from rich.console import Console
 
 from dlcourse.config import load_config
 from dlcourse.insight.logger import InsightLogger
-from dlcourse.train import run as training
+from dlcourse.train import job
 
 CONFIGS = ["mnist_cnn.yaml", "churn_mlp.yaml", "transactions_regression.yaml"]
 HOOKS = ["on_fit_start", "on_before_step", "on_epoch_end"]  # during training; the graph is
@@ -66,10 +66,10 @@ def main() -> None:
         graph.clear()
         cfg = load_config(root / "configs" / name, ["logging.progress=false"])
         with TemporaryDirectory() as runs:
-            result = training.run(
+            result = job.train(
                 cfg, runs_dir=Path(runs), data_dir=data_dir, console=Console(file=io.StringIO())
             )
-        seconds = result.summary["seconds"]
+        seconds = result.summary.seconds
         share = 100 * sum(spent) / seconds
         print(f"{name:32} {seconds:8.2f} {sum(spent):9.3f} {share:5.1f}% {sum(graph):16.3f}")
 

@@ -147,7 +147,7 @@ def main() -> None:
     w2 = median_of(1 if quick else 5, {
         "hand-written loop": lambda: workloads.w2_reference(w2_data),
         "dlcourse": fit(workloads.w2_config()),
-        "dlcourse compile": fit(workloads.w2_config(compile=True)),
+        "dlcourse fused_adam": fit(workloads.w2_config(fused_adam=True)),
     })  # fmt: skip
     add_rows(table, f"W2 churn MLP 12-6-6-1, {workloads.W2_EPOCHS} epochs", w2)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -139,9 +140,9 @@ def train(
     if resume is not None:
         if name is not None:
             raise UserError("--name cannot be used with --resume: the run keeps its folder")
-        from dlcourse.train import run as training
+        from dlcourse.train.job import resume as resume_run
 
-        training.resume(
+        resume_run(
             resume, data_dir=_data_dir(data_dir), console=console, config=config,
             overrides=overrides,
         )  # fmt: skip
@@ -152,9 +153,9 @@ def train(
         overrides.append(f"name={json.dumps(name)}")  # quoted: a name is always a string
     cfg = load_config(config, overrides)
 
-    from dlcourse.train import run as training
+    from dlcourse.train.job import train as train_run
 
-    training.run(cfg, runs_dir=runs_dir, data_dir=_data_dir(data_dir), console=console)
+    train_run(cfg, runs_dir=runs_dir, data_dir=_data_dir(data_dir), console=console)
 
 
 class Split(str, Enum):
@@ -188,9 +189,9 @@ def visualize_activations(
     """Draw the output of every layer for a few examples, one PNG per layer."""
     from rich.console import Console
 
-    from dlcourse.insight import visualize
+    from dlcourse.insight.visualize import visualize_run
 
-    visualize.run(
+    visualize_run(
         run_dir, data_dir=_data_dir(data_dir), console=Console(soft_wrap=True),
         checkpoint=checkpoint.value, split=split.value, indices=index, out=out,
     )  # fmt: skip
@@ -217,7 +218,15 @@ def config_show(config: ConfigArg, set_: SetOption = None) -> None:
 
 
 def main() -> None:
+    # SIGTERM stops a command as Ctrl-C does, from its first moment: half-written files are
+    # removed on the way out and the exit code is 130 (training installs its own handler,
+    # which stops at the next batch and saves).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
     except KeyboardInterrupt:  # outside a command, e.g. while importing
         sys.exit(130)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
-import yaml
 
 from dlcourse.config import Config, validate_config
+from dlcourse.config.source import read_config_file
 from dlcourse.errors import UserError
 from dlcourse.fileio import read_bounded, write_atomic, write_json_atomic, write_text_atomic
 
@@ -68,13 +68,8 @@ class RunFolder:
         """The run's resolved config.yaml, validated again."""
         if not self.config.is_file():
             raise UserError(f"{self.path}: not a run folder (it has no config.yaml)")
-        try:
-            data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-            raise UserError(f"{self.config}: not readable ({exc})") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{self.config}: not a config mapping")
-        return validate_config(data, str(self.config))
+        data, lines = read_config_file(self.config)
+        return validate_config(data, str(self.config), lines=lines)
 
     def write_splits(self, rows: dict[str, torch.Tensor]) -> None:
         write_atomic(self.splits, lambda file: torch.save(rows, file))

@@ -1,43 +1,85 @@
-"""The tasks dlcourse trains, as plain data: kind of target, metrics, default split.
+"""The task table: what each task is, as plain data.
 
-This is the "Tasks and data" table of DESIGN.md. It imports nothing heavy so that config
-validation (and `dlcourse --help`) never pays for importing torch.
+A task is one entry here plus one data module under `dlcourse/data/` (its files, its
+preprocessing and its error hints). The entry gives the kind of target, the default split,
+the defaults of the keys it leaves open, and the task-only config keys it reads. Config
+validation reads this table without importing torch, so `dlcourse --help` and `config
+validate` stay fast.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+# What each kind of target is trained and measured with. "loss" comes first.
+KIND_METRICS: dict[str, tuple[str, ...]] = {
+    "multiclass": ("loss", "accuracy"),  # softmax cross-entropy
+    "binary": ("loss", "accuracy", "precision", "recall", "f1", "roc_auc"),  # sigmoid + BCE
+    "regression": ("loss", "rmse", "mae", "r2"),  # squared error 1/2 (y - t)^2
+}
+# Metrics where larger is better; every other metric (loss, rmse, mae) is minimized.
+MAXIMIZED = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc", "r2"})
 
 
 @dataclass(frozen=True)
-class TaskInfo:
-    kind: str  # "multiclass", "binary" or "regression": picks the loss and the metrics
-    metrics: tuple[str, ...]  # reported on train/dev/test, in this order; "loss" first
-    default_split: tuple[float, float, float]  # train, dev, test
+class Task:
+    kind: str  # a key of KIND_METRICS
     description: str
+    default_split: tuple[float, float, float]  # train, dev, test
+    keys: frozenset[str] = frozenset()  # task-only config keys this task reads
+    defaults: dict[str, Any] = field(default_factory=dict)  # dotted key -> value when unset
+    fixed_test: bool = False  # the data set has an official test split (data.split.test: 0)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return KIND_METRICS[self.kind]
 
 
-TASKS: dict[str, TaskInfo] = {
-    "mnist": TaskInfo(
+TASKS: dict[str, Task] = {
+    "mnist": Task(
         kind="multiclass",
-        metrics=("loss", "accuracy"),
+        description="MNIST digits (CNN, softmax cross-entropy)",
         # The official 10,000 test images are the test split; data.split divides the 60,000.
         default_split=(0.9, 0.1, 0.0),
-        description="MNIST digits (CNN, softmax cross-entropy)",
+        fixed_test=True,
+        keys=frozenset({"data.augment", "model.conv"}),
+        defaults={
+            "model.hidden": [128],
+            "model.conv": [{"channels": 16}, {"channels": 32}],
+            "data.augment": {},
+        },
     ),
-    "churn": TaskInfo(
+    "churn": Task(
         kind="binary",
-        metrics=("loss", "accuracy", "precision", "recall", "f1", "roc_auc"),
-        default_split=(0.6, 0.2, 0.2),
         description="bank customer churn from Churn_Modelling.csv (MLP, binary cross-entropy)",
-    ),
-    "transactions": TaskInfo(
-        kind="regression",
-        metrics=("loss", "rmse", "mae", "r2"),
         default_split=(0.6, 0.2, 0.2),
+        keys=frozenset({"data.path", "train.pos_weight"}),
+        defaults={"model.hidden": [32, 16]},
+    ),
+    "transactions": Task(
+        kind="regression",
         description="transactions next year from children and accounts (MLP, squared error)",
+        default_split=(0.6, 0.2, 0.2),
+        keys=frozenset({"data.n_samples", "data.noise"}),
+        defaults={"model.hidden": [16, 16], "data.n_samples": 2000},
     ),
 }
 
-# Metrics where larger is better; every other metric (loss, rmse, mae) is minimized.
-MAXIMIZED = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc", "r2"})
+
+def task_keys() -> dict[str, tuple[str, ...]]:
+    """Every task-only key, with the tasks that read it."""
+    owners: dict[str, list[str]] = {}
+    for name, task in TASKS.items():
+        for key in task.keys:
+            owners.setdefault(key, []).append(name)
+    return {key: tuple(names) for key, names in sorted(owners.items())}
+
+
+def data_module(task: str) -> Any:
+    """The module under dlcourse/data/ that loads a task's data (`dlcourse.data.<task>`).
+
+    Imported when first needed: data modules import torch, and this table must not.
+    """
+    return importlib.import_module(f"dlcourse.data.{task}")

@@ -45,10 +45,10 @@ BAD_CONFIGS = [
     ("task: cifar\n", [], "task (line 1): Input should be 'mnist', 'churn' or 'transactions'"),
     ("task: churn\nmodel: {activation: swish}\n", [], "model.activation (line 2)"),
     ("task: churn\noptim: {name: lbfgs}\n", [], "optim.name (line 2)"),
-    ("task: churn\noptim: {name: sgd, momentum: 0.9}\n", [], "optim.momentum (line 2): the 'sgd' optimizer has no momentum"),
+    ("task: churn\noptim: {name: sgd, momentum: 0.9}\n", [], "optim.momentum (line 2): only used with optim.name: momentum, nesterov, rmsprop (this config has optim.name: sgd)"),
     ("task: churn\noptim: {betas: [0.9, 1.0]}\n", [], "optim.betas (line 2)"),
     ("task: churn\nmodel: {hidden: [16, 0]}\n", [], "model.hidden (line 2)"),
-    ("task: churn\nmodel: {conv: [{channels: 8}]}\n", [], "model.conv (line 2): only the mnist task uses it"),
+    ("task: churn\nmodel: {conv: [{channels: 8}]}\n", [], "model.conv (line 2): only used with task: mnist (this config has task: churn)"),
     ("task: mnist\ndata: {split: {train: 0.8, dev: 0.1, test: 0.1}}\n", [], "data.split.test (line 2)"),
     ("task: churn\ntrain: {early_stopping: {monitor: accuracy_dev}}\n", [], "train.early_stopping.monitor (line 2)"),
     ("task: churn\ndata: {split: {train: 0.7, test: 0.3}}\ntrain: {early_stopping: {patience: 2}}\n", [], "train.early_stopping.patience (line 3)"),
@@ -58,7 +58,7 @@ BAD_CONFIGS = [
     ("task: churn\nseed: -1\n", [], "seed (line 2): Input should be greater than or equal to 0"),
     ("task: churn\ndevice: gpu\n", [], "device (line 2): Input should be 'auto', 'cpu' or 'cuda'"),
     ("task: churn\ndata: {limit: 0}\n", [], "data.limit (line 2)"),
-    ("task: churn\ndata: {n_samples: 500}\n", [], "data.n_samples (line 2): only the transactions task"),
+    ("task: churn\ndata: {n_samples: 500}\n", [], "data.n_samples (line 2): only used with task: transactions (this config has task: churn)"),
     ("task: churn\ntrain: {pos_weight: -2}\n", [], "train.pos_weight (line 2)"),
     ("task: mnist\nmodel: {conv: [{channels: 8, kernel: 0}]}\n", [], "model.conv.0.kernel (line 2)"),
     ("task: churn\n? [a, b]\n: 1\n", [], "YAML error: found unhashable key"),
@@ -273,12 +273,12 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
 def test_unexpected_errors_exit_1_with_the_traceback_only_under_debug(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dlcourse.train import run as training
+    from dlcourse.train import job as training
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("something inside broke")
 
-    monkeypatch.setattr(training, "run", broken)
+    monkeypatch.setattr(training, "train", broken)
     config = tmp_path / "c.yaml"
     config.write_text("task: transactions\n")
     quiet = runner.invoke(app, ["train", str(config)])
@@ -399,7 +399,9 @@ def damage(run: Path, how: str, foreign: dict[str, Path]) -> str:
         return "model.hidden ([8] -> [16])"
     if how == "edited task":
         set_in_config(run, "task", "churn")  # its data keys no longer fit
-        return "config.yaml is not a valid config (1 problem):\n  data.n_samples: only the"
+        return (
+            "config.yaml is not a valid config (1 problem):\n  data.n_samples (line 10): only used"
+        )
     if how == "edited lr":
         set_in_config(run, "optim.lr", 0.5)
         return "these keys differ: optim.lr (optim.lr edited in"

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from dlcourse.cli import app
 from dlcourse.config import load_config
 from dlcourse.insight.probe import capture_activations, layer_stats
-from dlcourse.train import run as training
+from dlcourse.train import job as training
 from tests.conftest import REPO
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
@@ -37,7 +37,7 @@ def events(run_dir: Path) -> EventAccumulator:
 def train(config: str, data_dir: Path, runs: Path, *overrides: str) -> Path:
     cfg = load_config(REPO / "configs" / config, ["logging.progress=false", *overrides])
     console = Console(file=io.StringIO())
-    return training.run(cfg, runs_dir=runs, data_dir=data_dir, console=console).run.path
+    return training.train(cfg, runs_dir=runs, data_dir=data_dir, console=console).folder.path
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlcourse.config import ActivationName, Model, validate_config
+from dlcourse.config import Model, validate_config
+from dlcourse.config.schema import ActivationName
 from dlcourse.models import build_model, count_parameters
 from dlcourse.models.activations import ACTIVATIONS, build_activation
 
@@ -57,26 +58,24 @@ def test_any_kernel_and_pool_give_consistent_shapes(kernel: int, pool: str) -> N
 
 
 def test_every_configurable_name_has_an_implementation() -> None:
-    from dlcourse.config import (
-        OPTIMIZER_OPTIONS,
-        SCHEDULE_OPTIONS,
-        InitName,
-        OptimizerName,
-        ScheduleName,
-        TaskName,
-    )  # fmt: skip
-    from dlcourse.data import LOADERS
+    from dlcourse.config.applies import OPTIONS
+    from dlcourse.config.schema import InitName, OptimizerName, ScheduleName
     from dlcourse.models.init import INITS
-    from dlcourse.tasks import TASKS
+    from dlcourse.tasks import KIND_METRICS, TASKS, data_module
     from dlcourse.train.metrics import LOSSES, PREDICTIONS
     from dlcourse.train.optim import OPTIMIZERS, SCHEDULES
 
     assert set(ACTIVATIONS) == set(get_args(ActivationName))
-    assert set(OPTIMIZERS) == set(OPTIMIZER_OPTIONS) == set(get_args(OptimizerName))
-    assert set(SCHEDULES) == set(SCHEDULE_OPTIONS) == set(get_args(ScheduleName))
+    assert set(OPTIMIZERS) == set(get_args(OptimizerName))
+    assert set(SCHEDULES) == set(get_args(ScheduleName))
     assert set(INITS) == set(get_args(InitName))
-    assert set(LOADERS) == set(TASKS) == set(get_args(TaskName))
-    assert set(LOSSES) == set(PREDICTIONS) == {info.kind for info in TASKS.values()}
+    assert all(callable(data_module(task).load) for task in TASKS)
+    assert set(LOSSES) == set(PREDICTIONS) == set(KIND_METRICS) >= {t.kind for t in TASKS.values()}
+    # Every choice the applicability table names exists.
+    choices = {"optim.name": OPTIMIZERS, "optim.schedule.name": SCHEDULES, "task": TASKS,
+               "model.activation": ACTIVATIONS, "model.init": INITS}  # fmt: skip
+    for key, rule in OPTIONS.items():
+        assert set(rule.choices) <= set(choices[rule.chooser]), key
 
 
 @pytest.mark.parametrize(

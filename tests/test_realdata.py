@@ -15,7 +15,7 @@ from rich.console import Console
 
 from dlcourse.config import load_config, validate_config
 from dlcourse.data import churn, load_task_data, mnist
-from dlcourse.train import run as training
+from dlcourse.train import job as training
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.realdata
@@ -51,7 +51,9 @@ def train_shipped(name: str, data_dir: Path, tmp_path: Path, threads: int = 1) -
     try:
         cfg = load_config(REPO / "configs" / name, ["logging.progress=false"])
         console = Console(file=io.StringIO())
-        return training.run(cfg, runs_dir=tmp_path, data_dir=data_dir, console=console).summary
+        return training.train(
+            cfg, runs_dir=tmp_path, data_dir=data_dir, console=console
+        ).summary.to_json()
     finally:
         torch.set_num_threads(1)
 

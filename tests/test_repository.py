@@ -29,8 +29,9 @@ def test_no_source_file_is_ignored_by_git() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["dlcourse.restore", "dlcourse.insight.visualize", "dlcourse.train.run", "dlcourse.runs",
-     "dlcourse.data", "dlcourse.train.trainer", "dlcourse.insight.logger"],
+    ["dlcourse.restore", "dlcourse.insight.visualize", "dlcourse.train.job",
+     "dlcourse.train.resume", "dlcourse.runs", "dlcourse.data", "dlcourse.train.trainer",
+     "dlcourse.insight.logger"],
 )  # fmt: skip
 def test_each_entry_module_imports_in_a_fresh_interpreter(module: str) -> None:
     """An import cycle only shows when a module is the first one imported (CliRunner tests

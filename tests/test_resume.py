@@ -17,9 +17,11 @@ import torch
 from rich.console import Console
 
 from dlcourse.config import validate_config
+from dlcourse.data import load_task_data
 from dlcourse.errors import InterruptedRun, UserError
 from dlcourse.fileio import write_json_atomic
-from dlcourse.train import run as training
+from dlcourse.models import build_model
+from dlcourse.train import job as training
 from dlcourse.train import trainer as trainer_module
 from dlcourse.train.checkpoint import load_checkpoint, save_checkpoint
 from dlcourse.train.state import TrainingState, checked
@@ -44,9 +46,9 @@ def console() -> Console:
 
 def full_run(tmp_path: Path, data_dir: Path) -> Path:
     cfg = validate_config(SMALL_CNN)
-    return training.run(
+    return training.train(
         cfg, runs_dir=tmp_path / "full", data_dir=data_dir, console=console()
-    ).run.path
+    ).folder.path
 
 
 def interrupted_run(
@@ -64,7 +66,7 @@ def interrupted_run(
     monkeypatch.setattr(trainer_module.Trainer, "train_step", counting_step)
     cfg = validate_config(SMALL_CNN)
     with pytest.raises(InterruptedRun, match="Resume with: dlcourse train --resume"):
-        training.run(cfg, runs_dir=tmp_path / "cut", data_dir=data_dir, console=console())
+        training.train(cfg, runs_dir=tmp_path / "cut", data_dir=data_dir, console=console())
     monkeypatch.setattr(trainer_module.Trainer, "train_step", original)
     (folder,) = (tmp_path / "cut").iterdir()
     return folder
@@ -146,15 +148,15 @@ def test_the_exact_resume_test_catches_a_missing_rng_restore(
 def test_resume_extends_a_finished_run(tmp_path: Path, tiny_mnist_dir: Path) -> None:
     optim = {"name": "momentum", "lr": 0.01, "schedule": {"name": "step", "step_size": 2}}
     config = {**SMALL_CNN, "optim": optim, "train": {**SMALL_CNN["train"], "epochs": 2}}
-    run = training.run(
+    run = training.train(
         validate_config(config), runs_dir=tmp_path, data_dir=tiny_mnist_dir, console=console()
-    ).run
+    ).folder
     with pytest.raises(UserError, match="already finished its 2 epochs"):
         training.resume(run.path, data_dir=tiny_mnist_dir, console=console())
     result = training.resume(
         run.path, data_dir=tiny_mnist_dir, console=console(), overrides=["train.epochs=3"]
     )
-    assert result.summary["epochs_run"] == 3
+    assert result.summary.epochs_run == 3
     assert [row["epoch"] for row in run.read_metrics()] == [1, 2, 3]
     assert "epochs: 3" in run.config.read_text()
 
@@ -163,7 +165,7 @@ def test_a_run_planned_over_its_epochs_cannot_be_extended(
     tmp_path: Path, tiny_mnist_dir: Path
 ) -> None:
     cfg = validate_config({**SMALL_CNN, "train": {**SMALL_CNN["train"], "epochs": 1}})
-    run = training.run(cfg, runs_dir=tmp_path, data_dir=tiny_mnist_dir, console=console()).run
+    run = training.train(cfg, runs_dir=tmp_path, data_dir=tiny_mnist_dir, console=console()).folder
     with pytest.raises(UserError, match="'onecycle' learning-rate schedule .* cannot be extended"):
         training.resume(
             run.path, data_dir=tiny_mnist_dir, console=console(), overrides=["train.epochs=3"]
@@ -177,7 +179,7 @@ def test_an_early_stopped_run_extends_with_more_patience(tmp_path: Path) -> None
         "train": {"epochs": 20, "early_stopping": {"patience": 2, "min_delta": 1.0}},
     }  # fmt: skip
     cfg = validate_config(config)
-    run = training.run(cfg, runs_dir=tmp_path, data_dir=tmp_path, console=console()).run
+    run = training.train(cfg, runs_dir=tmp_path, data_dir=tmp_path, console=console()).folder
     assert json.loads(run.summary.read_text())["epochs_run"] == 3
     with pytest.raises(UserError, match="raise train.early_stopping.patience"):
         training.resume(run.path, data_dir=tmp_path, console=console())
@@ -185,12 +187,12 @@ def test_an_early_stopped_run_extends_with_more_patience(tmp_path: Path) -> None
         run.path, data_dir=tmp_path, console=console(),
         overrides=["train.early_stopping.patience=4"],
     )  # fmt: skip
-    assert result.summary["epochs_run"] == 5 and result.summary["stop_reason"] == "early_stopping"
+    assert result.summary.epochs_run == 5 and result.summary.stop_reason == "early_stopping"
 
 
 def test_resume_refuses_other_changes(tmp_path: Path, tiny_mnist_dir: Path) -> None:
     cfg = validate_config({**SMALL_CNN, "train": {**SMALL_CNN["train"], "epochs": 1}})
-    run = training.run(cfg, runs_dir=tmp_path, data_dir=tiny_mnist_dir, console=console()).run
+    run = training.train(cfg, runs_dir=tmp_path, data_dir=tiny_mnist_dir, console=console()).folder
     with pytest.raises(UserError) as info:
         training.resume(
             run.path, data_dir=tiny_mnist_dir, console=console(),
@@ -222,17 +224,17 @@ def test_divergence_stops_at_once_and_keeps_the_best_checkpoint(tmp_path: Path) 
         "optim": {"name": "sgd", "lr": 0.001}, "train": {"epochs": 2, "batch_size": 10},
         "logging": {"progress": False},
     }  # fmt: skip
-    run = training.run(
+    run = training.train(
         validate_config(base), runs_dir=tmp_path, data_dir=tmp_path, console=console()
-    ).run
+    ).folder
     best_before = run.best.read_bytes()
     # Continue the run for two more epochs with a learning rate far too large.
     cfg = validate_config({**base, "train": {"epochs": 4, "batch_size": 10}})
     raw = load_checkpoint(run.last)
     raw["optimizer"]["param_groups"][0]["lr"] = 1e4
-    data = training.load_task_data(cfg, tmp_path)
-    model = training.build_model(cfg.model, (2,), 1)
-    trainer = trainer_module.Trainer(cfg, data, model, device=torch.device("cpu"), run=run)
+    data = load_task_data(cfg, tmp_path)
+    model = build_model(cfg.model, (2,), 1)
+    trainer = trainer_module.Trainer(cfg, data, model, device=torch.device("cpu"), folder=run)
     trainer.load_state_dict(checked(TrainingState, raw, run.last), run.last)
     with pytest.raises(DivergedError) as info:
         training.train_in(trainer, console(), resumed=True)

@@ -16,7 +16,7 @@ from dlcourse.config import validate_config
 from dlcourse.data import SplitData, TaskData
 from dlcourse.errors import UserError
 from dlcourse.models import build_model
-from dlcourse.train import run as training
+from dlcourse.train import job as training
 from dlcourse.train.checkpoint import load_checkpoint
 from dlcourse.train.early_stopping import EarlyStopping
 from dlcourse.train.metrics import binary_metrics, confusion_matrix, regression_metrics, roc_auc
@@ -161,8 +161,8 @@ def fit(config: dict, data: TaskData, run=None) -> tuple[Trainer, dict]:
     cfg = validate_config({"task": "transactions", **QUIET, **config})
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.n_outputs)
-    trainer = Trainer(cfg, data, model, device=torch.device("cpu"), run=run)
-    return trainer, trainer.fit()
+    trainer = Trainer(cfg, data, model, device=torch.device("cpu"), folder=run)
+    return trainer, trainer.fit().to_json()
 
 
 def test_linear_regression_recovers_the_known_weights() -> None:
@@ -213,11 +213,9 @@ def test_early_stopping_fires_and_records_why() -> None:
     assert summary["epochs_run"] == 4 and summary["best_epoch"] == 1
 
 
-def test_step_activation_refuses_to_train(tmp_path: Path) -> None:
-    cfg = validate_config({"task": "transactions", "model": {"activation": "step"}})
+def test_step_activation_is_refused_at_validation() -> None:
     with pytest.raises(UserError, match="model.activation: 'step' cannot be trained"):
-        training.run(cfg, runs_dir=tmp_path, data_dir=tmp_path, console=quiet_console())
-    assert not list(tmp_path.iterdir())  # refused before any run folder was made
+        validate_config({"task": "transactions", "model": {"activation": "step"}})
 
 
 def test_run_writes_the_run_folder(tmp_path: Path) -> None:
@@ -230,8 +228,8 @@ def test_run_writes_the_run_folder(tmp_path: Path) -> None:
             "logging": {"progress": False},
         }
     )
-    result = training.run(cfg, runs_dir=tmp_path, data_dir=tmp_path, console=quiet_console())
-    folder = result.run.path
+    result = training.train(cfg, runs_dir=tmp_path, data_dir=tmp_path, console=quiet_console())
+    folder = result.folder.path
     assert folder.parent == tmp_path and folder.name.startswith("tx-")
     names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert {"config.yaml", "metrics.jsonl", "summary.json", "split.pt"} <= names
@@ -252,14 +250,13 @@ def test_run_writes_the_run_folder(tmp_path: Path) -> None:
 def test_fast_step_is_the_fused_step_bit_for_bit(name: str) -> None:
     import copy
 
-    from dlcourse.config import Optim
-    from dlcourse.train.fast_step import fused_step
+    from dlcourse.train.fused_adam import fused_adam_step as fused_step
     from dlcourse.train.optim import build_optimizer
 
     torch.manual_seed(0)
     regular_model = build_model(validate_config({"task": "churn"}).model, (12,), 1)
     fast_model = copy.deepcopy(regular_model)
-    cfg = Optim(name=name, lr=0.01, weight_decay=0.01)
+    cfg = validate_config({"task": "churn", "optim": {"name": name, "weight_decay": 0.01}}).optim
     regular, fast = build_optimizer(cfg, regular_model), build_optimizer(cfg, fast_model)
     step = fused_step(fast)
     assert step is not None
@@ -279,19 +276,19 @@ def test_fast_step_is_the_fused_step_bit_for_bit(name: str) -> None:
 
 
 def test_fast_step_is_not_used_where_it_does_not_apply() -> None:
-    from dlcourse.config import Optim
-    from dlcourse.train.fast_step import fused_step
+    from dlcourse.train.fused_adam import fused_adam_step as fused_step
     from dlcourse.train.optim import build_optimizer
 
     model = nn.Linear(2, 1)
-    assert fused_step(build_optimizer(Optim(name="rmsprop"), model)) is None
+    rmsprop = validate_config({"task": "churn", "optim": {"name": "rmsprop"}}).optim
+    assert fused_step(build_optimizer(rmsprop, model)) is None
     assert fused_step(torch.optim.Adam(model.parameters(), amsgrad=True)) is None
 
 
 def test_compile_trains_exactly_like_the_regular_step() -> None:
     config = {"model": {"hidden": [8]}, "train": {"epochs": 3, "batch_size": 16}}
     _, regular = fit(config, linear_task())
-    _, compiled = fit({**config, "train": {**config["train"], "compile": True}}, linear_task())
+    _, compiled = fit({**config, "train": {**config["train"], "fused_adam": True}}, linear_task())
     assert without_seconds(regular) == without_seconds(compiled)
 
 
@@ -300,7 +297,7 @@ def without_seconds(summary: dict) -> dict:
 
 
 def test_fast_step_hands_back_to_torch_optim_when_a_gradient_is_missing() -> None:
-    from dlcourse.train.fast_step import fused_step
+    from dlcourse.train.fused_adam import fused_adam_step as fused_step
 
     torch.manual_seed(0)
     regular_model, fast_model = nn.Linear(3, 1), nn.Linear(3, 1)

@@ -8,10 +8,13 @@ standardized with statistics of the training split.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from dlcourse.data.tabular import Table, read_table
+from dlcourse.config import Config
+from dlcourse.data import TaskData
+from dlcourse.data.tabular import Table, TabularEncoder, read_table, tabular_task_data
 from dlcourse.errors import UserError
 
 NUMERIC = [
@@ -25,6 +28,23 @@ CLASS_NAMES = ["stayed", "exited"]
 
 def default_path(data_dir: Path) -> Path:
     return data_dir / "churn" / "Churn_Modelling.csv"
+
+
+def load(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> TaskData:
+    path = Path(cfg.data.path).expanduser() if cfg.data.path else default_path(data_dir)
+    if not path.exists():
+        hint = (
+            "check data.path"
+            if cfg.data.path
+            else "put the Kaggle Churn_Modelling.csv there, point --data-dir (or "
+            "DLCOURSE_DATA_DIR) at a folder with churn/Churn_Modelling.csv, or set data.path"
+        )
+        raise UserError(f"{path}: file not found; {hint}")
+    table, target = load_churn(path)
+    if cfg.data.limit:
+        table, target = table.head(cfg.data.limit), target[: cfg.data.limit]
+    encoder = TabularEncoder(NUMERIC, CATEGORICAL)
+    return tabular_task_data(cfg, table, target, encoder, "binary", CLASS_NAMES, saved)
 
 
 def load_churn(path: Path) -> tuple[Table, torch.Tensor]:

@@ -12,10 +12,14 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from dlcourse.config import Config
+from dlcourse.data import SplitData, TaskData, split_rows
 from dlcourse.errors import UserError
+from dlcourse.fileio import read_bounded
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -23,6 +27,65 @@ FILES = {
 }
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049  # unsigned bytes, 3 and 1 dimensions
 CLASS_NAMES = [str(digit) for digit in range(10)]
+IDX_LIMIT = 128 * 2**20  # bytes; MNIST's largest file is 47 MB
+
+
+def load(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> TaskData:
+    """The 60,000 training images divided into train/dev, and the official 10,000 as test."""
+    images, labels = load_mnist(data_dir, "train")
+    test_images, test_labels = load_mnist(data_dir, "test")
+    if cfg.data.limit:
+        images, labels = images[: cfg.data.limit], labels[: cfg.data.limit]
+        test_images, test_labels = test_images[: cfg.data.limit], test_labels[: cfg.data.limit]
+    source = f"{raw_dir(data_dir)}/"
+    parts = split_rows(cfg, len(labels), labels, saved, source)
+    if saved is None:
+        preprocess = {"kind": "image", **pixel_statistics(images[parts["train"]])}
+        if preprocess["std"] == 0:
+            raise UserError(
+                f"{source}: every training image has the same pixels; these are not MNIST images"
+            )
+    else:
+        preprocess = saved["preprocess"]
+    parts_data = {
+        name: (images[rows], labels[rows], rows) for name, rows in parts.items() if name != "test"
+    }
+    parts_data["test"] = (test_images, test_labels, torch.arange(len(test_labels)))
+    splits = {
+        name: SplitData(normalize_images(x, preprocess), y, rows)
+        for name, (x, y, rows) in parts_data.items()
+        if len(y)
+    }
+    return TaskData(
+        task="mnist",
+        kind="multiclass",
+        splits=splits,
+        input_shape=(1, 28, 28),
+        n_outputs=10,
+        feature_names=[],
+        class_names=CLASS_NAMES,
+        preprocess=preprocess,
+        source=f"{source}; test: the official t10k files",
+    )
+
+
+def pixel_statistics(images: torch.Tensor) -> dict[str, float]:
+    """Mean and std of uint8 pixels (scaled to [0, 1]), exactly, from a 256-bin histogram:
+    no float copy of the images is made."""
+    counts = torch.bincount(images.flatten(), minlength=256).double()
+    values = torch.arange(256, dtype=torch.float64) / 255
+    n = counts.sum()
+    mean = (counts * values).sum() / n
+    variance = (counts * (values - mean) ** 2).sum() / (n - 1)
+    return {"mean": float(mean), "std": float(variance.sqrt())}
+
+
+def normalize_images(images: torch.Tensor, preprocess: dict[str, Any]) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), standardized with the training statistics."""
+    # (pixel / 255 - mean) / std, as one multiply-add over the float copy
+    scale = 1 / (255 * preprocess["std"])
+    x = images.float().mul_(scale).sub_(preprocess["mean"] / preprocess["std"])
+    return x.unsqueeze(1)
 
 
 def raw_dir(data_dir: Path) -> Path:
@@ -40,6 +103,8 @@ def load_mnist(data_dir: Path, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise UserError(
             f"{image_file}: holds {images.shape[1]}x{images.shape[2]} images; MNIST's are 28x28"
         )
+    if len(images) == 0:
+        raise UserError(f"{image_file}: holds 0 images; MNIST's files hold 60,000 and 10,000")
     if len(images) != len(labels):
         raise UserError(
             f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} "
@@ -52,10 +117,7 @@ def load_mnist(data_dir: Path, part: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def read_idx(path: Path, magic: int) -> torch.Tensor:
     """An IDX file of unsigned bytes as a tensor of its declared shape, after checking it."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the file ({exc.strerror})") from None
+    raw = read_bounded(path, IDX_LIMIT, "MNIST IDX file")
     ndim = magic - 0x800
     header = 4 + 4 * ndim
     if len(raw) < header:

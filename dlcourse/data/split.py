@@ -14,6 +14,7 @@ def split_indices(
     fractions: dict[str, float],
     seed: int,
     labels: torch.Tensor | None = None,
+    source: str = "the data",
 ) -> dict[str, torch.Tensor]:
     """Divide range(n) into splits of the given fractions; each split's indices sorted.
 
@@ -27,8 +28,8 @@ def split_indices(
     for name, size in zip(names, sizes, strict=True):
         if fractions[name] > 0 and size == 0:
             raise UserError(
-                f"data.split.{name}: {fractions[name]:g} of {n} examples is less than one "
-                "example; use more data or a larger fraction"
+                f"data.split.{name}: {fractions[name]:g} of the {n} examples of {source} is "
+                "less than one example; use more data or a larger fraction"
             )
     order = torch.randperm(n, generator=generator)
     if labels is not None:  # group the shuffled examples by class, keeping the shuffle

@@ -8,8 +8,14 @@ is 0.98, and a linear model (model.activation: identity) tops out near 0.85.
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import torch
+
+from dlcourse.config import Config
+from dlcourse.data import TaskData
+from dlcourse.data.tabular import Table, TabularEncoder, tabular_task_data
 
 FEATURE_NAMES = ["children", "accounts"]
 CHILDREN = range(0, 6)  # 0-5, uniform
@@ -21,6 +27,23 @@ HIDDEN_WEIGHTS = torch.tensor([[3.0, 2.0], [-3.0, 4.0], [2.0, -1.0]])  # (3, 2):
 HIDDEN_BIAS = torch.tensor([-12.0, -10.0, 1.0])
 OUTPUT_WEIGHTS = torch.tensor([2.0, 1.0, 3.0])
 OUTPUT_BIAS = 2.0
+
+
+def load(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> TaskData:
+    assert cfg.data.n_samples is not None  # a default of the task table
+    noise = default_noise() if cfg.data.noise is None else cfg.data.noise
+    n = min(cfg.data.n_samples, cfg.data.limit or cfg.data.n_samples)
+    features, target = generate(n, noise, cfg.seed)
+    table = Table(
+        path=Path(f"generated data (noise std {noise:.3f})"),
+        numeric={name: features[:, i].tolist() for i, name in enumerate(FEATURE_NAMES)},
+        categorical={},
+        lines=list(range(n)),
+    )
+    encoder = TabularEncoder(FEATURE_NAMES, [])
+    data = tabular_task_data(cfg, table, target, encoder, "regression", [], saved)
+    data.reference = {"noise_std": noise, "best_r2": best_possible_r2(noise)}
+    return data
 
 
 def true_transactions(features: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import nn
@@ -23,7 +23,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from dlcourse.insight.images import heat_map, scale_each, tile, upscale
 from dlcourse.insight.probe import activation_kind, capture_activations, layer_stats
-from dlcourse.train.trainer import Callback, Trainer
+from dlcourse.train.callbacks import Callback
+from dlcourse.train.records import EpochRow, Summary
+from dlcourse.train.trainer import Trainer
 
 PROBE_SIZE = 128  # dev examples in the probe batch
 SHOWN_EXAMPLES = 4  # test examples whose conv feature maps are drawn
@@ -46,10 +48,10 @@ class InsightLogger(Callback):
         shown = trainer.data.splits.get("test") or trainer.data.splits[split]
         self.shown = shown.x[:SHOWN_EXAMPLES]
 
-    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+    def on_fit_end(self, trainer: Trainer, summary: Summary) -> None:
         """The model graph, once per run, when training is over: tracing a model costs 20 ms
         to 0.7 s (the first trace in a process), more than a whole epoch of a small MLP."""
-        if summary["stop_reason"] != "interrupted":
+        if summary.stop_reason != "interrupted":
             self.log_graph(trainer)
             self.writer.flush()
 
@@ -64,8 +66,8 @@ class InsightLogger(Callback):
             if name.endswith(".weight"):  # the update ratio is a weight's, not a bias's
                 self.weights_before[name] = param.detach().clone()
 
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        epoch = row["epoch"]
+    def on_epoch_end(self, trainer: Trainer, row: EpochRow) -> None:
+        epoch = row.epoch
         if not self.due(trainer, epoch):
             return
         model = trainer.model

@@ -12,7 +12,9 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from dlcourse.config import Config, dump_config
-from dlcourse.train.trainer import Callback, Trainer
+from dlcourse.train.callbacks import Callback
+from dlcourse.train.records import EpochRow, Summary
+from dlcourse.train.trainer import Trainer
 
 
 class TensorBoardScalars(Callback):
@@ -23,28 +25,28 @@ class TensorBoardScalars(Callback):
         if trainer.epoch == 0 and trainer.progress is None:  # once per run, not on resume
             self.writer.add_text("config", _as_markdown(trainer.cfg), global_step=0)
 
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        epoch = row["epoch"]
+    def on_epoch_end(self, trainer: Trainer, row: EpochRow) -> None:
+        epoch = row.epoch
         for split in ("train", "dev"):
-            for name, value in (row[split] or {}).items():
+            for name, value in (getattr(row, split) or {}).items():
                 if value is not None:
                     self.writer.add_scalar(f"{name}/{split}", value, epoch)
-        self.writer.add_scalar("lr", row["lr"], epoch)
-        self.writer.add_scalar("seconds_per_epoch", row["seconds"], epoch)
+        self.writer.add_scalar("lr", row.lr, epoch)
+        self.writer.add_scalar("seconds_per_epoch", row.seconds, epoch)
         self.writer.flush()
 
-    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+    def on_fit_end(self, trainer: Trainer, summary: Summary) -> None:
         """The hyper-parameters and final metrics, for TensorBoard's HParams tab.
 
         Written into this run's own event file: SummaryWriter.add_hparams would start a new
         sub-folder per call, which TensorBoard then lists as a separate run.
         """
-        if summary["stop_reason"] == "interrupted":
+        if summary.stop_reason == "interrupted":
             return  # the resumed run logs them when it ends (at a step purge_step keeps)
         metrics = {
             f"final/{split}_{name}": value
             for split in ("dev", "test")
-            for name, value in (summary.get(split) or {}).items()
+            for name, value in (getattr(summary, split) or {}).items()
             if value is not None
         }
         if not metrics:
@@ -54,7 +56,7 @@ class TensorBoardScalars(Callback):
         for event in (experiment, start, end):
             file_writer.add_summary(event)
         for tag, value in metrics.items():
-            self.writer.add_scalar(tag, value, summary["epochs_run"])
+            self.writer.add_scalar(tag, value, summary.epochs_run)
         self.writer.flush()
 
 

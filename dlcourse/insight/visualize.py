@@ -50,7 +50,7 @@ def default_indices(data: TaskData, split: str) -> list[int]:
     return list(range(min(TABULAR_EXAMPLES, len(y))))
 
 
-def run(
+def visualize_run(
     run_dir: Path,
     *,
     data_dir: Path,
@@ -61,22 +61,22 @@ def run(
     out: Path | None = None,
 ) -> list[LayerPicture]:
     """`dlcourse visualize-activations`: pictures, TensorBoard images and the table."""
-    run = open_run(run_dir, checkpoint)
-    data = run.load_data(data_dir)
+    opened = open_run(run_dir, checkpoint)
+    data = opened.load_data(data_dir)
     if split not in data.splits:
         raise UserError(
             f"the run has no {split} split (it has {', '.join(data.splits)}); choose --split"
         )
     chosen = indices or default_indices(data, split)
     target = out or run_dir / "activations"
-    pictures = visualize_activations(run, data, target, split, chosen)
-    log_to_tensorboard(run, pictures)
+    pictures = visualize_activations(opened, data, target, split, chosen)
+    log_to_tensorboard(opened, pictures)
     report(console, pictures, len(chosen), target)
     return pictures
 
 
 def visualize_activations(
-    run: RestoredRun, data: TaskData, out: Path, split: str, chosen: list[int]
+    opened: RestoredRun, data: TaskData, out: Path, split: str, chosen: list[int]
 ) -> list[LayerPicture]:
     """One picture per layer (and of the input) of the chosen examples of a split."""
     examples = data.splits[split]
@@ -91,9 +91,9 @@ def visualize_activations(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{out}: cannot write the pictures there ({exc.strerror})") from None
-    modules = dict(run.model.named_children())
-    with torch.no_grad(), capture_activations(run.model) as outputs:
-        run.model(x)
+    modules = dict(opened.model.named_children())
+    with torch.no_grad(), capture_activations(opened.model) as outputs:
+        opened.model(x)
     pictures = [LayerPicture("input", out / "00_input.png", picture(x), None)]
     for order, (name, output) in enumerate(outputs.items(), start=1):
         stats = layer_stats(output, activation_kind(modules[name]))
@@ -125,11 +125,11 @@ def save_png(image: torch.Tensor, path: Path) -> None:
     save_image(image, path)
 
 
-def log_to_tensorboard(run: RestoredRun, pictures: list[LayerPicture]) -> None:
+def log_to_tensorboard(opened: RestoredRun, pictures: list[LayerPicture]) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    step = run.checkpoint.epoch
-    with SummaryWriter(log_dir=str(run.folder.tensorboard)) as writer:
+    step = opened.checkpoint.epoch
+    with SummaryWriter(log_dir=str(opened.folder.tensorboard)) as writer:
         for item in pictures:
             writer.add_image(f"activations/{item.path.stem}", item.image, step)
 

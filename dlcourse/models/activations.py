@@ -12,7 +12,7 @@ class Step(nn.Module):
     """The threshold unit of the first neurons: 1 if x > 0 else 0.
 
     Its derivative is 0 wherever it exists, so gradient descent cannot train a network built
-    from it; it is here to show forward propagation, and training refuses it (see NOT_TRAINABLE).
+    from it; config validation refuses it for training.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -28,7 +28,6 @@ ACTIVATIONS: dict[str, Callable[[float], nn.Module]] = {
     "leaky_relu": lambda slope: nn.LeakyReLU(slope),
     "elu": lambda slope: nn.ELU(),
 }
-NOT_TRAINABLE = {"step"}  # zero gradient almost everywhere
 SATURATING = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}  # bounds of the output
 
 

@@ -8,6 +8,7 @@ field named, before anything uses it.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,3 +108,53 @@ def checked(record: type[R], data: dict[str, Any], path: Path) -> R:
             else "is damaged or not a dlcourse checkpoint"
         )
         raise UserError(f"{path}: {what} (field {field}: {error['msg'].lower()})") from None
+
+
+def capture_rng(data_generator: torch.Generator) -> dict[str, Any]:
+    """Every random number generator a run draws from (RngState's fields)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "data": data_generator.get_state(),
+    }
+
+
+def restore_rng(state: RngState, data_generator: torch.Generator) -> None:
+    """Put every random number generator back where a checkpoint found it."""
+    torch.set_rng_state(state.torch)
+    if state.cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state.cuda)
+    random.setstate(state.python)
+    data_generator.set_state(state.data)
+
+
+def state_mismatch(
+    state: TrainingState,
+    model: torch.nn.Module,
+    parameters: list[torch.nn.Parameter],
+    progress_shapes: tuple[int, int, int, int],
+) -> str | None:
+    """What in a training state does not fit the model and training split it is to continue,
+    or None. progress_shapes: (training examples, steps per epoch, outputs, batch size)."""
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    for what, weights in (("model", state.model), ("best_model", state.best_model)):
+        if weights is not None and {k: tuple(t.shape) for k, t in weights.items()} != shapes:
+            return f"its {what} weights are not those of this network"
+    optimizer_state = state.optimizer.get("state", {})
+    for index, parameter in enumerate(parameters):
+        for name, value in (optimizer_state.get(index) or {}).items():
+            shape = value.shape if isinstance(value, torch.Tensor) else None
+            if shape and shape != parameter.shape:  # 0-d step counters are not shaped
+                return f"optimizer state {name} of parameter {index} has the wrong shape"
+    n, steps, outputs, batch_size = progress_shapes
+    progress = state.progress
+    if progress is not None and (
+        progress.order.shape != (n,)
+        or progress.losses.shape != (steps,)
+        or progress.outputs.shape != (n, outputs)
+        or progress.batch_size != batch_size
+        or progress.batch > steps
+    ):
+        return "the epoch in progress does not match the training split"
+    return None

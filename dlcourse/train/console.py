@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -16,7 +16,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from dlcourse.train.trainer import Callback, Trainer
+from dlcourse.train.callbacks import Callback
+from dlcourse.train.records import EpochRow, Summary
+
+if TYPE_CHECKING:
+    from dlcourse.train.trainer import Trainer
 
 PERCENT = {"accuracy", "precision", "recall", "f1"}
 SHORT = {"accuracy": "acc", "precision": "prec", "recall": "rec", "roc_auc": "auc"}
@@ -75,26 +79,26 @@ class ConsoleReporter(Callback):
             loss = f"loss {trainer.progress.mean_loss():.4f}"
             self.progress.update(self.batches, completed=batch, loss=loss)
 
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Trainer, row: EpochRow) -> None:
         epochs = trainer.cfg.train.epochs
         width = len(str(epochs))
-        line = f"epoch {row['epoch']:>{width}}/{epochs}  train {format_metrics(row['train'])}"
-        if row["dev"] is not None:
-            line += f"  | dev {format_metrics(row['dev'])}"
-        line += f"  | lr {row['lr']:.2e}  {row['seconds']:.1f}s"
-        if row["best"] and row["dev"] is not None:
+        line = f"epoch {row.epoch:>{width}}/{epochs}  train {format_metrics(row.train)}"
+        if row.dev is not None:
+            line += f"  | dev {format_metrics(row.dev)}"
+        line += f"  | lr {row.lr:.2e}  {row.seconds:.1f}s"
+        if row.best and row.dev is not None:
             line += "  [green]*best[/green]"
         self.console.print(line, highlight=False)
         if self.progress is not None and self.epochs is not None and self.batches is not None:
-            self.progress.update(self.epochs, completed=row["epoch"])
-            self.progress.reset(self.batches, description=f"epoch {row['epoch'] + 1}")
+            self.progress.update(self.epochs, completed=row.epoch)
+            self.progress.reset(self.batches, description=f"epoch {row.epoch + 1}")
             self.progress.update(self.batches, total=trainer.steps_per_epoch, loss="")
 
-    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+    def on_fit_end(self, trainer: Trainer, summary: Summary) -> None:
         self.stop()
-        epochs, best = summary["epochs_run"], summary["best_epoch"]
-        if summary.get("train") is None:  # not one epoch completed
-            self.console.print(f"{summary['stop_reason']} before the first epoch ended")
+        epochs, best = summary.epochs_run, summary.best_epoch
+        if summary.train is None:  # not one epoch completed
+            self.console.print(f"{summary.stop_reason} before the first epoch ended")
             return
         self.console.print(summary_table(summary))
         kept = f"the weights of epoch {best} are kept"
@@ -104,8 +108,8 @@ class ConsoleReporter(Callback):
             f"{plural(trainer.cfg.train.early_stopping.patience or 0, 'epoch')}; {kept}",
             "diverged": f"diverged during epoch {epochs + 1}; the table shows epoch {best}",
             "interrupted": f"interrupted during epoch {epochs + 1}; the table shows epoch {best}",
-        }[summary["stop_reason"]]
-        self.console.print(f"{note} ({summary['seconds']:.1f}s)", highlight=False)
+        }[summary.stop_reason]
+        self.console.print(f"{note} ({summary.seconds:.1f}s)", highlight=False)
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -117,13 +121,12 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
+def summary_table(summary: Summary) -> Table:
     """train/dev/test rows by metric columns."""
-    rows: dict[str, dict[str, float | None]] = {
-        name: summary[name] for name in ("train", "dev", "test") if summary.get(name)
-    }
+    splits = {"train": summary.train, "dev": summary.dev, "test": summary.test}
+    rows = {name: metrics for name, metrics in splits.items() if metrics}
     metric_names = list(next(iter(rows.values()))) if rows else []
-    table = Table(title=f"best epoch {summary['best_epoch']}")
+    table = Table(title=f"best epoch {summary.best_epoch}")
     table.add_column("split")
     for name in metric_names:
         table.add_column(name, justify="right")

@@ -1,4 +1,4 @@
-"""`train.compile: true`: the optimizer's fused kernel, called without per-step bookkeeping.
+"""`train.fused_adam: true`: Adam's fused kernel, called without torch.optim's per-step bookkeeping.
 
 For the small networks of the course a training step is a few dozen tiny tensor operations, and
 the time goes to Python, not arithmetic: on the churn MLP (12-6-6-1, batch 10) torch.optim's
@@ -11,7 +11,7 @@ So this calls the same fused kernel torch.optim.Adam(fused=True) calls, with the
 built once. The state lives in the optimizer's own `state` under its usual names, so
 checkpoints, resume and the regular step all see the same thing, and a test checks the result
 is bit for bit the regular fused step. When the kernel is missing (a torch without it) or the
-setup is one it does not cover, `fused_step` returns None and the regular step is used.
+setup is one it does not cover, `fused_adam_step` returns None and the regular step is used.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ KERNELS: dict[type[torch.optim.Optimizer], str] = {
 }
 
 
-def fused_step(optimizer: torch.optim.Optimizer) -> Callable[[], None] | None:
+def fused_adam_step(optimizer: torch.optim.Optimizer) -> Callable[[], None] | None:
     """A function doing `optimizer.step()` through the fused kernel, or None if unsupported."""
     kernel = getattr(torch, KERNELS.get(type(optimizer), ""), None)
     if kernel is None or len(optimizer.param_groups) != 1:

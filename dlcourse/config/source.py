@@ -1,0 +1,250 @@
+"""Where a config's values come from: the YAML file (with the line of every key) and `--set`.
+
+YAML is read with PyYAML's safe loader, which builds plain data only, and bounded: a config is
+a few kilobytes of shallow mappings, so a huge file, nesting deeper than MAX_DEPTH, aliases
+that refer to themselves or expand past MAX_VALUES values ("billion laughs"), and numbers of
+thousands of digits are refused at once with the line, instead of running for minutes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlcourse.config.messages import SECTIONS, Lines, dotted
+from dlcourse.errors import ConfigError, UserError
+from dlcourse.fileio import read_bounded
+
+CONFIG_LIMIT = 2**20  # bytes: a config is a few KB
+MAX_DEPTH = 32  # levels of nesting
+MAX_VALUES = 10_000  # values after aliases are expanded
+MAX_DIGITS = 100  # of a number
+_KEY_PART = re.compile(r"[A-Za-z0-9_]+", re.ASCII)
+
+
+def read_config_file(path: Path) -> tuple[dict[str, Any], Lines]:
+    """The mapping a config file holds and the line of each key path."""
+    raw = read_bounded(path, CONFIG_LIMIT, "config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: cannot read the config file ({exc})") from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, source: str) -> tuple[dict[str, Any], Lines]:
+    """safe_load the text, bounded; map every key path to its line; refuse duplicate keys."""
+    root = load_yaml_node(text, source)
+    if root is None:
+        raise UserError(f"{source}: the config is empty; it needs at least 'task'")
+    data = construct(root, source)
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{source}: a config must be a mapping of sections ({', '.join(SECTIONS)}), "
+            f"not a {type(data).__name__}"
+        )
+    lines: Lines = {}
+    duplicates: list[tuple[str, str]] = []
+    _walk_nodes(root, (), lines, duplicates)
+    if duplicates:
+        raise ConfigError(source, duplicates)
+    return data, lines
+
+
+def load_yaml_node(text: str, source: str) -> yaml.Node | None:
+    """The composed YAML document, after the bounds are checked; UserError on any problem."""
+    loader = _BoundedLoader(text)
+    try:
+        root = loader.get_single_node()
+    except _TooDeep as exc:
+        raise UserError(
+            f"{source}:{exc.line}: nesting deeper than {MAX_DEPTH} levels; a config is a few "
+            "levels of sections"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise UserError(_yaml_error(exc, source)) from None
+    finally:
+        loader.dispose()
+    if root is not None:
+        _check_expansion(root, source)
+    return root
+
+
+def construct(node: yaml.Node, source: str) -> Any:
+    """The plain Python data of a checked node (safe constructors only)."""
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        where = f"{source}:{mark.line + 1}" if mark else source
+        tag = re.search(r"tag '([^']*)'", str(exc.problem))
+        if tag is None:  # e.g. a list used as a key
+            raise UserError(f"{where}: YAML error: {exc.problem}") from None
+        raise UserError(
+            f"{where}: unsupported YAML tag {tag.group(1)} "
+            "(configs are plain YAML; tags that build Python objects are refused)"
+        ) from None
+    finally:
+        loader.dispose()
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader, refusing nesting past MAX_DEPTH while it composes (PyYAML's composer
+    recurses, so a document thousands of levels deep would otherwise hit RecursionError)."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    """Refuse self-referring aliases, and documents whose aliases expand past MAX_VALUES
+    values or MAX_DEPTH levels. Each shared node is counted once (memoized), so a bomb of
+    nine levels of ten aliases is measured in microseconds, not expanded."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) when expanded
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # depth-first, without recursion
+        node, children_done = stack.pop()
+        key = id(node)
+        line = node.start_mark.line + 1
+        if children_done:
+            on_path.discard(key)
+            inner = [sizes[id(child)] for child in _children(node)]
+            values = 1 + sum(size for size, _ in inner)
+            depth = 1 + max((levels for _, levels in inner), default=0)
+            if values > MAX_VALUES or depth > MAX_DEPTH:
+                raise UserError(
+                    f"{source}:{line}: the aliases (*name) here expand to more than "
+                    f"{MAX_VALUES:,} values or {MAX_DEPTH} levels; a config is far smaller"
+                )
+            sizes[key] = (values, depth)
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise UserError(f"{source}:{line}: an alias refers to itself (a recursive &anchor)")
+        is_int = isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int")
+        if is_int and len(node.value) > MAX_DIGITS:
+            raise UserError(
+                f"{source}:{line}: a number of {len(node.value):,} digits; no config value "
+                "needs more than a few"
+            )
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def _yaml_error(exc: yaml.YAMLError, source: str) -> str:
+    problem_mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark and "end of stream" in problem:
+        # e.g. an unclosed quote: where it opened says more than the end of the file
+        line, column = context_mark.line + 1, context_mark.column + 1
+        return (
+            f"{source}:{line}:{column}: YAML syntax error: {context} that starts here never "
+            "ends (the file ends first); close its quote or bracket"
+        )
+    where = (
+        f"{source}:{problem_mark.line + 1}:{problem_mark.column + 1}" if problem_mark else source
+    )
+    if context and context_mark:
+        problem += f" ({context} started on line {context_mark.line + 1})"
+    return f"{where}: YAML syntax error: {problem}"
+
+
+def _walk_nodes(
+    node: yaml.Node, path: tuple[Any, ...], lines: Lines, duplicates: list[tuple[str, str]]
+) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key_path = (*path, key_node.value)
+            line = key_node.start_mark.line + 1
+            if key_path in lines:
+                first = lines[key_path]
+                message = f"duplicate key on line {line}; first given on line {first}"
+                duplicates.append((dotted(key_path), f"{message} (YAML keeps only one of them)"))
+            lines[key_path] = line
+            _walk_nodes(value_node, key_path, lines, duplicates)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*path, index)] = item.start_mark.line + 1
+            _walk_nodes(item, (*path, index), lines, duplicates)
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str = "--set"
+) -> set[tuple[Any, ...]]:
+    """Apply `KEY=VALUE` overrides in place (VALUE parsed as YAML); return the paths set."""
+    overridden: set[tuple[Any, ...]] = set()
+    for expression in overrides:
+        key, sep, raw = expression.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(_KEY_PART.fullmatch(part) for part in parts):
+            raise UserError(
+                f"--set {expression!r}: expected KEY=VALUE with a dotted key of letters, "
+                "digits and '_', e.g. --set optim.lr=0.01"
+            )
+        value = _override_value(expression, raw)
+        path = tuple(int(part) if part.isdigit() else part for part in parts)
+        _set_path(data, path, value, expression)
+        overridden.add(path)
+    return overridden
+
+
+def _override_value(expression: str, raw: str) -> Any:
+    if not raw.strip():
+        return None
+    try:
+        node = load_yaml_node(raw, f"--set {expression!r}")
+    except UserError as exc:
+        message = str(exc).removeprefix(f"--set {expression!r}:1:")
+        raise UserError(
+            f"--set {expression!r}: the value is not valid YAML ({message.strip()}); quote it "
+            "or close its brackets"
+        ) from None
+    return None if node is None else construct(node, f"--set {expression!r}")
+
+
+def _set_path(data: dict[str, Any], path: tuple[Any, ...], value: Any, expression: str) -> None:
+    node: Any = data
+    for depth, part in enumerate(path[:-1]):
+        if isinstance(node, dict):
+            node = node.setdefault(part, {})
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            raise UserError(
+                f"--set {expression!r}: {dotted(path[: depth + 1])} is not a section that has keys"
+            )
+    if node is None or not isinstance(node, dict | list):
+        raise UserError(f"--set {expression!r}: {dotted(path[:-1])} has no keys to set")
+    last = path[-1]
+    if isinstance(node, list) and (not isinstance(last, int) or last >= len(node)):
+        raise UserError(f"--set {expression!r}: no item {last} in {dotted(path[:-1])}")
+    node[last] = value

@@ -1,0 +1,73 @@
+"""A model's outputs and metrics on a split: free functions the trainer and every command use.
+
+Evaluation runs in eval mode (dropout off, batch norm frozen), without gradients, in batches
+of about EVAL_BATCH_VALUES input values copied into one output buffer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from dlcourse.data import SplitData
+from dlcourse.train.metrics import LossFn, compute_metrics, confusion_matrix
+from dlcourse.train.records import Metrics
+
+# Large enough to amortize per-call overhead on small inputs, small enough that a CNN's
+# feature maps stay in cache (on a 2-core CPU, 256 MNIST images per batch run 1.7x faster
+# than 2048).
+EVAL_BATCH_VALUES = 2**18
+Prepare = Callable[[torch.Tensor], torch.Tensor]  # a batch into the model's memory layout
+
+
+def same_layout(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@torch.no_grad()
+def model_outputs(
+    model: nn.Module, x: torch.Tensor, prepare: Prepare = same_layout
+) -> torch.Tensor:
+    """The model's outputs (N, outputs) for the inputs x (N, ...), in eval mode.
+
+    The model is left in the mode it was in.
+    """
+    was_training = model.training
+    model.eval()
+    size = max(1, EVAL_BATCH_VALUES // max(1, math.prod(x.shape[1:])))
+    result = torch.empty(0)
+    for start in range(0, len(x), size):
+        out = model(prepare(x[start : start + size]))
+        if start == 0:
+            result = out.new_empty((len(x), *out.shape[1:]))
+        # One buffer: keeping each small output alive between the freed feature maps
+        # fragments the heap (+1 GB RSS over MNIST's training split).
+        result[start : start + len(out)] = out
+    model.train(was_training)
+    return result
+
+
+def evaluate(
+    model: nn.Module, split: SplitData, kind: str, loss_fn: LossFn, prepare: Prepare = same_layout
+) -> Metrics:
+    """Every metric of the task kind for the model on a split."""
+    return compute_metrics(kind, model_outputs(model, split.x, prepare), split.y, loss_fn)
+
+
+def evaluate_with_confusion(
+    model: nn.Module,
+    split: SplitData,
+    kind: str,
+    loss_fn: LossFn,
+    n_classes: int,
+    prepare: Prepare = same_layout,
+) -> tuple[Metrics, list[list[int]] | None]:
+    """The metrics and, for classification, the confusion matrix [true][predicted]."""
+    outputs = model_outputs(model, split.x, prepare)
+    metrics = compute_metrics(kind, outputs, split.y, loss_fn)
+    if kind == "regression":
+        return metrics, None
+    return metrics, confusion_matrix(kind, outputs, split.y, n_classes)

@@ -1,0 +1,61 @@
+"""The records a run writes, typed: one row per epoch (metrics.jsonl) and the summary.
+
+Metric names depend on the kind of task (tasks.KIND_METRICS), so a split's metrics stay a
+{name: value} mapping; None is a metric that is undefined (ROC-AUC of a one-class split).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Metrics = dict[str, float | None]
+STOP_REASONS = ("completed", "early_stopping", "diverged", "interrupted")
+
+
+@dataclass
+class EpochRow:
+    """One line of metrics.jsonl."""
+
+    epoch: int
+    train: Metrics  # measured on the fly during the epoch, while the weights moved
+    dev: Metrics | None  # the weights at the end of the epoch, on the dev split
+    lr: float
+    seconds: float
+    best: bool  # the monitored dev metric improved: these weights are now the best
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> EpochRow:
+        return cls(**{name: row.get(name) for name in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+@dataclass
+class Summary:
+    """summary.json: how the run ended and the metrics of the kept weights on every split."""
+
+    task: str
+    epochs_run: int
+    best_epoch: int
+    stop_reason: str  # one of STOP_REASONS
+    monitor: str | None  # "dev loss", "dev accuracy", ...; None without a dev split
+    train: Metrics | None = None  # None when no epoch completed
+    dev: Metrics | None = None
+    test: Metrics | None = None
+    confusion_matrix: dict[str, Any] | None = None  # classification: labels, test counts
+    reference: dict[str, float] = field(default_factory=dict)  # known limits (best R^2)
+    seconds: float = 0.0
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stop_reason == "early_stopping"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stopped_early"] = self.stopped_early
+        for optional in ("confusion_matrix", "reference"):
+            if not data[optional]:
+                del data[optional]
+        return data
