@@ -79,6 +79,10 @@ class RunFolder:
         from dlcourse.train.checkpoint import require_safe_torch
 
         require_safe_torch()
+        if not self.splits.exists():
+            raise UserError(f"{self.splits}: missing; the run folder is incomplete")
+        if not self.splits.is_file():
+            raise UserError(f"{self.splits}: not a regular file")
         try:
             rows = torch.load(self.splits, map_location="cpu", weights_only=True)
         except FileNotFoundError:

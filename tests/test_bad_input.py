@@ -22,6 +22,10 @@ from tests.conftest import CHURN_HEADER, churn_rows, tiny_mnist_images, write_cs
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
 
 CHURN = "task: churn\n"
+# nine levels of ten aliases: 10**9 values when expanded (a "billion laughs" in 532 bytes)
+BOMB = "task: churn\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 9)
+)
 BAD_CONFIGS = [
     # (config text, extra --set, text the message must contain)
     ("task: churn\ntrain: {epochs: 3\n", [], "YAML syntax error"),
@@ -70,6 +74,29 @@ BAD_CONFIGS = [
     (CHURN, ["--set", "optim.lr=fast"], "optim.lr (from the command line): Input should be a valid number"),
     (CHURN, ["--name", "../../etc"], "is not a safe run-folder name"),
     (CHURN, ["--device", "tpu"], "device (from the command line)"),
+    # YAML that would recurse, nest or expand without end, and numbers of thousands of digits
+    ("task: churn\nmodel: {hidden: &r [1, *r]}\n", [], "bad.yaml:2: an alias refers to itself"),
+    ("task: churn\nmodel: {hidden: " + "[" * 5000 + "]" * 5000 + "}\n", [], "bad.yaml:2: nesting deeper than 32 levels"),
+    ("task: churn\nx: " + "[" * 40 + "]" * 40 + "\n", [], "nesting deeper than 32 levels"),
+    (BOMB, [], "expand to more than 10,000 values"),
+    ("task: churn\nseed: " + "9" * 5000 + "\n", [], "bad.yaml:2: a number of 5,000 digits"),
+    (CHURN, ["--set", "seed=" + "9" * 5000], "--set 'seed=" + "9" * 55 + "... (5,005 characters)':1: a number of 5,000 digits"),
+    (CHURN, ["--set", "model.hidden.\u00b2=3"], "--set 'model.hidden.\u00b2=3': expected KEY=VALUE with a dotted key of letters, digits and '_'"),
+    ("task: churn\nname: 'abc\n", [], "bad.yaml:2:7: YAML syntax error: while scanning a quoted scalar that starts here never ends"),
+    ("task: churn\nname: 'abc\n" + "seed: 1\n" * 300, [], "bad.yaml:2:7: YAML syntax error"),
+    # values that validate must never overflow in training: bounded where they are read
+    ("task: churn\nregularization: {l2: 1e300}\n", [], "regularization.l2 (line 2): Input should be less than or equal to 1000000"),
+    ("task: churn\nregularization: {l1: 1e300}\n", [], "regularization.l1 (line 2)"),
+    ("task: churn\ntrain: {pos_weight: 1e300}\n", [], "train.pos_weight (line 2)"),
+    ("task: churn\noptim: {name: adam, eps: 1e300}\n", [], "optim.eps (line 2)"),
+    ("task: churn\noptim: {weight_decay: 1e300}\n", [], "optim.weight_decay (line 2)"),
+    ("task: transactions\ndata: {noise: 1e300}\n", [], "data.noise (line 2)"),
+    ("task: churn\nmodel: {init: normal, init_std: 1e300}\n", [], "model.init_std (line 2)"),
+    ("task: churn\ntrain: {batch_size: 99999999999999999999}\n", [], "train.batch_size (line 2)"),
+    # control characters (a newline) in a run name
+    ('task: churn\nname: "abc\\n"\n', [], "name (line 2): 'abc\\n' is not a safe run-folder name"),
+    (CHURN, ["--name", "abc\n"], "is not a safe run-folder name"),
+    (CHURN, ["--name", "a\tb"], "is not a safe run-folder name"),
 ]  # fmt: skip
 
 
@@ -125,6 +152,14 @@ def break_mnist(how: str, tmp_path: Path) -> tuple[Path, str]:
     if how == "bad label":
         write_idx(labels, torch.full((60,), 10, dtype=torch.uint8))
         return tmp_path, f"{labels}: label 10 is not a digit 0-9"
+    if how == "no images":  # well-formed files that hold nothing
+        write_idx(images, torch.zeros(0, 28, 28, dtype=torch.uint8))
+        write_idx(labels, torch.zeros(0, dtype=torch.uint8))
+        return tmp_path, f"{images}: holds 0 images"
+    if how == "a device":
+        images.unlink()
+        images.symlink_to("/dev/zero")
+        return tmp_path, f"{images}: not a regular file"
     raise ValueError(how)
 
 
@@ -139,6 +174,12 @@ BAD_CELLS = {
     "nan": (4, "Balance", "NaN", "line 6, column Balance: 'NaN' is not finite"),
     "label outside 0/1": (0, "Exited", "-1", "line 2, column Exited: -1 is not a label 0 or 1"),
     "empty category": (2, "Gender", "", "line 4, column Gender: the cell is empty"),
+    "beyond float32": (
+        5,
+        "Balance",
+        "1e39",
+        "line 7, column Balance: 1e39 is beyond the range of a 32-bit float",
+    ),
 }
 
 
@@ -164,6 +205,13 @@ def break_churn(how: str, tmp_path: Path) -> tuple[Path, str]:
         rows[row][column(name)] = value
         write_csv(path, CHURN_HEADER, rows)
         return tmp_path, f"{path}: {expected}"
+    if how == "one row":
+        write_csv(path, CHURN_HEADER, rows[:1])
+        return tmp_path, f"data.split.dev: 0.2 of the 1 examples of {path} is less than one"
+    if how == "a device":
+        path.parent.mkdir(parents=True)
+        path.symlink_to("/dev/zero")
+        return tmp_path, f"{path}: not a regular file"
     if how == "short row":
         rows[7] = rows[7][:5]
         write_csv(path, CHURN_HEADER, rows)
@@ -177,10 +225,11 @@ def break_churn(how: str, tmp_path: Path) -> tuple[Path, str]:
 
 BAD_DATA = [("mnist", how) for how in
             ("missing", "empty", "truncated", "wrong magic", "count mismatch", "not 28x28",
-             "bad label")] + [
+             "bad label", "no images", "a device")] + [
     ("churn", how) for how in
     ("missing", "empty", "header only", "missing column", "text in a number", "nan",
-     "label outside 0/1", "short row", "empty category", "not text")
+     "label outside 0/1", "short row", "empty category", "not text", "beyond float32",
+     "one row", "a device")
 ]  # fmt: skip
 
 
@@ -202,6 +251,61 @@ def test_bad_data_file(
     assert expected in result.output, result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "r").exists()  # no run folder for a run that could not start
+
+
+def test_data_path_of_a_device_is_refused_at_once(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("task: churn\ndata: {path: /dev/zero}\n")
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert "/dev/zero: not a regular file" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("how", ["a device", "10 MB"])
+def test_a_config_that_is_no_config_file_is_refused_at_once(tmp_path: Path, how: str) -> None:
+    config = tmp_path / "c.yaml"
+    if how == "a device":
+        config.symlink_to("/dev/zero")
+        expected = f"{config}: not a regular file"
+    else:
+        config.write_text("task: churn\n" + "# padding\n" * 1_000_000)
+        expected = f"{config}: larger than 1 MB"
+    for command in (["train"], ["config", "validate"]):
+        result = runner.invoke(app, [*command, str(config), "--runs-dir", str(tmp_path / "r")]
+                               if command == ["train"] else [*command, str(config)])  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert expected in result.output
+
+
+def test_sigterm_before_training_exits_130_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """SIGTERM while the run folder's files are being written: a clean stop, as Ctrl-C."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    config = tmp_path / "c.yaml"
+    config.write_text("task: transactions\ndata: {n_samples: 100}\n")
+    driver = (
+        "import os, signal, sys\n"
+        "from dlcourse import runs\n"
+        "original = runs.RunFolder.write_splits\n"
+        "def write_splits(self, rows):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)  # arrives while the file is written\n"
+        "    original(self, rows)\n"
+        "runs.RunFolder.write_splits = write_splits\n"
+        "from dlcourse.cli import main\n"
+        f"sys.argv = ['dlcourse', 'train', {str(config)!r}, '--runs-dir', {str(tmp_path / 'r')!r}]\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", driver], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 130, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    leftovers = [p.name for p in (tmp_path / "r").rglob(".*tmp-*")]
+    assert leftovers == []
 
 
 # ------------------------------------------------------------------ run folders and checkpoints

@@ -65,7 +65,7 @@ def load_yaml_node(text: str, source: str) -> yaml.Node | None:
             "levels of sections"
         ) from None
     except yaml.YAMLError as exc:
-        raise UserError(_yaml_error(exc, source)) from None
+        raise YamlSyntaxError(_yaml_error(exc, source)) from None
     finally:
         loader.dispose()
     if root is not None:
@@ -90,6 +90,10 @@ def construct(node: yaml.Node, source: str) -> Any:
         ) from None
     finally:
         loader.dispose()
+
+
+class YamlSyntaxError(UserError):
+    """Text that is not YAML."""
 
 
 class _TooDeep(Exception):
@@ -204,34 +208,40 @@ def apply_overrides(
     overridden: set[tuple[Any, ...]] = set()
     for expression in overrides:
         key, sep, raw = expression.partition("=")
+        label = f"--set {_shorten(expression)!r}"
         parts = key.strip().split(".")
         if not sep or not all(_KEY_PART.fullmatch(part) for part in parts):
             raise UserError(
-                f"--set {expression!r}: expected KEY=VALUE with a dotted key of letters, "
-                "digits and '_', e.g. --set optim.lr=0.01"
+                f"{label}: expected KEY=VALUE with a dotted key of letters, digits and '_', "
+                "e.g. --set optim.lr=0.01"
             )
-        value = _override_value(expression, raw)
+        value = _override_value(label, raw)
         path = tuple(int(part) if part.isdigit() else part for part in parts)
-        _set_path(data, path, value, expression)
+        _set_path(data, path, value, label)
         overridden.add(path)
     return overridden
 
 
-def _override_value(expression: str, raw: str) -> Any:
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _override_value(label: str, raw: str) -> Any:
     if not raw.strip():
         return None
     try:
-        node = load_yaml_node(raw, f"--set {expression!r}")
-    except UserError as exc:
-        message = str(exc).removeprefix(f"--set {expression!r}:1:")
+        node = load_yaml_node(raw, label)
+    except YamlSyntaxError as exc:
+        problem = (
+            str(exc).removeprefix(label).lstrip(":0123456789 ").removeprefix("YAML syntax error: ")
+        )
         raise UserError(
-            f"--set {expression!r}: the value is not valid YAML ({message.strip()}); quote it "
-            "or close its brackets"
+            f"{label}: the value is not valid YAML ({problem}); quote it or close its brackets"
         ) from None
-    return None if node is None else construct(node, f"--set {expression!r}")
+    return None if node is None else construct(node, label)
 
 
-def _set_path(data: dict[str, Any], path: tuple[Any, ...], value: Any, expression: str) -> None:
+def _set_path(data: dict[str, Any], path: tuple[Any, ...], value: Any, label: str) -> None:
     node: Any = data
     for depth, part in enumerate(path[:-1]):
         if isinstance(node, dict):
@@ -239,12 +249,10 @@ def _set_path(data: dict[str, Any], path: tuple[Any, ...], value: Any, expressio
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]
         else:
-            raise UserError(
-                f"--set {expression!r}: {dotted(path[: depth + 1])} is not a section that has keys"
-            )
+            raise UserError(f"{label}: {dotted(path[: depth + 1])} is not a section that has keys")
     if node is None or not isinstance(node, dict | list):
-        raise UserError(f"--set {expression!r}: {dotted(path[:-1])} has no keys to set")
+        raise UserError(f"{label}: {dotted(path[:-1])} has no keys to set")
     last = path[-1]
     if isinstance(node, list) and (not isinstance(last, int) or last >= len(node)):
-        raise UserError(f"--set {expression!r}: no item {last} in {dotted(path[:-1])}")
+        raise UserError(f"{label}: no item {last} in {dotted(path[:-1])}")
     node[last] = value

@@ -136,6 +136,8 @@ def read_idx(path: Path, magic: int) -> torch.Tensor:
             f"{path}: the header declares shape {tuple(shape)} ({expected} bytes) but the file "
             f"has {len(raw)} bytes; it is truncated or corrupt, download it again"
         )
+    if expected == header:  # no values: frombuffer refuses an empty view
+        return torch.zeros(shape, dtype=torch.uint8)
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header).view(shape)
 
 
