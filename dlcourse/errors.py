@@ -1,4 +1,4 @@
-"""The errors dlcourse reports to its user, each with the exit code DESIGN.md gives it.
+"""The errors dlcourse reports to its user, each with its exit code (README: exit codes).
 
 Library code raises these; only the CLI turns them into a message and an exit code, so the
 library stays usable (and testable) from Python.

@@ -36,16 +36,21 @@ def tiny_mnist_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images.to(torch.uint8), labels.to(torch.uint8)
 
 
-@pytest.fixture
-def tiny_mnist_dir(tmp_path: Path) -> Path:
-    """A data dir with MNIST/raw/ holding 300 training and 100 test fake digits."""
-    raw = tmp_path / "data" / "MNIST" / "raw"
+def write_tiny_mnist(data_dir: Path) -> Path:
+    """MNIST/raw/ in data_dir with 300 training and 100 test fake digits; returns data_dir."""
+    raw = data_dir / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for part, n, seed in (("train", 300, 0), ("t10k", 100, 1)):
         images, labels = tiny_mnist_images(n, seed)
         write_idx(raw / f"{part}-images-idx3-ubyte", images)
         write_idx(raw / f"{part}-labels-idx1-ubyte", labels)
-    return tmp_path / "data"
+    return data_dir
+
+
+@pytest.fixture
+def tiny_mnist_dir(tmp_path: Path) -> Path:
+    """A data dir with MNIST/raw/ holding 300 training and 100 test fake digits."""
+    return write_tiny_mnist(tmp_path / "data")
 
 
 CHURN_HEADER = [
@@ -83,7 +88,7 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
 
 
 @pytest.fixture
-def tiny_churn_dir(tmp_path: Path) -> Path:
+def tiny_churn_dir(tmp_path: Path) -> Path:  # the same data folder as tiny_mnist_dir
     """A data dir with churn/Churn_Modelling.csv of 400 made-up customers."""
     write_csv(tmp_path / "data" / "churn" / "Churn_Modelling.csv", CHURN_HEADER, churn_rows(400))
     return tmp_path / "data"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dlcourse.config import Model, validate_config
-from dlcourse.config.schema import ActivationName
+from dlcourse.config.model import ActivationName
 from dlcourse.models import build_model, count_parameters
 from dlcourse.models.activations import ACTIVATIONS, build_activation
 
@@ -59,7 +59,8 @@ def test_any_kernel_and_pool_give_consistent_shapes(kernel: int, pool: str) -> N
 
 def test_every_configurable_name_has_an_implementation() -> None:
     from dlcourse.config.applies import OPTIONS
-    from dlcourse.config.schema import InitName, OptimizerName, ScheduleName
+    from dlcourse.config.model import InitName
+    from dlcourse.config.training import OptimizerName, ScheduleName
     from dlcourse.models.init import INITS
     from dlcourse.tasks import KIND_METRICS, TASKS, data_module
     from dlcourse.train.metrics import LOSSES, PREDICTIONS

@@ -22,10 +22,11 @@ from dlcourse.errors import InterruptedRun, UserError
 from dlcourse.fileio import write_json_atomic
 from dlcourse.models import build_model
 from dlcourse.train import job as training
+from dlcourse.train import state as state_module
 from dlcourse.train import trainer as trainer_module
 from dlcourse.train.checkpoint import load_checkpoint, save_checkpoint
 from dlcourse.train.state import TrainingState, checked
-from tests.conftest import REPO
+from tests.conftest import REPO, write_tiny_mnist
 
 # Dropout, shuffling, augmentation and batch norm: every kind of state a resume must restore.
 SMALL_CNN = {
@@ -44,11 +45,17 @@ def console() -> Console:
     return Console(file=io.StringIO())
 
 
-def full_run(tmp_path: Path, data_dir: Path) -> Path:
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_mnist(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """The uninterrupted run every cut-and-resumed run must end identical to (read only)."""
     cfg = validate_config(SMALL_CNN)
-    return training.train(
-        cfg, runs_dir=tmp_path / "full", data_dir=data_dir, console=console()
-    ).folder.path
+    runs = tmp_path_factory.mktemp("full")
+    return training.train(cfg, runs_dir=runs, data_dir=mnist_dir, console=console()).folder.path
 
 
 def interrupted_run(
@@ -122,26 +129,28 @@ def same_run(a: Path, b: Path) -> list[str]:
 
 @pytest.mark.parametrize("after_steps", [STEPS, 2 * STEPS, 3 * STEPS, STEPS + 4, 2 * STEPS + 1])
 def test_resume_after_any_epoch_or_batch_is_exact(
-    tmp_path: Path, tiny_mnist_dir: Path, monkeypatch: pytest.MonkeyPatch, after_steps: int
+    tmp_path: Path,
+    mnist_dir: Path,
+    full_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    after_steps: int,
 ) -> None:
-    full = full_run(tmp_path, tiny_mnist_dir)
-    cut = interrupted_run(tmp_path, tiny_mnist_dir, monkeypatch, after_steps)
+    cut = interrupted_run(tmp_path, mnist_dir, monkeypatch, after_steps)
     summary = json.loads((cut / "summary.json").read_text())
     assert summary["stop_reason"] == "interrupted"
     assert len((cut / "metrics.jsonl").read_text().splitlines()) == after_steps // STEPS
-    training.resume(cut, data_dir=tiny_mnist_dir, console=console())
-    assert same_run(full, cut) == []
+    training.resume(cut, data_dir=mnist_dir, console=console())
+    assert same_run(full_run, cut) == []
 
 
 def test_the_exact_resume_test_catches_a_missing_rng_restore(
-    tmp_path: Path, tiny_mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, mnist_dir: Path, full_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Negative control: resuming without restoring the random generators must be caught."""
-    full = full_run(tmp_path, tiny_mnist_dir)
-    cut = interrupted_run(tmp_path, tiny_mnist_dir, monkeypatch, 2 * STEPS)
-    monkeypatch.setattr(trainer_module, "restore_rng", lambda state, generator: None)
-    training.resume(cut, data_dir=tiny_mnist_dir, console=console())
-    problems = same_run(full, cut)
+    cut = interrupted_run(tmp_path, mnist_dir, monkeypatch, 2 * STEPS)
+    monkeypatch.setattr(state_module, "restore_rng", lambda state, generator: None)
+    training.resume(cut, data_dir=mnist_dir, console=console())
+    problems = same_run(full_run, cut)
     assert any(p.startswith("last.pt/model/") for p in problems) and "metrics.jsonl" in problems
 
 

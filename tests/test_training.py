@@ -328,9 +328,37 @@ def test_an_undefined_monitor_value_still_gives_a_best_epoch() -> None:
 
 
 def test_regularized_run_logs_the_penalty_separately() -> None:
-    config = {"regularization": {"l2": 1.0, "l1": 0.5}, "train": {"epochs": 2}}
-    trainer, _ = fit({"model": {"hidden": [4]}, **config}, linear_task())
-    weights = weight_parameters(trainer.model)
-    expected = penalty(weights, 1.0, 0.5, 384)  # m = the 384 training examples
-    assert expected > 0
-    assert trainer.state_dict()["epoch"] == 2
+    """Each epoch row carries lambda2/(2m) sum W^2 + lambda1/(2m) sum |W| of the epoch's final
+    weights, by hand, apart from the data loss."""
+    from dlcourse.train.callbacks import Callback
+
+    class Weights(Callback):
+        def __init__(self) -> None:
+            self.seen: list[tuple[float, list[torch.Tensor]]] = []
+
+        def on_epoch_end(self, trainer: Trainer, row) -> None:
+            weights = [w.detach().clone() for w in weight_parameters(trainer.model)]
+            self.seen.append((row.train["penalty"], weights))
+
+    cfg = validate_config(
+        {
+            "task": "transactions",
+            **QUIET,
+            "model": {"hidden": [4]},
+            "regularization": {"l2": 1.0, "l1": 0.5},
+            "train": {"epochs": 2},
+        }
+    )
+    torch.manual_seed(0)
+    data = linear_task()
+    watcher = Weights()
+    trainer = Trainer(cfg, data, build_model(cfg.model, (2,), 1), device=torch.device("cpu"),
+                      callbacks=[watcher])  # fmt: skip
+    trainer.fit()
+    assert len(watcher.seen) == 2
+    for logged, weights in watcher.seen:
+        m = 384  # the training examples
+        squares = sum(float(w.pow(2).sum()) for w in weights)
+        absolutes = sum(float(w.abs().sum()) for w in weights)
+        assert logged == pytest.approx(1.0 / (2 * m) * squares + 0.5 / (2 * m) * absolutes)
+        assert logged > 0

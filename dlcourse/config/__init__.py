@@ -3,7 +3,9 @@
 `load_config(path, overrides)` is the way in from a file: it reads the YAML (safe and bounded,
 source.py), refuses duplicate keys, applies the overrides, validates everything (schema.py;
 which keys apply to which choice: applies.py) and, on failure, raises one ConfigError listing
-every problem as `dotted.key (line N): message` (messages.py). Task-dependent defaults are
+every problem as `dotted.key (line N): message` (messages.py). The sections are in data.py,
+model.py and training.py, the root and its checks across sections in schema.py.
+Task-dependent defaults are
 filled in, so the resolved config that `config show` prints (show.py) and a run folder
 stores is complete. Nothing here imports torch.
 """
@@ -15,18 +17,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dlcourse.config.data import Augment, Data, Split
 from dlcourse.config.messages import Lines, describe_errors
-from dlcourse.config.schema import (
-    Augment,
-    Config,
-    ConvBlock,
-    Data,
-    Model,
-    Optim,
-    Schedule,
-    Split,
-    Train,
-)
+from dlcourse.config.model import ConvBlock, Model
+from dlcourse.config.schema import Config
 from dlcourse.config.show import (
     config_data,
     config_diff,
@@ -35,6 +29,7 @@ from dlcourse.config.show import (
     flat_config,
 )
 from dlcourse.config.source import apply_overrides, parse_config, read_config_file
+from dlcourse.config.training import Optim, Schedule, Train
 from dlcourse.errors import ConfigError
 
 __all__ = [

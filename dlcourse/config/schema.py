@@ -1,9 +1,10 @@
-"""The config schema: one typed tree of pydantic models, a description on every key.
+"""The config's root: its sections, and the checks and defaults that span them.
 
-Unknown keys, inf and NaN are errors everywhere. Ranges are Field constraints; every number
-that reaches a float32 tensor is bounded so that a value that validates can never overflow in
-training. Checks across sections (keys that do not fit the task or the chosen optimizer, the
-dev split that early stopping needs) live in `Config`'s validator, whose messages name the key.
+Every section is a pydantic model with a description on every key (data.py, model.py,
+training.py); unknown keys, inf and NaN are errors everywhere, and every number that reaches a
+float32 tensor is bounded, so a value that validates can never overflow in training. Checks
+across sections (keys that do not fit the task or the chosen optimizer, the dev split that
+early stopping needs) live in `Config`'s validator, whose messages name the key.
 """
 
 from __future__ import annotations
@@ -12,219 +13,19 @@ import functools
 import re
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    TypeAdapter,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, PrivateAttr, TypeAdapter, field_validator, model_validator
 
 from dlcourse.config.applies import OPTIONS, lookup, misapplied
+from dlcourse.config.base import Section
+from dlcourse.config.data import Data, Split
 from dlcourse.config.messages import choice_error
+from dlcourse.config.model import Model
+from dlcourse.config.training import Logging, Optim, Regularization, Train
 from dlcourse.tasks import TASKS
 
-ActivationName = Literal["identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu"]
-OptimizerName = Literal[
-    "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad", "adadelta"
-]
-InitName = Literal["default", "xavier", "kaiming", "normal"]
-ScheduleName = Literal["none", "step", "cosine", "plateau", "onecycle"]
 NOT_TRAINABLE = {"step"}  # zero derivative almost everywhere: gradient descent gets no signal
-BIG = 1e6  # the bound of lambdas, weights and rates: far past any useful value, far below overflow
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*", re.ASCII)
-
-
-class Section(BaseModel):
-    # Unknown keys are errors: a typo must never be silently ignored. So are inf and NaN.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class Split(Section):
-    """Fractions of the examples in each split; they must sum to 1."""
-
-    train: float = Field(gt=0, le=1, description="fraction of the examples used for training")
-    dev: float = Field(
-        0.0, ge=0, lt=1, description="fraction held out to pick the epoch and tune (validation)"
-    )
-    test: float = Field(0.0, ge=0, lt=1, description="fraction held out for the final report")
-
-    @model_validator(mode="after")
-    def _sums_to_one(self) -> Split:
-        total = self.train + self.dev + self.test
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(
-                f"data.split: train + dev + test must sum to 1, got "
-                f"{self.train:g} + {self.dev:g} + {self.test:g} = {total:g}"
-            )
-        return self
-
-
-class Augment(Section):
-    """Random transformations of each training image, applied batch-wise on the device."""
-
-    shift: int = Field(0, ge=0, le=8, description="translate by up to this many pixels")
-    rotate: float = Field(0.0, ge=0, le=45, description="rotate by up to this many degrees")
-
-
-class Data(Section):
-    path: str | None = Field(
-        None, description="churn: the CSV file (default <data_dir>/churn/Churn_Modelling.csv)"
-    )
-    split: Split | None = Field(
-        None, description="train/dev/test fractions (default by task, e.g. 0.6/0.2/0.2)"
-    )
-    limit: int | None = Field(
-        None, ge=1, description="use only the first N examples of each source (tiny runs)"
-    )
-    n_samples: int | None = Field(
-        None, ge=10, le=10_000_000, description="generated data: examples to generate"
-    )
-    noise: float | None = Field(
-        None, ge=0, le=BIG, description="generated data: std of the noise (default by task)"
-    )
-    augment: Augment | None = Field(None, description="mnist: data augmentation of training images")
-
-
-class ConvBlock(Section):
-    """conv -> [batch norm] -> activation -> [pool 2x2] -> [dropout]."""
-
-    channels: int = Field(ge=1, le=1024, description="output channels (feature maps)")
-    kernel: int = Field(3, ge=1, le=11, description="kernel size")
-    padding: Literal["same", "valid"] = Field(
-        "same", description="same: pad to keep the image size (odd kernels); valid: no padding"
-    )
-    batch_norm: bool = Field(True, description="batch normalization after the convolution")
-    pool: Literal["max", "avg", "none"] = Field("max", description="2x2 pooling after the block")
-    dropout: float = Field(0.0, ge=0, lt=1, description="drop probability after the block")
-
-
-class Model(Section):
-    conv: list[ConvBlock] | None = Field(
-        None, description="mnist: the convolution blocks, in order (default two blocks, 16 and 32)"
-    )
-    hidden: list[int] | None = Field(
-        None, description="sizes of the hidden fully-connected layers (default by task)"
-    )
-    activation: ActivationName = Field("relu", description="non-linearity of every hidden layer")
-    leaky_slope: float = Field(0.01, gt=0, lt=1, description="leaky_relu: slope for x < 0")
-    dropout: float = Field(
-        0.0, ge=0, lt=1, description="drop probability (1 - keep_prob) after each hidden FC layer"
-    )
-    init: InitName = Field(
-        "default", description="weight initialization (xavier/kaiming/normal: biases start at 0)"
-    )
-    init_std: float = Field(0.01, gt=0, le=1000, description="init: normal: std of the weights")
-
-    @field_validator("hidden")
-    @classmethod
-    def _positive_sizes(cls, sizes: list[int] | None) -> list[int] | None:
-        if sizes is not None and any(not 1 <= size <= 65_536 for size in sizes):
-            raise ValueError(f"model.hidden: layer sizes must be from 1 to 65536, got {sizes}")
-        return sizes
-
-
-class Schedule(Section):
-    name: ScheduleName = Field("none", description="learning-rate schedule")
-    step_size: int = Field(10, ge=1, description="step: epochs between decays")
-    gamma: float = Field(0.1, gt=0, lt=1, description="step/plateau: factor applied to the lr")
-    patience: int = Field(3, ge=0, description="plateau: epochs without dev improvement")
-    min_lr: float = Field(0.0, ge=0, le=BIG, description="cosine/plateau: lowest learning rate")
-    pct_start: float = Field(
-        0.25, gt=0, lt=1, description="onecycle: fraction of the steps spent warming up"
-    )
-
-
-class Optim(Section):
-    name: OptimizerName = Field("adam", description="the optimizer")
-    lr: float = Field(1e-3, gt=0, le=BIG, description="learning rate")
-    momentum: float | None = Field(
-        None, ge=0, lt=1, description="momentum/nesterov (default 0.9), rmsprop (default 0): beta"
-    )
-    betas: tuple[float, float] = Field(
-        (0.9, 0.999), description="adam/adamw: decay of the first and second moment estimates"
-    )
-    alpha: float = Field(0.99, gt=0, lt=1, description="rmsprop: decay of the squared gradients")
-    rho: float = Field(0.9, gt=0, lt=1, description="adadelta: decay of the running averages")
-    eps: float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="term added to denominators for stability (default: the optimizer's)",
-    )
-    weight_decay: float = Field(
-        0.0, ge=0, le=BIG, description="decoupled (adamw) or coupled weight decay of the optimizer"
-    )
-    schedule: Schedule = Field(default_factory=Schedule, description="learning-rate schedule")
-
-    @field_validator("betas")
-    @classmethod
-    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
-        if not all(0 <= beta < 1 for beta in betas):
-            raise ValueError(f"optim.betas: each beta must be in [0, 1), got {list(betas)}")
-        return betas
-
-
-class Regularization(Section):
-    l2: float = Field(
-        0.0, ge=0, le=BIG, description="lambda of lambda/(2m) * sum of W^2 (m: training examples)"
-    )
-    l1: float = Field(
-        0.0, ge=0, le=BIG, description="lambda of lambda/(2m) * sum of |W| (m: training examples)"
-    )
-
-
-class EarlyStopping(Section):
-    monitor: str = Field(
-        "loss", description="dev metric that picks the best epoch (loss, accuracy, f1, r2, ...)"
-    )
-    patience: int | None = Field(
-        None, ge=1, description="stop after this many epochs without improvement (null: never)"
-    )
-    min_delta: float = Field(
-        0.0, ge=0, le=BIG, description="smallest change that counts as improvement"
-    )
-
-
-class Train(Section):
-    epochs: int = Field(10, ge=1, le=100_000, description="passes over the training split")
-    batch_size: int | Literal["full"] = Field(
-        32, description="examples per step: 1 is stochastic GD, 'full' is batch GD"
-    )
-    shuffle: bool = Field(True, description="shuffle the training examples every epoch")
-    early_stopping: EarlyStopping = Field(
-        default_factory=EarlyStopping, description="best-epoch selection and early stopping"
-    )
-    pos_weight: float | None = Field(
-        None, gt=0, le=BIG, description="churn: weight of the positive class in the loss"
-    )
-    fused_adam: bool = Field(
-        False,
-        description="adam/adamw: call the fused update kernel directly, skipping torch.optim's "
-        "per-step bookkeeping (same numbers, faster on small models)",
-    )
-    threads: int | None = Field(
-        None, ge=1, le=256, description="CPU threads for torch (default: all cores)"
-    )
-
-    @field_validator("batch_size", mode="before")
-    @classmethod
-    def _batch_size(cls, value: Any) -> Any:
-        if value == "full" or (
-            isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 10**9
-        ):
-            return value
-        raise ValueError(f"train.batch_size: must be a positive integer or 'full', got {value!r}")
-
-
-class Logging(Section):
-    tensorboard: bool = Field(True, description="write TensorBoard event files to the run's tb/")
-    insight: bool = Field(True, description="log activations, weights and gradients of every layer")
-    insight_every: int = Field(1, ge=1, description="log insight every N epochs")
-    progress: bool = Field(True, description="show a progress bar while training")
 
 
 class Config(Section):

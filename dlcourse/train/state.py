@@ -1,4 +1,5 @@
-"""What a checkpoint holds, as typed records: one definition, checked field by field on load.
+"""What a checkpoint holds, as typed records checked field by field on load; saving a trainer
+to one and restoring it.
 
 `ModelCheckpoint` (best.pt) is what evaluating or using a model needs; `TrainingState`
 (last.pt) adds everything that continues the run exactly where it stopped. A file whose
@@ -10,12 +11,16 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError
 
 from dlcourse.errors import UserError
+from dlcourse.train.progress import EpochProgress
+
+if TYPE_CHECKING:
+    from dlcourse.train.trainer import Trainer
 
 Tensor = InstanceOf[torch.Tensor]
 Tensors = dict[str, Tensor]
@@ -158,3 +163,45 @@ def state_mismatch(
     ):
         return "the epoch in progress does not match the training split"
     return None
+
+
+def training_state(trainer: Trainer) -> dict[str, Any]:
+    """Everything needed to continue a run exactly where it is (last.pt: TrainingState's
+    fields, which are checked when the run resumes)."""
+    return {
+        **trainer.model_checkpoint(),
+        "global_step": trainer.global_step,
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "early_stopping": trainer.stopper.state_dict(),
+        "best_model": trainer.best_state,
+        "progress": trainer.progress.state_dict() if trainer.progress else None,
+        "elapsed": trainer.elapsed_seconds(),
+        "rng": capture_rng(trainer.data_generator),
+    }
+
+
+def restore_training_state(trainer: Trainer, state: TrainingState, path: Path) -> None:
+    """Continue a run from its last.pt; UserError when the state does not fit the trainer's
+    model, data or optimizer (a checkpoint copied from another run, or damaged)."""
+    shapes = (trainer.n_train, trainer.steps_per_epoch, trainer.data.n_outputs, trainer.batch_size)
+    problem = state_mismatch(state, trainer.model, trainer.parameters, shapes)
+    if problem:
+        raise UserError(f"{path}: does not fit this run ({problem})")
+    try:
+        trainer.model.load_state_dict(state.model)
+        trainer.optimizer.load_state_dict(state.optimizer)
+        if trainer.scheduler is not None and state.scheduler is not None:
+            trainer.scheduler.load_state_dict(state.scheduler)
+        restore_rng(state.rng, trainer.data_generator)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+        raise UserError(f"{path}: does not fit this run ({first})") from None
+    trainer.stopper.load_state_dict(state.early_stopping.model_dump())
+    trainer.best_state = state.best_model
+    trainer.epoch, trainer.global_step = state.epoch, state.global_step
+    progress = state.progress
+    trainer.progress = (
+        EpochProgress.from_state_dict(progress.model_dump(), trainer.device) if progress else None
+    )
+    trainer.elapsed = state.elapsed

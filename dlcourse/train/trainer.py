@@ -26,19 +26,19 @@ from torch import nn
 from dlcourse.config import Config, config_data
 from dlcourse.data import TaskData
 from dlcourse.data.augment import augment_images
-from dlcourse.errors import DivergedError, InterruptedRun, UserError
+from dlcourse.errors import DivergedError, InterruptedRun
 from dlcourse.runs import RunFolder
 from dlcourse.train.callbacks import Callback
 from dlcourse.train.checkpoint import save_checkpoint
 from dlcourse.train.early_stopping import EarlyStopping
-from dlcourse.train.evaluate import evaluate, evaluate_with_confusion
+from dlcourse.train.evaluate import evaluate, final_metrics
 from dlcourse.train.fused_adam import fused_adam_step
 from dlcourse.train.metrics import compute_metrics, loss_function
 from dlcourse.train.optim import PER_BATCH, build_optimizer, build_scheduler
 from dlcourse.train.progress import EpochProgress, epoch_order, ordered_split
 from dlcourse.train.records import EpochRow, Metrics, Summary
 from dlcourse.train.regularization import add_penalty_gradients, penalty, weight_parameters
-from dlcourse.train.state import TrainingState, capture_rng, restore_rng, state_mismatch
+from dlcourse.train.state import TrainingState, restore_training_state, training_state
 
 SYNC_SECONDS = 0.2  # how often the loop reads losses back from the device mid-epoch
 
@@ -289,44 +289,12 @@ class Trainer:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue this run exactly where it is (`last.pt`; the fields
-        of state.TrainingState, which checks them when the run resumes)."""
-        return {
-            **self.model_checkpoint(),
-            "global_step": self.global_step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "early_stopping": self.stopper.state_dict(),
-            "best_model": self.best_state,
-            "progress": self.progress.state_dict() if self.progress else None,
-            "elapsed": self.elapsed_seconds(),
-            "rng": capture_rng(self.data_generator),
-        }
+        """Everything needed to continue this run exactly where it is (`last.pt`)."""
+        return training_state(self)
 
     def load_state_dict(self, state: TrainingState, path: Path) -> None:
-        """Continue from a run's last.pt; UserError when it does not fit this run's model,
-        data or optimizer (a checkpoint copied from another run, or damaged)."""
-        shapes = (self.n_train, self.steps_per_epoch, self.data.n_outputs, self.batch_size)
-        problem = state_mismatch(state, self.model, self.parameters, shapes)
-        if problem:
-            raise UserError(f"{path}: does not fit this run ({problem})")
-        try:
-            self.model.load_state_dict(state.model)
-            self.optimizer.load_state_dict(state.optimizer)
-            if self.scheduler is not None and state.scheduler is not None:
-                self.scheduler.load_state_dict(state.scheduler)
-            restore_rng(state.rng, self.data_generator)
-        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
-            raise UserError(f"{path}: does not fit this run ({first})") from None
-        self.stopper.load_state_dict(state.early_stopping.model_dump())
-        self.best_state = state.best_model
-        self.epoch, self.global_step = state.epoch, state.global_step
-        progress = state.progress
-        self.progress = (
-            EpochProgress.from_state_dict(progress.model_dump(), self.device) if progress else None
-        )
-        self.elapsed = state.elapsed
+        """Continue from a run's last.pt (UserError when it does not fit this run)."""
+        restore_training_state(self, state, path)
 
     def elapsed_seconds(self) -> float:
         return self.elapsed + time.perf_counter() - self.started
@@ -353,14 +321,9 @@ class Trainer:
                           monitor, reference=dict(self.data.reference))  # fmt: skip
         if self.best_state is not None:  # at least one epoch completed
             self.model.load_state_dict(self.best_state)
-            n_classes = max(2, self.data.n_outputs)  # binary: one output, two classes
-            for name, split in self.data.splits.items():
-                metrics, confusion = evaluate_with_confusion(
-                    self.model, split, self.data.kind, self.loss_fn, n_classes, self.prepare
-                )
+            for name, metrics in final_metrics(summary, self.model, self.data, self.loss_fn,
+                                               self.prepare).items():  # fmt: skip
                 setattr(summary, name, metrics)
-                if name == "test" and confusion is not None:
-                    summary.confusion_matrix = {"labels": self.data.class_names, "test": confusion}
         summary.seconds = round(self.elapsed_seconds(), 2)
         if self.folder:
             self.folder.write_summary(summary.to_json())
