@@ -197,8 +197,9 @@ def _walk_nodes(
             _walk_nodes(value_node, key_path, lines, duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            lines[(*path, index)] = item.start_mark.line + 1
-            _walk_nodes(item, (*path, index), lines, duplicates)
+            item_path = (*path, index)
+            lines[item_path] = item.start_mark.line + 1
+            _walk_nodes(item, item_path, lines, duplicates)
 
 
 def apply_overrides(

@@ -1,0 +1,94 @@
+"""What every command shares: the error-to-exit-code wrapper and the common argument types.
+
+Library code raises dlcourse's errors (errors.py); `cli_errors` turns them into one message
+and their exit code, never a traceback (unless --debug asks for one).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import traceback
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEBUG = {"traceback": False}  # set by `dlcourse --debug`
+
+ConfigArg = Annotated[
+    Path,
+    typer.Argument(
+        exists=True, dir_okay=False, metavar="CONFIG", help="The experiment config (YAML)."
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", metavar="KEY=VALUE", help="Override a config key, e.g. optim.lr=0.01."
+    ),
+]
+RunArg = Annotated[
+    Path,
+    typer.Argument(
+        exists=True, file_okay=False, metavar="RUN_DIR", help="A run folder (runs/<name>-<time>)."
+    ),
+]
+DataDirOption = Annotated[
+    Path | None, typer.Option(help="Data folder (default: $DLCOURSE_DATA_DIR, else data/).")
+]
+
+
+class Split(str, Enum):
+    test = "test"
+    dev = "dev"
+    train = "train"
+
+
+class Checkpoint(str, Enum):
+    best = "best"
+    last = "last"
+
+
+def resolve_data_dir(option: Path | None) -> Path:
+    return option or Path(os.environ.get("DLCOURSE_DATA_DIR") or "data")
+
+
+def console() -> Any:
+    """The terminal the commands print to (rich, imported when a command runs)."""
+    from rich.console import Console
+
+    return Console(soft_wrap=True)
+
+
+def cli_errors(command: F) -> F:
+    """Report dlcourse's errors as one message and their exit code, never as a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from dlcourse.errors import DlcourseError
+
+        try:
+            return command(*args, **kwargs)
+        except DlcourseError as exc:
+            typer.echo(f"error: {exc}" if exc.exit_code == 2 else str(exc), err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if DEBUG["traceback"]:
+                traceback.print_exc()
+            typer.echo(
+                f"internal error: {type(exc).__name__}: {exc}\n"
+                "This is a bug in dlcourse; run again with --debug for the traceback.",
+                err=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
