@@ -23,18 +23,30 @@ KIND_METRICS: dict[str, tuple[str, ...]] = {
 MAXIMIZED = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc", "r2"})
 
 
+# What data.kind (csv) allows: classification is binary or multiclass, decided by the data.
+DATA_KINDS = {"classification": ("binary", "multiclass"), "regression": ("regression",)}
+
+
 @dataclass(frozen=True)
 class Task:
-    kind: str  # a key of KIND_METRICS
+    kind: str | None  # a key of KIND_METRICS; None: decided by the data (data.kind, the target)
     description: str
     default_split: tuple[float, float, float]  # train, dev, test
     keys: frozenset[str] = frozenset()  # task-only config keys this task reads
+    required: tuple[str, ...] = ()  # task-only keys a config must set
     defaults: dict[str, Any] = field(default_factory=dict)  # dotted key -> value when unset
     fixed_test: bool = False  # the data set has an official test split (data.split.test: 0)
 
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        return KIND_METRICS[self.kind]
+    def kinds(self, data_kind: str | None = None) -> tuple[str, ...]:
+        """The kinds of target this task can have, given data.kind (csv)."""
+        if self.kind is not None:
+            return (self.kind,)
+        return DATA_KINDS[data_kind] if data_kind else tuple(KIND_METRICS)
+
+    def metrics(self, data_kind: str | None = None) -> tuple[str, ...]:
+        """The metrics this task may report ("loss" first)."""
+        found = [metric for kind in self.kinds(data_kind) for metric in KIND_METRICS[kind]]
+        return tuple(dict.fromkeys(found))
 
 
 TASKS: dict[str, Task] = {
@@ -64,6 +76,30 @@ TASKS: dict[str, Task] = {
         default_split=(0.6, 0.2, 0.2),
         keys=frozenset({"data.n_samples", "data.noise"}),
         defaults={"model.hidden": [16, 16], "data.n_samples": 2000},
+    ),
+    "csv": Task(
+        kind=None,
+        description="any CSV: a column to predict from the others (MLP; the loss by kind)",
+        default_split=(0.6, 0.2, 0.2),
+        keys=frozenset(
+            {
+                "data.path",
+                "data.target",
+                "data.kind",
+                "data.drop",
+                "data.categorical",
+                "train.pos_weight",
+            }
+        ),
+        required=("data.path", "data.target"),
+        defaults={"model.hidden": [32, 16]},
+    ),
+    "playground": Task(
+        kind="binary",
+        description="2-D toy data sets: xor, circles, moons, spirals, gaussians (MLP)",
+        default_split=(0.6, 0.2, 0.2),
+        keys=frozenset({"data.dataset", "data.n_samples", "data.noise"}),
+        defaults={"model.hidden": [8], "data.dataset": "xor", "data.n_samples": 400},
     ),
 }
 

@@ -117,7 +117,7 @@ def test_every_problem_is_listed_with_key_and_line(tmp_path: Path) -> None:
         ),
         (
             "task: mnist\ndata: {n_samples: 100}\n",
-            "data.n_samples (line 2): only used with task: transactions "
+            "data.n_samples (line 2): only used with task: transactions, playground "
             "(this config has task: mnist)",
         ),
         (
@@ -126,8 +126,12 @@ def test_every_problem_is_listed_with_key_and_line(tmp_path: Path) -> None:
         ),
         ("task: churn\nname: ../evil\n", "name (line 2): '../evil' is not a safe run-folder name"),
         ("task: churn\nname: /abs/path\n", "is not a safe run-folder name"),
-        ("task: regression\n", "task (line 1): Input should be 'mnist', 'churn' or 'transactions'"),
-        ("seed: 1\n", "task: missing; choose one of mnist, churn, transactions"),
+        (
+            "task: regression\n",
+            "task (line 1): Input should be 'mnist', 'churn', 'transactions', 'csv' or "
+            "'playground'",
+        ),
+        ("seed: 1\n", "task: missing; choose one of mnist, churn, transactions, csv, playground"),
         ("task: churn\ntrain: {epochs: ten}\n", "train.epochs (line 2): Input should be a valid"),
         ("task: churn\nmodel: {activation: swish}\n", "model.activation (line 2): Input should be"),
         ("task: churn\noptim: {betas: [0.9, 1.5]}\n", "optim.betas (line 2): each beta must be"),

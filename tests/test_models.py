@@ -71,7 +71,8 @@ def test_every_configurable_name_has_an_implementation() -> None:
     assert set(SCHEDULES) == set(get_args(ScheduleName))
     assert set(INITS) == set(get_args(InitName))
     assert all(callable(data_module(task).load) for task in TASKS)
-    assert set(LOSSES) == set(PREDICTIONS) == set(KIND_METRICS) >= {t.kind for t in TASKS.values()}
+    kinds = {kind for task in TASKS.values() for kind in task.kinds()}
+    assert set(LOSSES) == set(PREDICTIONS) == set(KIND_METRICS) == kinds
     # Every choice the applicability table names exists.
     choices = {"optim.name": OPTIMIZERS, "optim.schedule.name": SCHEDULES, "task": TASKS,
                "model.activation": ACTIVATIONS, "model.init": INITS}  # fmt: skip

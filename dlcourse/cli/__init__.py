@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dlcourse.cli import configs, inspecting, training
+from dlcourse.cli import configs, datasets, inspecting, training
 from dlcourse.cli.common import DEBUG
 
 app = typer.Typer(
@@ -25,11 +25,14 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check a config, or print it fully resolved.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+data_app = typer.Typer(help="Example data sets, generated.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 app.command("train")(training.train)
 app.command("visualize-activations")(inspecting.visualize_activations)
 config_app.command("validate")(configs.validate)
 config_app.command("show")(configs.show)
+data_app.command("make")(datasets.make)
 
 
 @app.callback()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from dlcourse.config.base import BIG, Section
@@ -34,9 +36,27 @@ class Augment(Section):
     rotate: float = Field(0.0, ge=0, le=45, description="rotate by up to this many degrees")
 
 
+PlaygroundName = Literal["xor", "circles", "moons", "spirals", "gaussians"]
+
+
 class Data(Section):
     path: str | None = Field(
-        None, description="churn: the CSV file (default <data_dir>/churn/Churn_Modelling.csv)"
+        None,
+        description="the CSV file (csv: required; churn: default "
+        "<data_dir>/churn/Churn_Modelling.csv)",
+    )
+    target: str | None = Field(None, description="csv: the column to predict")
+    kind: Literal["classification", "regression"] | None = Field(
+        None,
+        description="csv: classification or regression (default: classification when the "
+        "target is text or has at most 10 distinct integer values)",
+    )
+    drop: list[str] | None = Field(None, description="csv: columns not to use (ids, names)")
+    categorical: list[str] | None = Field(
+        None, description="csv: numeric columns to one-hot encode too (text columns always are)"
+    )
+    dataset: PlaygroundName | None = Field(
+        None, description="playground: the 2-D data set (xor, circles, moons, spirals, gaussians)"
     )
     split: Split | None = Field(
         None, description="train/dev/test fractions (default by task, e.g. 0.6/0.2/0.2)"
@@ -48,6 +68,9 @@ class Data(Section):
         None, ge=10, le=10_000_000, description="generated data: examples to generate"
     )
     noise: float | None = Field(
-        None, ge=0, le=BIG, description="generated data: std of the noise (default by task)"
+        None,
+        ge=0,
+        le=BIG,
+        description="generated data: std of the noise (default by task and data set)",
     )
     augment: Augment | None = Field(None, description="mnist: data augmentation of training images")

@@ -103,11 +103,14 @@ def _task_problems(cfg: Config) -> list[str]:
             "data.split.test: MNIST's test split is its official 10,000 test images; "
             "set it to 0 and divide the 60,000 training images into train and dev"
         )
-    stopping = cfg.train.early_stopping
-    if stopping.monitor not in task.metrics:
+    for key in task.required:
+        if lookup(cfg, key) is None:
+            problems.append(f"{key}: missing; the {cfg.task} task needs it")
+    stopping, metrics = cfg.train.early_stopping, task.metrics(cfg.data.kind)
+    if stopping.monitor not in metrics:
         problems.append(
             f"train.early_stopping.monitor: {stopping.monitor!r} is not a metric of the "
-            f"{cfg.task} task; choose one of {', '.join(task.metrics)}"
+            f"{cfg.task} task; choose one of {', '.join(metrics)}"
         )
     dev_fraction = split.dev if split is not None else task.default_split[1]
     if cfg.optim.schedule.name == "plateau" and dev_fraction == 0:

@@ -41,6 +41,7 @@ class TaskData:
     preprocess: dict[str, Any]  # JSON-able: what turns a raw input into features
     source: str  # where the data came from, for the user
     reference: dict[str, float] = field(default_factory=dict)  # known limits, e.g. best R^2
+    target_scale: float = 1.0  # regression: y is (target - mean) / target_scale (see csv.py)
 
     def to(self, device: torch.device | str) -> TaskData:
         moved = {

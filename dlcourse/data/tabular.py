@@ -49,8 +49,40 @@ class Table:
         )
 
 
-def read_table(path: Path, numeric: list[str], categorical: list[str]) -> Table:
-    """Read the named columns of a CSV; every problem names the file, line and column."""
+@dataclass
+class RawTable:
+    """A CSV as it is: the header and every data row's cells as strings."""
+
+    path: Path
+    header: list[str]
+    rows: list[list[str]]
+    lines: list[int]  # the file line of each row (the header is line 1)
+
+    def column(self, name: str) -> list[str]:
+        index = self.header.index(name)
+        return [row[index].strip() for row in self.rows]
+
+    def require(self, names: list[str], what: str = "column(s)") -> None:
+        missing = [name for name in names if name not in self.header]
+        if missing:
+            raise UserError(
+                f"{self.path}: missing {what} {', '.join(missing)}; the header has "
+                f"{', '.join(self.header)}"
+            )
+
+    def select(self, numeric: list[str], categorical: list[str]) -> Table:
+        """The named columns, numbers checked (finite, within float32) and categories non-empty;
+        every problem names the file, line and column."""
+        self.require([*numeric, *categorical])
+        where = {name: self.header.index(name) for name in (*numeric, *categorical)}
+        table = Table(self.path, {name: [] for name in numeric}, {n: [] for n in categorical}, [])
+        for row, line in zip(self.rows, self.lines, strict=True):
+            _add_row(table, row, line, where)
+        return table
+
+
+def read_rows(path: Path) -> RawTable:
+    """A CSV's header and rows, every row as wide as the header (blank lines skipped)."""
     raw = read_bounded(path, CSV_LIMIT, "CSV file")
     try:
         text = raw.decode("utf-8-sig")
@@ -61,47 +93,52 @@ def read_table(path: Path, numeric: list[str], categorical: list[str]) -> Table:
         header = next(reader, None)
         if header is None:
             raise UserError(f"{path}: the file is empty; expected a CSV with a header row")
-        header = [name.strip() for name in header]
-        missing = [name for name in (*numeric, *categorical) if name not in header]
-        if missing:
-            raise UserError(
-                f"{path}: missing column(s) {', '.join(missing)}; the header has "
-                f"{', '.join(header)}"
-            )
-        where = {name: header.index(name) for name in (*numeric, *categorical)}
-        table = Table(path, {name: [] for name in numeric}, {n: [] for n in categorical}, [])
+        table = RawTable(path, [name.strip() for name in header], [], [])
         for row in reader:
             if not row or all(not cell.strip() for cell in row):
                 continue  # blank lines, e.g. a trailing newline
-            _add_row(table, row, reader.line_num, where, len(header))
+            if len(row) != len(header):
+                raise UserError(
+                    f"{path}: line {reader.line_num} has {len(row)} fields but the header has "
+                    f"{len(header)}"
+                )
+            table.rows.append(row)
+            table.lines.append(reader.line_num)
     except csv.Error as exc:
         raise UserError(f"{path}: cannot read the CSV ({exc})") from None
-    if not table.lines:
+    if not table.rows:
         raise UserError(f"{path}: the CSV has a header but no data rows")
     return table
 
 
-def _add_row(table: Table, row: list[str], line: int, where: dict[str, int], width: int) -> None:
-    if len(row) != width:
+def read_table(path: Path, numeric: list[str], categorical: list[str]) -> Table:
+    """Read the named columns of a CSV; every problem names the file, line and column."""
+    return read_rows(path).select(numeric, categorical)
+
+
+def parse_number(cell: str, path: Path, line: int, name: str) -> float:
+    """A cell as a finite number that fits a 32-bit float, or UserError naming where it is."""
+    cell = cell.strip()
+    where = f"{path}: line {line}, column {name}"
+    if not cell:
+        raise UserError(f"{where}: the cell is empty; fill it, or leave the column out")
+    try:
+        value = float(cell)
+    except ValueError:
+        raise UserError(f"{where}: {cell!r} is not a number") from None
+    if not math.isfinite(value):
+        raise UserError(f"{where}: {cell!r} is not finite")
+    if abs(value) > FLOAT32_MAX:
         raise UserError(
-            f"{table.path}: line {line} has {len(row)} fields but the header has {width}"
+            f"{where}: {cell} is beyond the range of a 32-bit float (about 3.4e38); is the "
+            "cell right?"
         )
+    return value
+
+
+def _add_row(table: Table, row: list[str], line: int, where: dict[str, int]) -> None:
     for name, values in table.numeric.items():
-        cell = row[where[name]].strip()
-        try:
-            value = float(cell)
-        except ValueError:
-            raise UserError(
-                f"{table.path}: line {line}, column {name}: {cell!r} is not a number"
-            ) from None
-        if not math.isfinite(value):
-            raise UserError(f"{table.path}: line {line}, column {name}: {cell!r} is not finite")
-        if abs(value) > FLOAT32_MAX:
-            raise UserError(
-                f"{table.path}: line {line}, column {name}: {cell} is beyond the range of a "
-                "32-bit float (about 3.4e38); is the cell right?"
-            )
-        values.append(value)
+        values.append(parse_number(row[where[name]], table.path, line, name))
     for name, strings in table.categorical.items():
         cell = row[where[name]].strip()
         if not cell:

@@ -51,10 +51,16 @@ def model_outputs(
 
 
 def evaluate(
-    model: nn.Module, split: SplitData, kind: str, loss_fn: LossFn, prepare: Prepare = same_layout
+    model: nn.Module,
+    split: SplitData,
+    kind: str,
+    loss_fn: LossFn,
+    prepare: Prepare = same_layout,
+    target_scale: float = 1.0,
 ) -> Metrics:
     """Every metric of the task kind for the model on a split."""
-    return compute_metrics(kind, model_outputs(model, split.x, prepare), split.y, loss_fn)
+    outputs = model_outputs(model, split.x, prepare)
+    return compute_metrics(kind, outputs, split.y, loss_fn, target_scale)
 
 
 def final_metrics(
@@ -66,7 +72,7 @@ def final_metrics(
     n_classes = max(2, data.n_outputs)  # binary: one output, two classes
     for name, split in data.splits.items():
         outputs = model_outputs(model, split.x, prepare)
-        found[name] = compute_metrics(data.kind, outputs, split.y, loss_fn)
+        found[name] = compute_metrics(data.kind, outputs, split.y, loss_fn, data.target_scale)
         if name == "test" and data.kind != "regression":
             counts = confusion_matrix(data.kind, outputs, split.y, n_classes)
             summary.confusion_matrix = {"labels": data.class_names, "test": counts}

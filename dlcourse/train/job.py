@@ -23,6 +23,7 @@ from rich.console import Console
 from dlcourse.config import Config, dump_config
 from dlcourse.data import TaskData, load_task_data
 from dlcourse.errors import UserError
+from dlcourse.insight import boundary
 from dlcourse.models import build_model, count_parameters
 from dlcourse.runs import RunFolder
 from dlcourse.train.callbacks import Callback
@@ -120,6 +121,9 @@ def train_in(
                 from dlcourse.insight.logger import InsightLogger
 
                 trainer.callbacks.append(InsightLogger(writer, cfg.logging.insight_every))
+        if cfg.logging.insight and boundary.applies(trainer.data.input_shape, trainer.data.kind):
+            boundaries = boundary.DecisionBoundary(writer, folder.path, cfg.logging.insight_every)
+            trainer.callbacks.append(boundaries)
         with stop_on_signals(trainer):
             return TrainResult(folder, trainer.fit())
     finally:

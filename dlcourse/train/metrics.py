@@ -65,9 +65,15 @@ def correct_count(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> to
 
 
 def compute_metrics(
-    kind: str, outputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn
+    kind: str,
+    outputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: LossFn,
+    target_scale: float = 1.0,
 ) -> dict[str, float | None]:
-    """Every metric of the task kind (tasks.TASKS), as Python numbers; None where undefined."""
+    """Every metric of the task kind (tasks.KIND_METRICS), as Python numbers; None where
+    undefined. A regression target trained standardized (target_scale: its std) has RMSE and
+    MAE reported in its own units; the loss stays what was minimized."""
     metrics: dict[str, float | None] = {"loss": float(loss_fn(outputs, targets))}
     if kind == "multiclass":
         metrics["accuracy"] = _ratio(correct_count(kind, outputs, targets), len(targets))
@@ -75,7 +81,7 @@ def compute_metrics(
         metrics.update(binary_metrics(predictions(kind, outputs), targets.long()))
         metrics["roc_auc"] = roc_auc(outputs.squeeze(1), targets)
     else:
-        metrics.update(regression_metrics(outputs.squeeze(1), targets))
+        metrics.update(regression_metrics(outputs.squeeze(1), targets, target_scale))
     return metrics
 
 
@@ -122,13 +128,16 @@ def roc_auc(scores: torch.Tensor, targets: torch.Tensor) -> float | None:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def regression_metrics(predicted: torch.Tensor, targets: torch.Tensor) -> dict[str, float | None]:
+def regression_metrics(
+    predicted: torch.Tensor, targets: torch.Tensor, scale: float = 1.0
+) -> dict[str, float | None]:
+    """RMSE and MAE (times `scale`: in the target's units) and R^2 (the same in any units)."""
     error = predicted - targets
     variance = float(((targets - targets.mean()) ** 2).sum())
     sse = float((error**2).sum())
     return {
-        "rmse": float(error.pow(2).mean().sqrt()),
-        "mae": float(error.abs().mean()),
+        "rmse": float(error.pow(2).mean().sqrt()) * scale,
+        "mae": float(error.abs().mean()) * scale,
         "r2": None if variance == 0 else 1 - sse / variance,
     }
 

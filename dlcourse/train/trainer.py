@@ -182,7 +182,9 @@ class Trainer:
         """Measured on the fly, in train mode while the weights moved (as Keras reports it);
         the summary evaluates the final weights on the whole split."""
         targets = self.data.splits["train"].y[progress.order]
-        stats = compute_metrics(self.data.kind, progress.outputs, targets, self.loss_fn)
+        stats = compute_metrics(
+            self.data.kind, progress.outputs, targets, self.loss_fn, self.data.target_scale
+        )
         if self.regularized:
             reg = self.cfg.regularization
             stats["penalty"] = penalty(self.weights, reg.l2, reg.l1, self.n_train)
@@ -241,7 +243,7 @@ class Trainer:
 
     def evaluate(self, split: str) -> Metrics:
         return evaluate(self.model, self.data.splits[split], self.data.kind, self.loss_fn,
-                        self.prepare)  # fmt: skip
+                        self.prepare, self.data.target_scale)  # fmt: skip
 
     # ------------------------------------------------------------------ best epoch, schedule
 

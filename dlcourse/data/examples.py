@@ -1,0 +1,109 @@
+"""Example CSVs for `task: csv`, generated (no download): the lectures' property prices and spam.
+
+Each comes from a fixed formula plus seeded noise, so what a model can reach is known: the
+house prices are a non-linear function of area, bedrooms, distance to the centre and age with
+noise set so that the best possible R^2 is HOUSE_BEST_R2; the spam labels come from a logistic
+model of word counts. `dlcourse data make NAME --out FILE` writes them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+HOUSE_BEST_R2 = 0.9  # what the noise of the house prices allows, in expectation
+
+
+@dataclass(frozen=True)
+class Example:
+    file_name: str  # the name the shipped config expects
+    columns: tuple[str, ...]
+    note: str  # what a model can reach, for the user
+    generate: Callable[[int, torch.Generator], torch.Tensor]  # (rows, generator) -> (rows, columns)
+
+
+def house_features(n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 4) area (m^2), bedrooms, distance to the centre (km), age (years)."""
+    area = 40 + 180 * torch.rand(n, generator=generator, dtype=torch.float64)
+    jitter = torch.rand(n, generator=generator, dtype=torch.float64) * 1.4 - 0.7
+    bedrooms = (area / 40 + jitter).round().clamp(1, 6)
+    distance = 0.5 + 24.5 * torch.rand(n, generator=generator, dtype=torch.float64)
+    age = 70 * torch.rand(n, generator=generator, dtype=torch.float64)
+    return torch.stack([area, bedrooms, distance, age], dim=1)
+
+
+def house_value(features: torch.Tensor) -> torch.Tensor:
+    """The noise-free price in thousands: (n, 4) -> (n,). Non-linear on purpose: the centre's
+    pull decays exponentially with distance, age first lowers the price and later (old
+    buildings, renovated) less so, and area multiplies both."""
+    area, bedrooms, distance, age = features.unbind(1)
+    location = 0.35 + 0.65 * torch.exp(-distance / 8)
+    ageing = 1 - 0.006 * age + 0.00004 * age**2
+    return 4.0 * area * location * ageing + 12 * bedrooms
+
+
+@functools.cache
+def house_noise() -> float:
+    """The noise std (thousands) at which the best possible R^2 is HOUSE_BEST_R2, from the
+    variance of the noise-free price over a large fixed sample."""
+    sample = house_features(200_000, torch.Generator().manual_seed(12345))
+    variance = float(house_value(sample).var())
+    return math.sqrt(variance * (1 / HOUSE_BEST_R2 - 1))
+
+
+def house_prices(n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 5): area, bedrooms, distance, age, price (whole units, rounded to hundreds)."""
+    features = house_features(n, generator)
+    noise = house_noise() * torch.randn(n, generator=generator, dtype=torch.float64)
+    price = ((house_value(features) + noise) * 1000).round(decimals=-2)
+    features[:, 0] = features[:, 0].round()
+    features[:, 2:] = features[:, 2:].round(decimals=1)
+    return torch.cat([features, price.unsqueeze(1)], dim=1)
+
+
+SPAM_WORDS = ("free", "money", "winner", "click", "meeting", "project", "hello", "exclamations")
+# How much each word count moves the log-odds of spam; the last column is a bias.
+SPAM_WEIGHTS = (0.9, 0.8, 1.2, 0.7, -1.1, -0.9, -0.2, 0.5)
+SPAM_BIAS = -2.5
+
+
+def spam(n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 9): counts of eight words in an e-mail and whether it is spam (0/1), drawn from a
+    logistic model of the counts."""
+    counts = torch.poisson(torch.full((n, len(SPAM_WORDS)), 1.2, dtype=torch.float64), generator)
+    logits = counts @ torch.tensor(SPAM_WEIGHTS, dtype=torch.float64) + SPAM_BIAS
+    is_spam = torch.rand(n, generator=generator, dtype=torch.float64) < torch.sigmoid(logits)
+    return torch.cat([counts, is_spam.double().unsqueeze(1)], dim=1)
+
+
+EXAMPLES: dict[str, Example] = {
+    "house-prices": Example(
+        file_name="house_prices.csv",
+        columns=("area", "bedrooms", "distance", "age", "price"),
+        note=f"the best possible R^2 of price is about {HOUSE_BEST_R2}",
+        generate=house_prices,
+    ),
+    "spam": Example(
+        file_name="spam.csv",
+        columns=(*SPAM_WORDS, "spam"),
+        note="spam or not from word counts (a logistic model: no classifier is perfect here)",
+        generate=spam,
+    ),
+}
+
+
+def example_rows(name: str, rows: int, seed: int) -> list[list[str]]:
+    """The rows of an example CSV, header first, as text."""
+    example = EXAMPLES[name]
+    values = example.generate(rows, torch.Generator().manual_seed(seed))
+    lines = [list(example.columns)]
+    lines += [[_number(value) for value in row] for row in values.tolist()]
+    return lines
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
