@@ -4,6 +4,7 @@ whose numbers are summary.json's and metrics.jsonl's; Markdown with PNGs beside 
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import re
 import shutil
@@ -11,10 +12,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from dlcourse.cli import app
+from dlcourse.data.tabular import Table, TabularEncoder
+from dlcourse.tools.report import table_columns
 from dlcourse.train.console import format_metric
 from tests.trained_runs import last_row, summary, trained_run, training_files
 
@@ -138,8 +142,6 @@ def test_the_numbers_in_the_report_are_those_of_the_run(
 
 
 def split_rows(run: Path) -> list[list[int]]:
-    import torch
-
     splits = torch.load(run / "split.pt", weights_only=True)
     return [rows.tolist() for rows in splits.values()]
 
@@ -175,3 +177,43 @@ def test_report_refuses_to_replace_training_files_and_unfinished_runs(
     result = invoke("report", unfinished, "--data-dir", data)
     assert result.exit_code == 2 and "the run has not finished" in result.output
     assert "Traceback" not in result.output
+
+
+def test_encoded_rows_are_decoded_to_the_columns_they_came_from() -> None:
+    """Known answer: rows encoded by the TabularEncoder come back as they were written, and
+    the float32 noise of the encoding (0.0 becomes about 1e-3 for a balance) is not shown."""
+    table = Table(
+        Path("customers.csv"),
+        numeric={"Age": [42.0, 30.5, 71.0], "Balance": [0.0, 83807.86, 125510.82]},
+        categorical={"Gender": ["Female", "Male", "Male"],
+                     "Geography": ["France", "Spain", "Germany"]},
+        lines=[2, 3, 4],
+    )  # fmt: skip
+    encoder = TabularEncoder(["Age", "Balance"], ["Gender", "Geography"]).fit(
+        table, torch.arange(3)
+    )
+    preprocess = {"kind": "table", **encoder.state_dict()}
+    columns, rows = table_columns(encoder.transform(table), preprocess)
+    assert columns == ["Age", "Balance", "Gender", "Geography"]
+    # the balance's std is 52,000: float32 features hold it to about 0.02, so whole numbers
+    assert rows == [["42", "0", "Female", "France"], ["30.5", "83808", "Male", "Spain"],
+                    ["71", "125511", "Male", "Germany"]]  # fmt: skip
+
+
+def test_churn_report_lists_the_most_confidently_wrong_customers(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    _, report = write_report("churn", tmp_path_factory, tmp_path)
+    header, *rows = parse(report).table("example")
+    assert [text for text, _ in header][:5] == ["example", "true", "predicted", "confidence",
+                                                 "CreditScore"]  # fmt: skip
+    assert 0 < len(rows) <= 10
+    assert all(row[1][0] != row[2][0] for row in rows)  # each one wrong
+    confidence = [float(row[3][1] or 0) for row in rows]
+    assert confidence == sorted(confidence, reverse=True) and min(confidence) >= 0.5
+    source = list(csv.reader((trained_run("churn", tmp_path_factory)[1] / "churn" /
+                              "Churn_Modelling.csv").open(newline="")))  # fmt: skip
+    first = source[1 + int(rows[0][0][0])]  # the example's row in the file
+    assert rows[0][1][0] == ("exited" if first[13] == "1" else "stayed")
+    assert [text for text, _ in rows[0][12:]] == [first[4], first[5]]  # Geography, Gender
+    assert int(rows[0][5][0]) == int(first[6])  # Age

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from dlcourse.tasks import MAXIMIZED
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -99,10 +101,27 @@ def curves_png(rows: list[dict[str, Any]], metrics: Sequence[str], best_epoch: i
                           marker="." if len(epochs) < 30 else None)  # fmt: skip
         if best_epoch:
             axes.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label="best")
+        scale_to_the_values_that_matter(axes, name, rows)
         axes.set(title=name, xlabel="epoch")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
     return png(figure)
+
+
+def scale_to_the_values_that_matter(axes: Any, name: str, rows: list[dict[str, Any]]) -> None:
+    """A loss falling by orders of magnitude on a log axis; an R^2 far below 0 in the first
+    epochs cut off at -0.1, so that the epochs that matter are not a flat line."""
+    values = [
+        value for row in rows for split in ("train", "dev")
+        if (value := _value(row.get(split), name)) is not None and math.isfinite(value)
+    ]  # fmt: skip
+    if not values:
+        return
+    low, high = min(values), max(values)
+    if name not in MAXIMIZED and low > 0 and high / low > 10:
+        axes.set_yscale("log")
+    elif name in MAXIMIZED and low < -0.1 and sorted(values)[len(values) // 2] > 0:
+        axes.set_ylim(bottom=-0.1, top=max(1.0, high) + 0.02)
 
 
 def _value(metrics: dict[str, Any] | None, name: str) -> float | None:

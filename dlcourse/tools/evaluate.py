@@ -135,7 +135,7 @@ def confidently_wrong(evaluation: Evaluation, examples: SplitData, data: TaskDat
     names = data.class_names
     captions = [
         f"#{int(examples.rows[i])}: {names[int(evaluation.targets[i])]} -> "
-        f"{names[int(predicted[i])]} {100 * float(confidence[i]):.0f}%"
+        f"{names[int(predicted[i])]} {100 * float(confidence[i]):.1f}%"
         for i in chosen
     ]
     errors = int((predicted != evaluation.targets).sum())
@@ -194,7 +194,7 @@ def evaluation_tables(evaluation: Evaluation) -> list[RenderableType]:
     if evaluation.confusion is not None:
         names = evaluation.class_names or [str(i) for i in range(len(evaluation.confusion))]
         confusion = Table(title="confusion matrix (rows: true class, columns: predicted)")
-        confusion.add_column("true \\ predicted")
+        confusion.add_column("true")
         for name in names:
             confusion.add_column(name, justify="right")
         for name, counts in zip(names, evaluation.confusion, strict=True):

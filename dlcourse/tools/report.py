@@ -11,11 +11,14 @@ measured again as `dlcourse evaluate` measures it.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from dlcourse.data import TaskData
+import torch
+
+from dlcourse.data import SplitData, TaskData
 from dlcourse.errors import UserError
 from dlcourse.fileio import read_bounded
 from dlcourse.insight.plots import curves_png
@@ -23,7 +26,7 @@ from dlcourse.insight.visualize import default_indices, visualize_activations
 from dlcourse.restore import RestoredRun, open_run
 from dlcourse.runs import RunFolder
 from dlcourse.tasks import KIND_METRICS
-from dlcourse.tools.evaluate import evaluate_split
+from dlcourse.tools.evaluate import Evaluation, evaluate_split, most_confident_errors
 from dlcourse.tools.inference import refuse_training_file
 from dlcourse.tools.report_format import (
     Cell,
@@ -38,6 +41,7 @@ from dlcourse.tools.report_format import (
 from dlcourse.train.console import format_metric
 
 SUMMARY_LIMIT = 2**20  # bytes; a summary is about 1 KB
+WRONG_ROWS = 10  # rows of the table of confidently wrong predictions (tables)
 
 
 def write_report(
@@ -51,6 +55,10 @@ def write_report(
     rows = folder.read_metrics()
     target = out or run_dir / ("report.md" if markdown else "report.html")
     refuse_training_file(target, run_dir)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{target.parent}: cannot create the folder ({exc.strerror})") from None
     data = opened.load_data(data_dir)
     metrics = metric_names(summary, rows)
     sections = [
@@ -210,7 +218,52 @@ def results_section(opened: RestoredRun, data: TaskData, split: str) -> Section:
     }
     for name, png in evaluation.figures.items():
         blocks.append(Figure(name, png, captions[name.split("_")[0]]))
+    if evaluation.kind != "regression" and data.preprocess.get("kind") == "table":
+        blocks.append(wrong_rows_table(evaluation, data.splits[split], data.preprocess))
     return Section(f"Results on the {split} split", blocks)
+
+
+def wrong_rows_table(
+    evaluation: Evaluation, examples: SplitData, preprocess: dict[str, Any]
+) -> TableBlock:
+    """The wrong predictions the model was surest of, with the columns they were made from."""
+    probabilities = evaluation.probabilities
+    assert probabilities is not None
+    chosen = most_confident_errors(probabilities, evaluation.targets, WRONG_ROWS)
+    columns, values = table_columns(examples.x[chosen], preprocess)
+    confidence, predicted = probabilities[chosen].max(1)
+    names = evaluation.class_names
+    rows = [
+        [Cell(str(int(examples.rows[i]))), Cell(names[int(evaluation.targets[i])]),
+         Cell(names[int(label)]), Cell(f"{100 * float(sure):.1f}%", float(sure)),
+         *(Cell(value) for value in row)]
+        for i, label, sure, row in zip(chosen, predicted, confidence, values, strict=True)
+    ]  # fmt: skip
+    caption = "the wrong predictions the model was surest of (example: its row in the data)"
+    return TableBlock(["example", "true", "predicted", "confidence", *columns], rows, caption)
+
+
+def table_columns(x: torch.Tensor, preprocess: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Encoded rows (N, F) back as the columns they were encoded from: numbers (to the
+    digits that float32 features hold) and category names."""
+    numeric, categorical = preprocess["numeric"], preprocess["categorical"]
+    std = torch.tensor(preprocess["std"], dtype=torch.float64)
+    values = x.double() * std + torch.tensor(preprocess["mean"], dtype=torch.float64)
+    scales = std.tolist()[: len(numeric)]
+    rows = [
+        [number_text(value, scale) for value, scale in zip(row, scales, strict=False)]
+        for row in values.tolist()
+    ]  # zip stops at the numeric columns; the categories' one-hot columns follow
+    start = len(numeric)
+    for name in categorical:
+        known = preprocess["categories"][name]
+        width = 1 if len(known) == 2 else len(known)  # two values: one 0/1 column
+        group = values[:, start : start + width]
+        codes = (group[:, 0] > 0.5).long() if width == 1 else group.argmax(1)
+        for row, code in zip(rows, codes.tolist(), strict=True):
+            row.append(known[code])
+        start += width
+    return [*numeric, *categorical], rows
 
 
 def activations_section(opened: RestoredRun, data: TaskData, split: str) -> Section:
@@ -231,6 +284,15 @@ def activations_section(opened: RestoredRun, data: TaskData, split: str) -> Sect
             caption += f"{100 * s.zero:.0f}% zero"
         blocks.append(Figure(f"activations_{item.path.name}", png, caption))
     return Section("Activations", blocks)
+
+
+def number_text(value: float, std: float) -> str:
+    """A decoded feature without the noise of its float32 encoding: a standardized float32
+    (|z| < 5) is off by up to 3e-7 std, so only the decimals above 10x that are shown."""
+    decimals = max(0, math.floor(-math.log10(3e-6 * std)))
+    text = f"{round(value, decimals):.{decimals}f}"
+    text = text.rstrip("0").rstrip(".") if "." in text else text
+    return "0" if text == "-0" else text
 
 
 def metric_cell(name: str, value: Any) -> Cell:
