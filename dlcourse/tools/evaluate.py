@@ -23,7 +23,7 @@ from dlcourse.errors import UserError
 from dlcourse.fileio import write_bytes_atomic
 from dlcourse.insight.plots import confusion_png, examples_png, scatter_png
 from dlcourse.restore import RestoredRun, open_run
-from dlcourse.tools.inference import in_target_units, probabilities, run_model
+from dlcourse.tools.inference import class_names, in_target_units, probabilities, run_model
 from dlcourse.train.console import format_metric
 from dlcourse.train.metrics import compute_metrics, confusion_matrix, loss_function
 from dlcourse.train.records import Metrics
@@ -37,7 +37,7 @@ class Evaluation:
     checkpoint: str  # best or last
     epoch: int  # of the weights
     kind: str  # multiclass, binary or regression
-    class_names: list[str]
+    class_names: list[str]  # [] for regression
     metrics: Metrics  # as in summary.json
     outputs: torch.Tensor  # (N, outputs) the model's raw outputs (logits, or values)
     targets: torch.Tensor  # (N,) as the model was trained on them
@@ -80,13 +80,13 @@ def evaluate_split(opened: RestoredRun, data: TaskData, split: str, checkpoint: 
     outputs = run_model(opened, examples.x)
     loss_fn = loss_function(data.kind, opened.cfg.train.pos_weight)
     metrics = compute_metrics(data.kind, outputs, examples.y, loss_fn)
-    confusion = None
+    confusion, names = None, []
     if data.kind != "regression":
-        n_classes = max(2, data.n_outputs)  # binary: one output, two classes
-        confusion = confusion_matrix(data.kind, outputs, examples.y, n_classes)
+        names = class_names(data.class_names, data.n_outputs)
+        confusion = confusion_matrix(data.kind, outputs, examples.y, len(names))
     evaluation = Evaluation(
-        split, checkpoint, opened.checkpoint.epoch, data.kind, data.class_names, metrics,
-        outputs, examples.y, confusion, figures={},
+        split, checkpoint, opened.checkpoint.epoch, data.kind, names, metrics, outputs,
+        examples.y, confusion, figures={},
     )  # fmt: skip
     evaluation.figures = draw_figures(evaluation, examples, data)
     return evaluation
@@ -106,9 +106,10 @@ def draw_figures(evaluation: Evaluation, examples: SplitData, data: TaskData) ->
     where = f"{evaluation.split} split, epoch {evaluation.epoch} ({evaluation.checkpoint})"
     figures = {}
     if evaluation.confusion is not None:
-        labels = data.class_names or [str(i) for i in range(len(evaluation.confusion))]
         title = f"confusion matrix, {where}"
-        figures[f"confusion_{name}.png"] = confusion_png(evaluation.confusion, labels, title)
+        figures[f"confusion_{name}.png"] = confusion_png(
+            evaluation.confusion, evaluation.class_names, title
+        )
     if evaluation.kind == "multiclass" and data.preprocess.get("kind") == "image":
         wrong = confidently_wrong(evaluation, examples, data)
         if wrong is not None:
@@ -132,7 +133,7 @@ def confidently_wrong(evaluation: Evaluation, examples: SplitData, data: TaskDat
     confidence, predicted = probs.max(1)
     stats = data.preprocess
     images = (examples.x[chosen, 0] * stats["std"] + stats["mean"]).clamp(0, 1)  # (K, H, W)
-    names = data.class_names
+    names = evaluation.class_names
     captions = [
         f"#{int(examples.rows[i])}: {names[int(evaluation.targets[i])]} -> "
         f"{names[int(predicted[i])]} {100 * float(confidence[i]):.1f}%"
@@ -192,7 +193,7 @@ def evaluation_tables(evaluation: Evaluation) -> list[RenderableType]:
         metrics.add_row(name, format_metric(name, value))
     shown: list[RenderableType] = [metrics]
     if evaluation.confusion is not None:
-        names = evaluation.class_names or [str(i) for i in range(len(evaluation.confusion))]
+        names = evaluation.class_names
         confusion = Table(title="confusion matrix (rows: true class, columns: predicted)")
         confusion.add_column("true")
         for name in names:

@@ -7,7 +7,7 @@ the outputs turned into probabilities, labels and values in the target's units.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import torch
 
 from dlcourse.errors import UserError
 from dlcourse.restore import RestoredRun, open_run, open_weights
-from dlcourse.train.evaluate import model_outputs
+from dlcourse.train.evaluate import Prepare, model_outputs, same_layout
 
 # Files training writes in a run folder: no command that reads a run ever replaces them.
 TRAINING_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "split.pt", "model.safetensors")
@@ -52,12 +52,16 @@ def run_model(opened: RestoredRun, x: torch.Tensor) -> torch.Tensor:
     trainer computes them: a CNN in channels-last layout (see Trainer.prepare), eval mode,
     the same batches, the run's thread count."""
     model = opened.model
-    prepare: Callable[[torch.Tensor], torch.Tensor] = lambda batch: batch  # noqa: E731
+    prepare: Prepare = same_layout
     if opened.cfg.model.conv:
-        model = model.to(memory_format=torch.channels_last)
-        prepare = lambda batch: batch.contiguous(memory_format=torch.channels_last)  # noqa: E731
+        model = model.to(memory_format=torch.channels_last)  # in place: it stays so
+        prepare = channels_last
     with training_threads(opened.cfg.train.threads):
         return model_outputs(model, x, prepare)
+
+
+def channels_last(batch: torch.Tensor) -> torch.Tensor:
+    return batch.contiguous(memory_format=torch.channels_last)
 
 
 def probabilities(kind: str, outputs: torch.Tensor) -> torch.Tensor | None:
@@ -68,6 +72,12 @@ def probabilities(kind: str, outputs: torch.Tensor) -> torch.Tensor | None:
         positive = torch.sigmoid(outputs.float().squeeze(1))
         return torch.stack([1 - positive, positive], dim=1)
     return None
+
+
+def class_names(names: list[str], n_outputs: int) -> list[str]:
+    """The classes' names, or their numbers where the task has none (binary: one output, two
+    classes)."""
+    return names or [str(i) for i in range(max(2, n_outputs))]
 
 
 def in_target_units(values: torch.Tensor, preprocess: dict[str, Any]) -> torch.Tensor:
@@ -82,13 +92,12 @@ def in_target_units(values: torch.Tensor, preprocess: dict[str, Any]) -> torch.T
     return values
 
 
-def refuse_training_file(path: Path, run_dir: Path | None) -> None:
+def refuse_training_file(path: Path, run_dir: Path) -> None:
     """Refuse an output path that would replace a file training wrote in the run folder."""
-    if run_dir is None:
-        return
     resolved, folder = path.resolve(), run_dir.resolve()
     protected = [folder / name for name in TRAINING_FILES]
-    if resolved in protected or folder / "checkpoints" in resolved.parents:
+    inside = {folder / "checkpoints", folder / "tb"} & set(resolved.parents)
+    if resolved in protected or inside:
         raise UserError(
             f"{path}: training wrote this file and it is kept as it is; choose another output"
         )

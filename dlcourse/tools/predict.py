@@ -28,7 +28,13 @@ from dlcourse.errors import UserError
 from dlcourse.fileio import read_bounded
 from dlcourse.restore import RestoredRun
 from dlcourse.tools.digits import BOX, FIELD, image_files, mnist_digit, read_grayscale
-from dlcourse.tools.inference import in_target_units, open_trained, probabilities, run_model
+from dlcourse.tools.inference import (
+    class_names,
+    in_target_units,
+    open_trained,
+    probabilities,
+    run_model,
+)
 from dlcourse.train.metrics import predictions
 
 
@@ -47,14 +53,18 @@ class Predictions:
     inputs: Inputs
     outputs: torch.Tensor  # (N, outputs) the model's raw outputs
     probabilities: torch.Tensor | None  # (N, classes) for classification
-    predicted: list[str] | torch.Tensor  # class names, or (N,) values in the target's units
+    predicted: list[str]  # class names, or values in the target's units (shortest text)
 
     def records(self) -> list[dict[str, Any]]:
         """One JSON-able object per input: input, prediction and (classification)
         probabilities by class name."""
         records = []
         for index, name in enumerate(self.inputs.names):
-            record: dict[str, Any] = {"input": name, "prediction": self._prediction(index)}
+            prediction = self.predicted[index]
+            record: dict[str, Any] = {
+                "input": name,
+                "prediction": float(prediction) if self.kind == "regression" else prediction,
+            }
             if self.probabilities is not None:
                 record["probabilities"] = {
                     label: float(shortest(p))
@@ -77,17 +87,8 @@ class Predictions:
         writer.writerow([*header, "prediction"])
         for index, cells in enumerate(self.inputs.cells):
             probs = [] if self.probabilities is None else list(self.probabilities[index])
-            writer.writerow([*cells, *(shortest(p) for p in probs), self._text(index)])
+            writer.writerow([*cells, *(shortest(p) for p in probs), self.predicted[index]])
         return buffer.getvalue()
-
-    def _text(self, index: int) -> str:
-        if isinstance(self.predicted, torch.Tensor):
-            return shortest(self.predicted[index])
-        return self.predicted[index]
-
-    def _prediction(self, index: int) -> str | float:
-        text = self._text(index)
-        return float(text) if isinstance(self.predicted, torch.Tensor) else text
 
 
 def predict(model: Path, inputs: Path | None = None, values: Sequence[str] = ()) -> Predictions:
@@ -103,15 +104,15 @@ def predict(model: Path, inputs: Path | None = None, values: Sequence[str] = ())
         )
     given = READERS[kind](opened, inputs, list(values))
     outputs = run_model(opened, given.x)
-    predicted: list[str] | torch.Tensor
+    names: list[str] = []
     if info.kind == "regression":
-        predicted = in_target_units(outputs.squeeze(1), info.preprocess)
+        numbers = in_target_units(outputs.squeeze(1), info.preprocess)
+        predicted = [shortest(number) for number in numbers]
     else:
-        names = info.class_names or [str(i) for i in range(max(2, info.n_outputs))]
+        names = class_names(info.class_names, info.n_outputs)
         predicted = [names[int(i)] for i in predictions(info.kind, outputs)]
-    class_names = info.class_names or [str(i) for i in range(max(2, info.n_outputs))]
-    return Predictions(info.kind, class_names, given, outputs,
-                       probabilities(info.kind, outputs), predicted)  # fmt: skip
+    return Predictions(info.kind, names, given, outputs, probabilities(info.kind, outputs),
+                       predicted)  # fmt: skip
 
 
 def image_inputs(opened: RestoredRun, path: Path | None, values: list[str]) -> Inputs:

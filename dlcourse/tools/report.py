@@ -207,7 +207,7 @@ def results_section(opened: RestoredRun, data: TaskData, split: str) -> Section:
     evaluation = evaluate_split(opened, data, split, "best")
     blocks: list[Any] = []
     if evaluation.confusion is not None and len(evaluation.confusion) <= 20:
-        names = evaluation.class_names or [str(i) for i in range(len(evaluation.confusion))]
+        names = evaluation.class_names
         table = [[Cell(name), *(Cell(str(n), n) for n in counts)]
                  for name, counts in zip(names, evaluation.confusion, strict=True)]  # fmt: skip
         blocks.append(TableBlock(["true \\ predicted", *names], table, "confusion matrix"))
