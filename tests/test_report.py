@@ -177,6 +177,12 @@ def test_report_refuses_to_replace_training_files_and_unfinished_runs(
     result = invoke("report", unfinished, "--data-dir", data)
     assert result.exit_code == 2 and "the run has not finished" in result.output
     assert "Traceback" not in result.output
+    shutil.copy(run / "summary.json", unfinished / "summary.json")
+    metrics = unfinished / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().replace('"loss": ', '"loss": "x", "was": ', 1))
+    result = invoke("report", unfinished, "--data-dir", data)
+    assert result.exit_code == 2, result.output
+    assert f"{metrics}: line 1 has a metric that is not a number" in result.output
 
 
 def test_encoded_rows_are_decoded_to_the_columns_they_came_from() -> None:

@@ -37,7 +37,7 @@ from dlcourse.tools.report_format import (
     TableBlock,
     write_html,
     write_markdown,
-)  # fmt: skip
+)
 from dlcourse.train.console import format_metric
 
 SUMMARY_LIMIT = 2**20  # bytes; a summary is about 1 KB
@@ -52,13 +52,9 @@ def write_report(
     opened = open_run(run_dir, "best")
     folder = opened.folder
     summary = read_summary(folder)
-    rows = folder.read_metrics()
+    rows = checked_rows(folder)
     target = out or run_dir / ("report.md" if markdown else "report.html")
     refuse_training_file(target, run_dir)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{target.parent}: cannot create the folder ({exc.strerror})") from None
     data = opened.load_data(data_dir)
     metrics = metric_names(summary, rows)
     sections = [
@@ -74,6 +70,10 @@ def write_report(
     split = "test" if "test" in data.splits else "dev"
     sections += [results_section(opened, data, split), activations_section(opened, data, split)]
     title = f"dlcourse run {folder.path.resolve().name}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{target.parent}: cannot create the folder ({exc.strerror})") from None
     if markdown:
         write_markdown(target, title, sections)
     else:
@@ -93,7 +93,34 @@ def read_summary(folder: RunFolder) -> dict[str, Any]:
         raise UserError(f"{folder.summary}: not JSON ({exc}); the file is damaged") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("best_epoch"), int):
         raise UserError(f"{folder.summary}: not a dlcourse summary (no integer best_epoch)")
+    parts = {key: summary.get(key) for key in ("train", "dev", "test", "reference")}
+    parts["seconds"] = {"seconds": summary.get("seconds")}
+    for key, values in parts.items():
+        if not is_metrics(values):
+            raise UserError(f"{folder.summary}: '{key}' is not a number, or numbers; damaged")
     return summary
+
+
+def checked_rows(folder: RunFolder) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows, their metrics checked to be numbers (they go into tables)."""
+    rows = folder.read_metrics()
+    for line, row in enumerate(rows, start=1):
+        numbers = {key: row.get(key) for key in ("lr", "seconds")}
+        if not (is_metrics(row.get("train")) and is_metrics(row.get("dev"))
+                and is_metrics(numbers)):  # fmt: skip
+            raise UserError(
+                f"{folder.metrics}: line {line} has a metric that is not a number; the file "
+                "is damaged"
+            )
+    return rows
+
+
+def is_metrics(values: Any) -> bool:
+    """None, or a mapping of names to numbers (or None: undefined)."""
+    return values is None or (
+        isinstance(values, dict)
+        and all(v is None or isinstance(v, (int, float)) for v in values.values())
+    )
 
 
 def metric_names(summary: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
@@ -118,7 +145,7 @@ def overview_section(summary: dict[str, Any]) -> Section:
         f"Task {summary.get('task')}: {summary.get('epochs_run')} epochs, {ended}. The kept "
         f"weights are those of epoch {summary['best_epoch']}"
         + (f", the best by {summary['monitor']}" if summary.get("monitor") else "")
-        + f". Training took {summary.get('seconds', 0):.1f} s."
+        + f". Training took {float(summary.get('seconds') or 0):.1f} s."
     )
     blocks: list[Any] = [Paragraph(text)]
     reference = summary.get("reference") or {}
@@ -156,9 +183,10 @@ def training_section(rows: list[dict[str, Any]], metrics: list[str], best: int) 
         cells = [Cell(str(row["epoch"]) + (" *" if row.get("best") else ""), row["epoch"])]
         for split in ("train", "dev"):
             cells += [metric_cell(name, (row.get(split) or {}).get(name)) for name in shown]
+        lr, seconds = row.get("lr"), row.get("seconds")
         cells += [
-            Cell(f"{row.get('lr', 0):.2e}", row.get("lr")),
-            Cell(f"{row.get('seconds', 0):.1f}"),
+            Cell("-" if lr is None else f"{lr:.2e}", lr),
+            Cell("-" if seconds is None else f"{seconds:.1f}", seconds),
         ]
         table.append(cells)
     header += ["lr", "seconds"]
