@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from dlcourse.restore import open_run
 from dlcourse.tools.evaluate import evaluate_run, evaluate_split, most_confident_errors
 from dlcourse.train.checkpoint import load_checkpoint
 from dlcourse.train.export import load_weights, save_weights
+from tests.conftest import REPO
 from tests.trained_runs import last_row, summary, trained_run, training_files
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
@@ -233,3 +236,24 @@ def test_the_export_round_trips_a_channels_last_model(tmp_path: Path) -> None:
     record = load_weights(tmp_path / "w.safetensors")
     assert torch.equal(record["model"]["conv"], weights["conv"])
     assert record["data"] == data and record["epoch"] == 3
+
+
+def test_the_help_of_the_new_commands_does_not_import_torch() -> None:
+    code = (
+        "import sys; from typer.testing import CliRunner; from dlcourse.cli import app; "
+        "codes = [CliRunner().invoke(app, [c, '--help']).exit_code "
+        "for c in ('evaluate', 'predict', 'report')]; "
+        "print(codes, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.stdout.strip() == "[0, 0, 0] False", out.stderr
+
+
+@pytest.mark.parametrize(
+    "module", ["dlcourse.tools.evaluate", "dlcourse.tools.predict", "dlcourse.tools.report",
+               "dlcourse.train.export"],
+)  # fmt: skip
+def test_each_tool_module_imports_in_a_fresh_interpreter(module: str) -> None:
+    """An import cycle only shows when the module is the first one imported."""
+    out = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
