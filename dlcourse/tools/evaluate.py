@@ -135,7 +135,7 @@ def confidently_wrong(evaluation: Evaluation, examples: SplitData, data: TaskDat
     images = (examples.x[chosen, 0] * stats["std"] + stats["mean"]).clamp(0, 1)  # (K, H, W)
     names = evaluation.class_names
     captions = [
-        f"#{int(examples.rows[i])}: {names[int(evaluation.targets[i])]} -> "
+        f"#{int(examples.rows[i])}\n{names[int(evaluation.targets[i])]} -> "
         f"{names[int(predicted[i])]} {100 * float(confidence[i]):.1f}%"
         for i in chosen
     ]

@@ -28,6 +28,11 @@ def open_trained(path: Path) -> RestoredRun:
         return open_run(path, "best")
     if not path.exists():
         raise UserError(f"{path}: no such run folder or model.safetensors file")
+    if path.suffix == ".pt":
+        raise UserError(
+            f"{path}: give the run folder (its best weights are used) or its model.safetensors, "
+            "not a checkpoint file"
+        )
     return open_weights(path)
 
 
