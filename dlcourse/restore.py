@@ -1,6 +1,7 @@
 """Opening a finished (or interrupted) run: its config, a checkpoint's model, and its data.
 
-Every command that looks at a trained model starts here, and so does `train --resume`. The
+Every command that looks at a trained model starts here, and so does `train --resume`; a run
+without checkpoints, or a model.safetensors on its own, opens from the exported weights. The
 checkpoint holds the config its weights were trained with; config.yaml beside it may have
 been edited since. Keys that change the model or its data must agree, or the folder is
 refused with the keys named. Every problem with the folder or the checkpoint is a UserError
