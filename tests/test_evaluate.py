@@ -257,3 +257,17 @@ def test_each_tool_module_imports_in_a_fresh_interpreter(module: str) -> None:
     """An import cycle only shows when the module is the first one imported."""
     out = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_folder_that_cannot_take_the_figures_still_gets_its_metrics(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    run, data = trained_run("transactions", tmp_path_factory)
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    (copy / "predicted_test.png").mkdir()  # the figure's path is taken: it cannot be written
+    result = invoke("evaluate", copy, "--data-dir", data, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.splitlines()[0]) == summary(run)["test"]
+    assert "warning: the figures are not saved:" in result.output
+    assert (copy / "predicted_test.png").is_dir()

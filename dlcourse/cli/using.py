@@ -41,12 +41,14 @@ def evaluate(
     )  # fmt: skip
     if json_:
         typer.echo(json.dumps(evaluation.metrics))
-        return
-    out = console()
-    for item in evaluation_tables(evaluation):
-        out.print(item, highlight=False)
-    for path in evaluation.written:
-        out.print(f"wrote {path}", highlight=False)
+    else:
+        out = console()
+        for item in evaluation_tables(evaluation):
+            out.print(item, highlight=False)
+        for path in evaluation.written:
+            out.print(f"wrote {path}", highlight=False)
+    if evaluation.not_written:
+        typer.echo(f"warning: {evaluation.not_written}", err=True)
 
 
 @cli_errors

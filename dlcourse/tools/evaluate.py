@@ -44,6 +44,7 @@ class Evaluation:
     confusion: list[list[int]] | None  # [true class][predicted class]; None for regression
     figures: dict[str, bytes]  # file name -> PNG
     written: list[Path] = field(default_factory=list)  # where the figures went
+    not_written: str | None = None  # why they are not in the run folder (a read-only one)
 
     @property
     def probabilities(self) -> torch.Tensor | None:
@@ -62,15 +63,19 @@ def evaluate_run(
     """`dlcourse evaluate`: the metrics and figures of a run's model on one split.
 
     With `write`, the figures go into the run folder (`confusion_test.png`, ...; with
-    checkpoint 'last', `confusion_test_last.png`, ...) and to its TensorBoard.
+    checkpoint 'last', `confusion_test_last.png`, ...) and to its TensorBoard. A folder that
+    cannot take them (read-only, handed in) still gets its metrics: `not_written` says why.
     """
     opened = open_run(run_dir, checkpoint)
     data = opened.load_data(data_dir)
     evaluation = evaluate_split(opened, data, split, checkpoint)
     if write:
-        evaluation.written = save_figures(evaluation, run_dir)
-        if opened.cfg.logging.tensorboard:
-            log_figures(opened, evaluation)
+        try:
+            evaluation.written = save_figures(evaluation, run_dir)
+            if opened.cfg.logging.tensorboard:
+                log_figures(opened, evaluation)
+        except (UserError, OSError) as exc:
+            evaluation.not_written = f"the figures are not saved: {exc}"
     return evaluation
 
 
@@ -161,11 +166,12 @@ def most_confident_errors(
 
 
 def save_figures(evaluation: Evaluation, run_dir: Path) -> list[Path]:
-    written = []
+    written: list[Path] = []
     for name, content in evaluation.figures.items():
         path = run_dir / name
         write_bytes_atomic(path, content)
         written.append(path)
+        evaluation.written = written  # those written before a failure
     return written
 
 
