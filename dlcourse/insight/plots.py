@@ -38,14 +38,15 @@ def png(figure: Figure) -> bytes:
 def confusion_png(counts: list[list[int]], labels: list[str], title: str) -> bytes:
     """Counts [true class][predicted class] as a heat map with the counts written in."""
     n = len(counts)
-    size = min(9.0, 2.5 + 0.45 * n)
+    size = min(9.0, 4.0 + 0.3 * n)
     figure = new_figure(size, size * 0.9)
     axes = figure.add_subplot()
     matrix = torch.tensor(counts, dtype=torch.float64)
     image = axes.imshow(matrix.numpy(), cmap="Blues")
     figure.colorbar(image, ax=axes, shrink=0.8)
     axes.set(title=title, xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n))
-    axes.set_xticklabels(labels, rotation=90 if max(map(len, labels), default=0) > 3 else 0)
+    crowded = n * max(map(len, labels), default=0) > 40  # long names side by side overlap
+    axes.set_xticklabels(labels, rotation=90 if crowded else 0)
     axes.set_yticklabels(labels)
     if n <= ANNOTATED_CLASSES:
         peak = float(matrix.max()) or 1.0

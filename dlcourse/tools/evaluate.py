@@ -111,7 +111,7 @@ def draw_figures(evaluation: Evaluation, examples: SplitData, data: TaskData) ->
     where = f"{evaluation.split} split, epoch {evaluation.epoch} ({evaluation.checkpoint})"
     figures = {}
     if evaluation.confusion is not None:
-        title = f"confusion matrix, {where}"
+        title = f"confusion matrix\n{where}"
         figures[f"confusion_{name}.png"] = confusion_png(
             evaluation.confusion, evaluation.class_names, title
         )
