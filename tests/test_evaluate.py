@@ -36,14 +36,16 @@ def invoke(*args: str | Path):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_evaluate_reproduces_summary_json_exactly(
-    task: str, tmp_path_factory: pytest.TempPathFactory
+    task: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     run, data = trained_run(task, tmp_path_factory)
     expected = summary(run)
     for split in ("train", "dev", "test"):
         found = evaluate_run(run, data_dir=data, split=split, write=False).metrics
         assert found == expected[split], split  # ==: every digit of every metric
-    result = invoke("evaluate", run, "--data-dir", data, "--json")
+    copy = tmp_path / run.name  # the command writes its figures there
+    shutil.copytree(run, copy)
+    result = invoke("evaluate", copy, "--data-dir", data, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == expected["test"]
 
