@@ -38,7 +38,10 @@ KEPT = "the previous version, if any, is intact"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    data = text.encode("utf-8")
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     write_atomic(path, lambda file: _write_all(file, data))
 
 

@@ -1,6 +1,7 @@
 """Opening a finished (or interrupted) run: its config, a checkpoint's model, and its data.
 
-Every command that looks at a trained model starts here, and so does `train --resume`. The
+Every command that looks at a trained model starts here, and so does `train --resume`; a run
+without checkpoints, or a model.safetensors on its own, opens from the exported weights. The
 checkpoint holds the config its weights were trained with; config.yaml beside it may have
 been edited since. Keys that change the model or its data must agree, or the folder is
 refused with the keys named. Every problem with the folder or the checkpoint is a UserError
@@ -21,6 +22,8 @@ from dlcourse.errors import UserError
 from dlcourse.models import build_model
 from dlcourse.runs import RunFolder
 from dlcourse.train.checkpoint import load_checkpoint
+from dlcourse.train.export import FILE_NAME as WEIGHTS_FILE
+from dlcourse.train.export import load_weights
 from dlcourse.train.state import ModelCheckpoint, checked
 
 # Sections whose keys decide what the weights mean: the network and the data it sees.
@@ -49,19 +52,44 @@ class RestoredRun:
 
 
 def open_run(path: Path, checkpoint: str = "best") -> RestoredRun:
-    """Read a run folder's config and one of its checkpoints ('best' or 'last')."""
+    """Read a run folder's config and one of its checkpoints ('best' or 'last').
+
+    A folder without checkpoints/ (a handed-in run, say) opens from its model.safetensors,
+    which holds the best weights.
+    """
     folder = RunFolder(path)
     if not folder.path.is_dir():
         raise UserError(f"{path}: no such run folder")
     edited = folder.read_config()
     file = {"best": folder.best, "last": folder.last}[checkpoint]
+    exported = folder.path / WEIGHTS_FILE
+    if not file.exists() and checkpoint == "best" and exported.is_file():
+        return restore(folder, edited, exported, load_weights(exported))
     if not file.exists():
         raise UserError(
             f"{file}: no {checkpoint} checkpoint; the run has not completed an epoch yet"
         )
-    raw = load_checkpoint(file)
+    return restore(folder, edited, file, load_checkpoint(file))
+
+
+def open_weights(path: Path) -> RestoredRun:
+    """A model.safetensors on its own (no run folder needed): its config, data description
+    and model, as from a checkpoint. Inside a run folder, config.yaml is checked as usual."""
+    folder = RunFolder(path.parent)
+    record = load_weights(path)
+    edited = folder.read_config() if folder.config.is_file() else None
+    return restore(folder, edited, path, record)
+
+
+def restore(
+    folder: RunFolder, edited: Config | None, file: Path, raw: dict[str, Any]
+) -> RestoredRun:
+    """The model of a loaded checkpoint record, after checking it field by field and against
+    config.yaml (`edited`; None: there is none to check against)."""
     record = checked(ModelCheckpoint, raw, file)
     cfg = validate_config(record.config, f"{file} (the config stored in it)")
+    if edited is None:
+        edited = cfg
     changed = [key for key in config_diff(cfg, edited) if key.startswith(MODEL_DEFINING)]
     if changed:
         raise UserError(describe_edits(folder, file, cfg, edited, changed))

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dlcourse.cli import configs, datasets, inspecting, training
+from dlcourse.cli import configs, datasets, inspecting, training, using
 from dlcourse.cli.common import DEBUG
 
 app = typer.Typer(
@@ -30,6 +30,9 @@ app.add_typer(data_app, name="data")
 
 app.command("train")(training.train)
 app.command("visualize-activations")(inspecting.visualize_activations)
+app.command("evaluate")(using.evaluate)
+app.command("predict")(using.predict)
+app.command("report")(using.report)
 config_app.command("validate")(configs.validate)
 config_app.command("show")(configs.show)
 data_app.command("make")(datasets.make)

@@ -1,9 +1,10 @@
 """`dlcourse train`: from a validated config to a finished run folder, and `--resume`.
 
 `train()` is the whole job in order: seed, load the data onto the device, build the model,
-make the run folder (locked while training), train, write the summary. `resume()` reopens a
-run folder and continues it from checkpoints/last.pt. Both take extra callbacks, which see
-every epoch as the console and TensorBoard do.
+make the run folder (locked while training), train, write the summary and the best weights
+(model.safetensors). `resume()` reopens a run folder and continues it from
+checkpoints/last.pt. Both take extra callbacks, which see every epoch as the console and
+TensorBoard do.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dlcourse.models import build_model, count_parameters
 from dlcourse.runs import RunFolder
 from dlcourse.train.callbacks import Callback
 from dlcourse.train.console import ConsoleReporter, plural
+from dlcourse.train.export import ExportWeights
 from dlcourse.train.optim import check_schedule
 from dlcourse.train.records import Summary
 from dlcourse.train.trainer import Trainer
@@ -104,7 +106,7 @@ def train_in(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     reporter = ConsoleReporter(console, cfg.logging.progress)
-    trainer.callbacks += [reporter, *callbacks]
+    trainer.callbacks += [ExportWeights(), reporter, *callbacks]  # model.safetensors first
     writer = None
     try:
         if cfg.logging.tensorboard:

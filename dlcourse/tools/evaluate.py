@@ -1,0 +1,217 @@
+"""`dlcourse evaluate`: a trained run's metrics on one split, from the run folder alone.
+
+The model, its preprocessing and the split's rows come from the run folder (a checkpoint, or
+model.safetensors); the outputs and metrics come from the same functions, in the same memory
+layout and with the same threads as the trainer's final summary, so on the CPU the numbers
+equal summary.json's to the last digit. Beside the metrics: the confusion matrix
+(classification), the most confidently wrong examples (image tasks), the predicted-vs-true
+plot (regression), written into the run folder and to its TensorBoard.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import RenderableType
+from rich.table import Table
+
+from dlcourse.data import SplitData, TaskData
+from dlcourse.errors import UserError
+from dlcourse.fileio import write_bytes_atomic
+from dlcourse.insight.plots import confusion_png, examples_png, scatter_png
+from dlcourse.restore import RestoredRun, open_run
+from dlcourse.tools.inference import class_names, in_target_units, probabilities, run_model
+from dlcourse.train.console import format_metric
+from dlcourse.train.metrics import compute_metrics, confusion_matrix, loss_function
+from dlcourse.train.records import Metrics
+
+WRONG_SHOWN = 24  # confidently wrong examples in the grid
+
+
+@dataclass
+class Evaluation:
+    split: str
+    checkpoint: str  # best or last
+    epoch: int  # of the weights
+    kind: str  # multiclass, binary or regression
+    class_names: list[str]  # [] for regression
+    metrics: Metrics  # as in summary.json
+    outputs: torch.Tensor  # (N, outputs) the model's raw outputs (logits, or values)
+    targets: torch.Tensor  # (N,) as the model was trained on them
+    confusion: list[list[int]] | None  # [true class][predicted class]; None for regression
+    figures: dict[str, bytes]  # file name -> PNG
+    written: list[Path] = field(default_factory=list)  # where the figures went
+    not_written: str | None = None  # why they are not in the run folder (a read-only one)
+
+    @property
+    def probabilities(self) -> torch.Tensor | None:
+        """(N, classes) for classification, None for regression."""
+        return probabilities(self.kind, self.outputs)
+
+
+def evaluate_run(
+    run_dir: Path,
+    *,
+    data_dir: Path,
+    split: str = "test",
+    checkpoint: str = "best",
+    write: bool = True,
+) -> Evaluation:
+    """`dlcourse evaluate`: the metrics and figures of a run's model on one split.
+
+    With `write`, the figures go into the run folder (`confusion_test.png`, ...; with
+    checkpoint 'last', `confusion_test_last.png`, ...) and to its TensorBoard. A folder that
+    cannot take them (read-only, handed in) still gets its metrics: `not_written` says why.
+    """
+    opened = open_run(run_dir, checkpoint)
+    data = opened.load_data(data_dir)
+    evaluation = evaluate_split(opened, data, split, checkpoint)
+    if write:
+        try:
+            evaluation.written = save_figures(evaluation, run_dir)
+            if opened.cfg.logging.tensorboard:
+                log_figures(opened, evaluation)
+        except (UserError, OSError) as exc:
+            evaluation.not_written = f"the figures are not saved: {exc}"
+    return evaluation
+
+
+def evaluate_split(opened: RestoredRun, data: TaskData, split: str, checkpoint: str) -> Evaluation:
+    """The metrics and figures of an opened run on one split of its data."""
+    examples = split_of(data, split)
+    outputs = run_model(opened, examples.x)
+    loss_fn = loss_function(data.kind, opened.cfg.train.pos_weight)
+    metrics = compute_metrics(data.kind, outputs, examples.y, loss_fn)
+    confusion, names = None, []
+    if data.kind != "regression":
+        names = class_names(data.class_names, data.n_outputs)
+        confusion = confusion_matrix(data.kind, outputs, examples.y, len(names))
+    evaluation = Evaluation(
+        split, checkpoint, opened.checkpoint.epoch, data.kind, names, metrics, outputs,
+        examples.y, confusion, figures={},
+    )  # fmt: skip
+    evaluation.figures = draw_figures(evaluation, examples, data)
+    return evaluation
+
+
+def split_of(data: TaskData, split: str) -> SplitData:
+    if split not in data.splits:
+        raise UserError(
+            f"the run has no {split} split (it has {', '.join(data.splits)}); choose --split"
+        )
+    return data.splits[split]
+
+
+def draw_figures(evaluation: Evaluation, examples: SplitData, data: TaskData) -> dict[str, bytes]:
+    suffix = "" if evaluation.checkpoint == "best" else f"_{evaluation.checkpoint}"
+    name = f"{evaluation.split}{suffix}"
+    where = f"{evaluation.split} split, epoch {evaluation.epoch} ({evaluation.checkpoint})"
+    figures = {}
+    if evaluation.confusion is not None:
+        title = f"confusion matrix\n{where}"
+        figures[f"confusion_{name}.png"] = confusion_png(
+            evaluation.confusion, evaluation.class_names, title
+        )
+    if evaluation.kind == "multiclass" and data.preprocess.get("kind") == "image":
+        wrong = confidently_wrong(evaluation, examples, data)
+        if wrong is not None:
+            figures[f"wrong_{name}.png"] = wrong
+    if evaluation.kind == "regression":
+        predicted = in_target_units(evaluation.outputs.squeeze(1), data.preprocess)
+        true = in_target_units(evaluation.targets, data.preprocess)
+        r2 = format_metric("r2", evaluation.metrics.get("r2"))
+        title = f"predicted vs true, {where}: R^2 {r2}"
+        figures[f"predicted_{name}.png"] = scatter_png(predicted, true, title)
+    return figures
+
+
+def confidently_wrong(evaluation: Evaluation, examples: SplitData, data: TaskData) -> bytes | None:
+    """A grid of the wrong predictions the model was surest of (None when none is wrong)."""
+    probs = evaluation.probabilities
+    assert probs is not None
+    chosen = most_confident_errors(probs, evaluation.targets, WRONG_SHOWN)
+    if len(chosen) == 0:
+        return None
+    confidence, predicted = probs.max(1)
+    stats = data.preprocess
+    images = (examples.x[chosen, 0] * stats["std"] + stats["mean"]).clamp(0, 1)  # (K, H, W)
+    names = evaluation.class_names
+    captions = [
+        f"#{int(examples.rows[i])}\n{names[int(evaluation.targets[i])]} -> "
+        f"{names[int(predicted[i])]} {100 * float(confidence[i]):.1f}%"
+        for i in chosen
+    ]
+    errors = int((predicted != evaluation.targets).sum())
+    title = (
+        f"the {len(chosen)} most confidently wrong of {errors} errors "
+        "(example number: true -> predicted, confidence)"
+    )
+    return examples_png(images, captions, title)
+
+
+def most_confident_errors(
+    probabilities: torch.Tensor, targets: torch.Tensor, count: int
+) -> torch.Tensor:
+    """Indices of up to `count` wrong predictions, the most confident first.
+
+    probabilities (N, classes), targets (N,).
+    """
+    confidence, predicted = probabilities.max(1)
+    wrong = (predicted != targets).nonzero().squeeze(1)
+    order = confidence[wrong].argsort(descending=True, stable=True)
+    return wrong[order[:count]]
+
+
+def save_figures(evaluation: Evaluation, run_dir: Path) -> list[Path]:
+    written: list[Path] = []
+    for name, content in evaluation.figures.items():
+        path = run_dir / name
+        write_bytes_atomic(path, content)
+        written.append(path)
+        evaluation.written = written  # those written before a failure
+    return written
+
+
+def log_figures(opened: RestoredRun, evaluation: Evaluation) -> None:
+    """The figures as TensorBoard images under evaluate/, at the epoch of the weights."""
+    import numpy as np
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(opened.folder.tensorboard)) as writer:
+        for name, content in evaluation.figures.items():
+            with Image.open(io.BytesIO(content)) as image:
+                pixels = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
+            tag = f"evaluate/{name.removesuffix('.png')}"
+            writer.add_image(tag, pixels, evaluation.epoch, dataformats="HWC")
+
+
+def evaluation_tables(evaluation: Evaluation) -> list[RenderableType]:
+    """What `dlcourse evaluate` prints: the metrics, and the confusion matrix."""
+    title = f"{evaluation.split} split, {evaluation.checkpoint} weights (epoch {evaluation.epoch})"
+    metrics = Table(title=title)
+    metrics.add_column("metric")
+    metrics.add_column("value", justify="right")
+    for name, value in evaluation.metrics.items():
+        metrics.add_row(name, format_metric(name, value))
+    shown: list[RenderableType] = [metrics]
+    if evaluation.confusion is not None:
+        names = evaluation.class_names
+        confusion = Table(title="confusion matrix (rows: true class, columns: predicted)")
+        confusion.add_column("true")
+        for name in names:
+            confusion.add_column(name, justify="right")
+        for name, counts in zip(names, evaluation.confusion, strict=True):
+            confusion.add_row(name, *(str(count) for count in counts))
+        shown.append(confusion)
+    if evaluation.kind == "binary":
+        m = evaluation.metrics
+        shown.append(
+            f"at the 0.5 threshold: precision {format_metric('precision', m['precision'])}, "
+            f"recall {format_metric('recall', m['recall'])}; "
+            f"ROC-AUC {format_metric('roc_auc', m['roc_auc'])} (all thresholds)"
+        )
+    return shown

@@ -1,0 +1,328 @@
+"""`dlcourse report`: the hand-in, one file that shows what a run did and how well it did.
+
+Sections: the run (task, epochs, how it ended), its config, the data split sizes, the epoch
+table and train/dev curves, the final metrics of the best weights (summary.json) and of the
+last epoch (the last row of metrics.jsonl), the test confusion matrix and most confidently
+wrong examples (classification) or the predicted-vs-true plot (regression), and the pictures
+of visualize-activations. Every number is read from the run folder's own records, or
+measured again as `dlcourse evaluate` measures it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dlcourse.data import SplitData, TaskData
+from dlcourse.errors import UserError
+from dlcourse.fileio import read_bounded
+from dlcourse.insight.plots import curves_png
+from dlcourse.insight.visualize import default_indices, visualize_activations
+from dlcourse.restore import RestoredRun, open_run
+from dlcourse.runs import RunFolder
+from dlcourse.tasks import KIND_METRICS
+from dlcourse.tools.evaluate import Evaluation, evaluate_split, most_confident_errors
+from dlcourse.tools.inference import refuse_training_file
+from dlcourse.tools.report_format import (
+    Cell,
+    Code,
+    Figure,
+    Paragraph,
+    Section,
+    TableBlock,
+    write_html,
+    write_markdown,
+)
+from dlcourse.train.console import format_metric
+
+SUMMARY_LIMIT = 2**20  # bytes; a summary is about 1 KB
+WRONG_ROWS = 10  # rows of the table of confidently wrong predictions (tables)
+
+
+def write_report(
+    run_dir: Path, *, data_dir: Path, out: Path | None = None, markdown: bool = False
+) -> Path:
+    """`dlcourse report`: write the report (HTML, or Markdown with PNGs beside it) and return
+    its path (default: RUN_DIR/report.html or RUN_DIR/report.md)."""
+    opened = open_run(run_dir, "best")
+    folder = opened.folder
+    summary = read_summary(folder)
+    rows = checked_rows(folder)
+    target = out or run_dir / ("report.md" if markdown else "report.html")
+    refuse_training_file(target, run_dir)
+    data = opened.load_data(data_dir)
+    metrics = metric_names(summary, rows)
+    sections = [
+        overview_section(summary),
+        Section("Config", [Code(folder.config.read_text(encoding="utf-8"), "yaml")]),
+        data_section(data),
+        training_section(rows, metrics, summary["best_epoch"]),
+        final_metrics_section(summary, rows, metrics),
+    ]
+    diagnosis = diagnosis_section(folder)
+    if diagnosis is not None:
+        sections.append(diagnosis)
+    split = "test" if "test" in data.splits else "dev"
+    sections += [results_section(opened, data, split), activations_section(opened, data, split)]
+    title = f"dlcourse run {folder.path.resolve().name}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{target.parent}: cannot create the folder ({exc.strerror})") from None
+    if markdown:
+        write_markdown(target, title, sections)
+    else:
+        write_html(target, title, sections)
+    return target
+
+
+def read_summary(folder: RunFolder) -> dict[str, Any]:
+    if not folder.summary.exists():
+        raise UserError(
+            f"{folder.summary}: missing; the run has not finished (resume it to the end, then "
+            "write the report)"
+        )
+    try:
+        summary = json.loads(read_bounded(folder.summary, SUMMARY_LIMIT, "summary.json"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{folder.summary}: not JSON ({exc}); the file is damaged") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("best_epoch"), int):
+        raise UserError(f"{folder.summary}: not a dlcourse summary (no integer best_epoch)")
+    parts = {key: summary.get(key) for key in ("train", "dev", "test", "reference")}
+    parts["seconds"] = {"seconds": summary.get("seconds")}
+    for key, values in parts.items():
+        if not is_metrics(values):
+            raise UserError(f"{folder.summary}: '{key}' is not a number, or numbers; damaged")
+    return summary
+
+
+def checked_rows(folder: RunFolder) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows, their metrics checked to be numbers (they go into tables)."""
+    rows = folder.read_metrics()
+    for line, row in enumerate(rows, start=1):
+        numbers = {key: row.get(key) for key in ("lr", "seconds")}
+        if not (is_metrics(row.get("train")) and is_metrics(row.get("dev"))
+                and is_metrics(numbers)):  # fmt: skip
+            raise UserError(
+                f"{folder.metrics}: line {line} has a metric that is not a number; the file "
+                "is damaged"
+            )
+    return rows
+
+
+def is_metrics(values: Any) -> bool:
+    """None, or a mapping of names to numbers (or None: undefined)."""
+    return values is None or (
+        isinstance(values, dict)
+        and all(v is None or isinstance(v, (int, float)) for v in values.values())
+    )
+
+
+def metric_names(summary: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """The metrics the run recorded, in the order of the task kind's metrics."""
+    found: dict[str, None] = {}
+    for metrics in [summary.get(split) for split in ("train", "dev", "test")] + [
+        row.get(split) for row in rows[-1:] for split in ("train", "dev")
+    ]:
+        found.update(dict.fromkeys(metrics or {}))
+    order = [name for kind in KIND_METRICS.values() for name in kind]
+    return sorted(found, key=lambda name: order.index(name) if name in order else len(order))
+
+
+def overview_section(summary: dict[str, Any]) -> Section:
+    ended = {
+        "completed": "trained every epoch",
+        "early_stopping": "stopped early (no dev improvement)",
+        "diverged": "diverged (the loss became NaN or infinite)",
+        "interrupted": "interrupted",
+    }.get(summary.get("stop_reason", ""), str(summary.get("stop_reason")))
+    text = (
+        f"Task {summary.get('task')}: {summary.get('epochs_run')} epochs, {ended}. The kept "
+        f"weights are those of epoch {summary['best_epoch']}"
+        + (f", the best by {summary['monitor']}" if summary.get("monitor") else "")
+        + f". Training took {float(summary.get('seconds') or 0):.1f} s."
+    )
+    blocks: list[Any] = [Paragraph(text)]
+    reference = summary.get("reference") or {}
+    if "best_r2" in reference:
+        blocks.append(
+            Paragraph(f"The best possible R^2 on this data is {reference['best_r2']:.4f}.")
+        )
+    return Section("Run", blocks)
+
+
+def data_section(data: TaskData) -> Section:
+    rows = [
+        [Cell(name), Cell(f"{len(split):,}", len(split))] for name, split in data.splits.items()
+    ]
+    shape = "x".join(str(n) for n in data.input_shape)
+    inputs = (
+        f"{len(data.feature_names)} features ({', '.join(data.feature_names)})"
+        if data.feature_names
+        else f"inputs of shape {shape}"
+    )
+    classes = f"; classes: {', '.join(data.class_names)}" if data.class_names else ""
+    return Section("Data", [
+        Paragraph(f"From {data.source}: {inputs}{classes}."),
+        TableBlock(["split", "examples"], rows, "split sizes"),
+    ])  # fmt: skip
+
+
+def training_section(rows: list[dict[str, Any]], metrics: list[str], best: int) -> Section:
+    if not rows:
+        return Section("Training", [Paragraph("metrics.jsonl has no epoch rows.")])
+    shown = [name for name in metrics if name != "penalty"]
+    header = ["epoch", *(f"{split} {name}" for split in ("train", "dev") for name in shown)]
+    table = []
+    for row in rows:
+        cells = [Cell(str(row["epoch"]) + (" *" if row.get("best") else ""), row["epoch"])]
+        for split in ("train", "dev"):
+            cells += [metric_cell(name, (row.get(split) or {}).get(name)) for name in shown]
+        lr, seconds = row.get("lr"), row.get("seconds")
+        cells += [
+            Cell("-" if lr is None else f"{lr:.2e}", lr),
+            Cell("-" if seconds is None else f"{seconds:.1f}", seconds),
+        ]
+        table.append(cells)
+    header += ["lr", "seconds"]
+    caption = (
+        "train values are measured during each epoch, while the weights moved; dev values at "
+        "its end. * the dev metric improved: these weights became the best."
+    )
+    return Section("Training", [
+        Figure("curves.png", curves_png(rows, shown, best), "train and dev, epoch by epoch; "
+               f"the dashed line is the kept epoch ({best})"),
+        TableBlock(header, table, "epochs"),
+        Paragraph(caption),
+    ])  # fmt: skip
+
+
+def final_metrics_section(
+    summary: dict[str, Any], rows: list[dict[str, Any]], metrics: list[str]
+) -> Section:
+    last = rows[-1] if rows else {}
+    candidates = [(f"best: {split}", summary.get(split)) for split in ("train", "dev", "test")]
+    candidates += [(f"last epoch: {split}", last.get(split)) for split in ("train", "dev")]
+    columns = [(name, values) for name, values in candidates if isinstance(values, dict)]
+    table = [
+        [Cell(name), *(metric_cell(name, values.get(name)) for _, values in columns)]
+        for name in metrics
+    ]
+    note = (
+        f"best: the kept weights (epoch {summary['best_epoch']}) measured on each whole split "
+        f"(summary.json). last epoch: epoch {last.get('epoch', '-')} as metrics.jsonl recorded "
+        "it (train measured during the epoch)."
+    )
+    return Section("Final metrics", [
+        TableBlock(["metric", *(name for name, _ in columns)], table), Paragraph(note),
+    ])  # fmt: skip
+
+
+def diagnosis_section(folder: RunFolder) -> Section | None:
+    """The run's diagnosis line, as a section; None leaves the section out of the report.
+
+    dlcourse has no diagnosis of a run in this version, so the section is always left out.
+    """
+    return None
+
+
+def results_section(opened: RestoredRun, data: TaskData, split: str) -> Section:
+    evaluation = evaluate_split(opened, data, split, "best")
+    blocks: list[Any] = []
+    if evaluation.confusion is not None and len(evaluation.confusion) <= 20:
+        names = evaluation.class_names
+        table = [[Cell(name), *(Cell(str(n), n) for n in counts)]
+                 for name, counts in zip(names, evaluation.confusion, strict=True)]  # fmt: skip
+        blocks.append(TableBlock(["true \\ predicted", *names], table, "confusion matrix"))
+    captions = {
+        "confusion": "confusion matrix: rows the true class, columns the predicted one",
+        "wrong": "the wrong predictions the model was surest of",
+        "predicted": "predicted against true values; on the line the prediction is exact",
+    }
+    for name, png in evaluation.figures.items():
+        blocks.append(Figure(name, png, captions[name.split("_")[0]]))
+    if evaluation.kind != "regression" and data.preprocess.get("kind") == "table":
+        blocks.append(wrong_rows_table(evaluation, data.splits[split], data.preprocess))
+    return Section(f"Results on the {split} split", blocks)
+
+
+def wrong_rows_table(
+    evaluation: Evaluation, examples: SplitData, preprocess: dict[str, Any]
+) -> TableBlock:
+    """The wrong predictions the model was surest of, with the columns they were made from."""
+    probabilities = evaluation.probabilities
+    assert probabilities is not None
+    chosen = most_confident_errors(probabilities, evaluation.targets, WRONG_ROWS)
+    columns, values = table_columns(examples.x[chosen], preprocess)
+    confidence, predicted = probabilities[chosen].max(1)
+    names = evaluation.class_names
+    rows = [
+        [Cell(str(int(examples.rows[i]))), Cell(names[int(evaluation.targets[i])]),
+         Cell(names[int(label)]), Cell(f"{100 * float(sure):.1f}%", float(sure)),
+         *(Cell(value) for value in row)]
+        for i, label, sure, row in zip(chosen, predicted, confidence, values, strict=True)
+    ]  # fmt: skip
+    caption = "the wrong predictions the model was surest of (example: its row in the data)"
+    return TableBlock(["example", "true", "predicted", "confidence", *columns], rows, caption)
+
+
+def table_columns(x: torch.Tensor, preprocess: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Encoded rows (N, F) back as the columns they were encoded from: numbers (to the
+    digits that float32 features hold) and category names."""
+    numeric, categorical = preprocess["numeric"], preprocess["categorical"]
+    std = torch.tensor(preprocess["std"], dtype=torch.float64)
+    values = x.double() * std + torch.tensor(preprocess["mean"], dtype=torch.float64)
+    scales = std.tolist()[: len(numeric)]
+    rows = [
+        [number_text(value, scale) for value, scale in zip(row, scales, strict=False)]
+        for row in values.tolist()
+    ]  # zip stops at the numeric columns; the categories' one-hot columns follow
+    start = len(numeric)
+    for name in categorical:
+        known = preprocess["categories"][name]
+        width = 1 if len(known) == 2 else len(known)  # two values: one 0/1 column
+        group = values[:, start : start + width]
+        codes = (group[:, 0] > 0.5).long() if width == 1 else group.argmax(1)
+        for row, code in zip(rows, codes.tolist(), strict=True):
+            row.append(known[code])
+        start += width
+    return [*numeric, *categorical], rows
+
+
+def activations_section(opened: RestoredRun, data: TaskData, split: str) -> Section:
+    chosen = default_indices(data, split)
+    with tempfile.TemporaryDirectory() as folder:
+        pictures = visualize_activations(opened, data, Path(folder), split, chosen)
+        figures = [(item, item.path.read_bytes()) for item in pictures]
+    blocks: list[Any] = [Paragraph(
+        f"The output of every layer for {len(chosen)} {split} examples (a row per example): "
+        "conv layers as feature maps (a column per channel), dense layers as heat maps (a "
+        "column per unit; red positive, blue negative)."
+    )]  # fmt: skip
+    for item, png in figures:
+        caption = item.name
+        if item.stats is not None:
+            s = item.stats
+            caption += f": shape {tuple(s.shape)}, mean {s.mean:.3f}, std {s.std:.3f}, "
+            caption += f"{100 * s.zero:.0f}% zero"
+        blocks.append(Figure(f"activations_{item.path.name}", png, caption))
+    return Section("Activations", blocks)
+
+
+def number_text(value: float, std: float) -> str:
+    """A decoded feature without the noise of its float32 encoding: a standardized float32
+    (|z| < 5) is off by up to 3e-7 std, so only the decimals above 10x that are shown."""
+    decimals = max(0, math.floor(-math.log10(3e-6 * std)))
+    text = f"{round(value, decimals):.{decimals}f}"
+    text = text.rstrip("0").rstrip(".") if "." in text else text
+    return "0" if text == "-0" else text
+
+
+def metric_cell(name: str, value: Any) -> Cell:
+    number = float(value) if isinstance(value, (int, float)) else None
+    return Cell(format_metric(name, number), number)

@@ -1,0 +1,150 @@
+"""The hand-in report as a document: sections of paragraphs, code, tables and figures, written
+as one self-contained HTML file (figures embedded as base64 data URIs: no network, no other
+file) or as Markdown with the figures as PNG files beside it."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dlcourse.errors import UserError
+from dlcourse.fileio import write_bytes_atomic, write_text_atomic
+
+
+@dataclass
+class Cell:
+    text: str  # as shown
+    value: float | None = None  # the exact number behind a rounded text (data-value in HTML)
+
+
+@dataclass
+class Paragraph:
+    text: str
+
+
+@dataclass
+class Code:
+    text: str
+    language: str = ""
+
+
+@dataclass
+class TableBlock:
+    header: list[str]
+    rows: list[list[Cell]]
+    caption: str = ""
+
+
+@dataclass
+class Figure:
+    name: str  # file name of the PNG (Markdown) and its alt text
+    png: bytes
+    caption: str
+
+
+Block = Paragraph | Code | TableBlock | Figure
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+       color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f3f3f3; }
+caption { caption-side: top; text-align: left; font-weight: bold; padding: 0.3em 0; }
+pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; }
+figcaption { color: #555; font-size: 0.9em; }
+.scroll { max-height: 30em; overflow-y: auto; display: inline-block; }
+"""
+
+
+def write_html(path: Path, title: str, sections: list[Section]) -> None:
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for section in sections:
+        body.append(f"<section>\n<h2>{html.escape(section.title)}</h2>")
+        body += [html_block(block) for block in section.blocks]
+        body.append("</section>")
+    document = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+    write_text_atomic(path, document)
+
+
+def html_block(block: Block) -> str:
+    if isinstance(block, Paragraph):
+        return f"<p>{html.escape(block.text)}</p>"
+    if isinstance(block, Code):
+        return f"<pre><code>{html.escape(block.text)}</code></pre>"
+    if isinstance(block, Figure):
+        data = base64.b64encode(block.png).decode("ascii")
+        return (
+            f'<figure><img alt="{html.escape(block.name)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
+        )
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in block.header)
+    rows = "".join("<tr>" + "".join(html_cell(cell) for cell in row) + "</tr>\n"
+                   for row in block.rows)  # fmt: skip
+    caption = f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""
+    table = f"<table>{caption}<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}</tbody></table>"
+    return f'<div class="scroll">{table}</div>' if len(block.rows) > 25 else table
+
+
+def html_cell(cell: Cell) -> str:
+    value = "" if cell.value is None else f' data-value="{cell.value!r}"'
+    return f"<td{value}>{html.escape(cell.text)}</td>"
+
+
+def write_markdown(path: Path, title: str, sections: list[Section]) -> list[Path]:
+    """report.md, and its figures in a folder beside it (<stem>_files/); returns every file
+    written."""
+    folder = path.parent / f"{path.stem}_files"
+    written = []
+    lines = [f"# {title}", ""]
+    for section in sections:
+        lines += [f"## {section.title}", ""]
+        for block in section.blocks:
+            if isinstance(block, Figure):
+                make_folder(folder)
+                image = folder / block.name
+                write_bytes_atomic(image, block.png)
+                written.append(image)
+                lines += [f"![{block.name}]({folder.name}/{block.name})", "", f"*{block.caption}*"]
+            else:
+                lines += markdown_block(block)
+            lines.append("")
+    write_text_atomic(path, "\n".join(lines))
+    return [path, *written]
+
+
+def make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot create the folder for the figures ({exc})") from None
+
+
+def markdown_block(block: Paragraph | Code | TableBlock) -> list[str]:
+    if isinstance(block, Paragraph):
+        return [block.text]
+    if isinstance(block, Code):
+        return [f"```{block.language}", block.text.rstrip("\n"), "```"]
+    lines = [f"**{block.caption}**", ""] if block.caption else []
+    lines.append("| " + " | ".join(block.header) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(block.header) - 1)) + "|")
+    lines += ["| " + " | ".join(cell.text.replace("|", "\\|") for cell in row) + " |"
+              for row in block.rows]  # fmt: skip
+    return lines

@@ -1,0 +1,225 @@
+"""`dlcourse report`: one self-contained HTML file that parses, whose every image decodes and
+whose numbers are summary.json's and metrics.jsonl's; Markdown with PNGs beside it."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from dlcourse.cli import app
+from dlcourse.data.tabular import Table, TabularEncoder
+from dlcourse.tools.report import table_columns
+from dlcourse.train.console import format_metric
+from tests.trained_runs import last_row, summary, trained_run, training_files
+
+runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+
+
+def invoke(*args: str | Path):
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+class Document(HTMLParser):
+    """The parts of the report a test checks: headings, images, links, tables of cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headings: list[str] = []
+        self.images: list[str] = []  # src of every <img>
+        self.external: list[str] = []  # anything that would load from elsewhere
+        self.tables: list[list[list[tuple[str, str | None]]]] = []  # rows of (text, data-value)
+        self._heading = False
+        self._cell: list[str] | None = None
+        self._value: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "img":
+            self.images.append(found.get("src") or "")
+        if tag in ("script", "link", "iframe") or found.get("href"):
+            self.external.append(tag)
+        self._heading = tag == "h2"
+        if tag == "table":
+            self.tables.append([])
+        if tag == "tr":
+            self.tables[-1].append([])
+        if tag in ("td", "th"):
+            self._cell, self._value = [], found.get("data-value")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append(("".join(self._cell).strip(), self._value))
+            self._cell = None
+        self._heading = False
+
+    def handle_data(self, data: str) -> None:
+        if self._heading:
+            self.headings.append(data.strip())
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def table(self, first_header: str) -> list[list[tuple[str, str | None]]]:
+        (found,) = [table for table in self.tables if table[0][0][0] == first_header]
+        return found
+
+
+def write_report(task: str, factory: pytest.TempPathFactory, tmp_path: Path) -> tuple[Path, Path]:
+    run, data = trained_run(task, factory)
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    before = training_files(copy)
+    result = invoke("report", copy, "--data-dir", data)
+    assert result.exit_code == 0, result.output
+    assert training_files(copy) == before
+    assert f"report written to {copy / 'report.html'}" in result.output
+    return copy, copy / "report.html"
+
+
+def parse(path: Path) -> Document:
+    document = Document()
+    document.feed(path.read_text(encoding="utf-8"))
+    document.close()
+    return document
+
+
+@pytest.mark.parametrize("task", ["mnist", "churn", "transactions"])
+def test_the_html_report_is_self_contained_and_every_image_decodes(
+    task: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    _, report = write_report(task, tmp_path_factory, tmp_path)
+    document = parse(report)
+    assert document.external == []
+    assert len(document.images) >= 5  # curves, results, an input and at least two layers
+    for source in document.images:
+        assert source.startswith("data:image/png;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as image:
+            image.verify()
+    expected = ["Run", "Config", "Data", "Training", "Final metrics", "Results on the test split",
+                "Activations"]  # fmt: skip
+    assert document.headings == expected
+
+
+@pytest.mark.parametrize("task", ["mnist", "churn", "transactions"])
+def test_the_numbers_in_the_report_are_those_of_the_run(
+    task: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    run, report = write_report(task, tmp_path_factory, tmp_path)
+    document = parse(report)
+    best, last = summary(run), last_row(run)
+    header, *rows = document.table("metric")
+    columns = [text for text, _ in header]
+    assert columns == ["metric", "best: train", "best: dev", "best: test", "last epoch: train",
+                       "last epoch: dev"]  # fmt: skip
+    records = [best["train"], best["dev"], best["test"], last["train"], last["dev"]]
+    assert [row[0][0] for row in rows] == list(best["test"])
+    for row in rows:
+        name = row[0][0]
+        for (text, value), record in zip(row[1:], records, strict=True):
+            assert value is not None and float(value) == record[name]  # every digit
+            assert text == format_metric(name, record[name])
+    epochs = document.table("epoch")[1:]
+    assert len(epochs) == best["epochs_run"]
+    header_names = [text for text, _ in document.table("epoch")[0]]
+    dev_loss = header_names.index("dev loss")
+    assert float(epochs[-1][dev_loss][1] or "nan") == last["dev"]["loss"]
+    sizes = {row[0][0]: int(row[1][1] or 0) for row in document.table("split")[1:]}
+    assert sum(sizes.values()) == sum(len(best_rows) for best_rows in split_rows(run))
+    if "confusion_matrix" in best:
+        counts = document.table("true \\ predicted")[1:]
+        assert [[int(value or -1) for _, value in row[1:]] for row in counts] == (
+            best["confusion_matrix"]["test"]
+        )
+
+
+def split_rows(run: Path) -> list[list[int]]:
+    splits = torch.load(run / "split.pt", weights_only=True)
+    return [rows.tolist() for rows in splits.values()]
+
+
+def test_markdown_report_with_its_pngs(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    run, data = trained_run("transactions", tmp_path_factory)
+    out = tmp_path / "handin" / "report.md"
+    out.parent.mkdir()
+    result = invoke("report", run, "--data-dir", data, "--markdown", "--out", out)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert "report_files/curves.png" in links and "report_files/predicted_test.png" in links
+    for link in links:
+        with Image.open(out.parent / link) as image:
+            image.verify()
+    assert f"| r2 | {format_metric('r2', summary(run)['train']['r2'])} |" in text
+
+
+def test_report_refuses_to_replace_training_files_and_unfinished_runs(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    run, data = trained_run("transactions", tmp_path_factory)
+    before = (run / "summary.json").read_bytes()
+    result = invoke("report", run, "--data-dir", data, "--out", run / "summary.json")
+    assert result.exit_code == 2 and "training wrote this file" in result.output
+    assert (run / "summary.json").read_bytes() == before
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run, unfinished)
+    (unfinished / "summary.json").unlink()
+    result = invoke("report", unfinished, "--data-dir", data)
+    assert result.exit_code == 2 and "the run has not finished" in result.output
+    assert "Traceback" not in result.output
+    shutil.copy(run / "summary.json", unfinished / "summary.json")
+    metrics = unfinished / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().replace('"loss": ', '"loss": "x", "was": ', 1))
+    result = invoke("report", unfinished, "--data-dir", data)
+    assert result.exit_code == 2, result.output
+    assert f"{metrics}: line 1 has a metric that is not a number" in result.output
+
+
+def test_encoded_rows_are_decoded_to_the_columns_they_came_from() -> None:
+    """Known answer: rows encoded by the TabularEncoder come back as they were written, and
+    the float32 noise of the encoding (0.0 becomes about 1e-3 for a balance) is not shown."""
+    table = Table(
+        Path("customers.csv"),
+        numeric={"Age": [42.0, 30.5, 71.0], "Balance": [0.0, 83807.86, 125510.82]},
+        categorical={"Gender": ["Female", "Male", "Male"],
+                     "Geography": ["France", "Spain", "Germany"]},
+        lines=[2, 3, 4],
+    )  # fmt: skip
+    encoder = TabularEncoder(["Age", "Balance"], ["Gender", "Geography"]).fit(
+        table, torch.arange(3)
+    )
+    preprocess = {"kind": "table", **encoder.state_dict()}
+    columns, rows = table_columns(encoder.transform(table), preprocess)
+    assert columns == ["Age", "Balance", "Gender", "Geography"]
+    # the balance's std is 52,000: float32 features hold it to about 0.02, so whole numbers
+    assert rows == [["42", "0", "Female", "France"], ["30.5", "83808", "Male", "Spain"],
+                    ["71", "125511", "Male", "Germany"]]  # fmt: skip
+
+
+def test_churn_report_lists_the_most_confidently_wrong_customers(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    _, report = write_report("churn", tmp_path_factory, tmp_path)
+    header, *rows = parse(report).table("example")
+    assert [text for text, _ in header][:5] == ["example", "true", "predicted", "confidence",
+                                                 "CreditScore"]  # fmt: skip
+    assert 0 < len(rows) <= 10
+    assert all(row[1][0] != row[2][0] for row in rows)  # each one wrong
+    confidence = [float(row[3][1] or 0) for row in rows]
+    assert confidence == sorted(confidence, reverse=True) and min(confidence) >= 0.5
+    source = list(csv.reader((trained_run("churn", tmp_path_factory)[1] / "churn" /
+                              "Churn_Modelling.csv").open(newline="")))  # fmt: skip
+    first = source[1 + int(rows[0][0][0])]  # the example's row in the file
+    assert rows[0][1][0] == ("exited" if first[13] == "1" else "stayed")
+    assert [text for text, _ in rows[0][12:]] == [first[4], first[5]]  # Geography, Gender
+    assert int(rows[0][5][0]) == int(first[6])  # Age
