@@ -126,6 +126,13 @@ def test_linear_prices_in_the_hundreds_of_thousands_are_learned(tmp_path: Path) 
     test = json.loads((run / "summary.json").read_text())["test"]
     assert test["r2"] > 0.999
     assert 400 < test["rmse"] < 600
+    # evaluate and predict work in the target's units too
+    evaluated = runner.invoke(app, ["evaluate", str(run), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output.splitlines()[-1]) == test
+    predicted = runner.invoke(app, ["predict", str(run), "--set", "x=40", "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads(predicted.output)["prediction"] == pytest.approx(290_000, abs=300)
 
 
 def test_a_multiclass_csv_trains_end_to_end(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def evaluate_split(opened: RestoredRun, data: TaskData, split: str, checkpoint: 
     examples = split_of(data, split)
     outputs = run_model(opened, examples.x)
     loss_fn = loss_function(data.kind, opened.cfg.train.pos_weight)
-    metrics = compute_metrics(data.kind, outputs, examples.y, loss_fn)
+    metrics = compute_metrics(data.kind, outputs, examples.y, loss_fn, data.target_scale)
     confusion, names = None, []
     if data.kind != "regression":
         names = class_names(data.class_names, data.n_outputs)
