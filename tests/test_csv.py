@@ -248,3 +248,21 @@ def test_a_plain_csv_config_reaches_r2_0_7_in_30_epochs(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     (run,) = (tmp_path / "r").iterdir()
     assert json.loads((run / "summary.json").read_text())["test"]["r2"] >= 0.7
+
+
+def test_a_category_missing_from_train_is_all_zeros_in_dev_and_test_but_refused_to_predict(
+    tmp_path: Path,
+) -> None:
+    from dlcourse.data.tabular import TabularEncoder, read_table
+
+    path = write_csv(
+        tmp_path / "t.csv", ["city", "x"], [["Oslo", "1"], ["Rome", "2"], ["Lima", "3"]]
+    )
+    table = read_table(path, ["x"], ["city"])
+    encoder = TabularEncoder(["x"], ["city"]).fit(table, torch.tensor([0, 1]))  # no Lima in train
+    assert encoder.feature_names == ["x", "city=Rome"]  # two known values: one 0/1 column
+    features = encoder.transform(table, unseen="zeros")
+    rome = (features[:, 1] - features[0, 1]).abs() > 0
+    assert rome.tolist() == [False, True, False]  # Lima encodes like no category at all
+    with pytest.raises(UserError, match="line 4, column city: 'Lima' was not seen in training"):
+        encoder.transform(table)

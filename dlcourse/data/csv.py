@@ -22,6 +22,7 @@ from dlcourse.data import TaskData
 from dlcourse.data.tabular import (
     RawTable,
     TabularEncoder,
+    encode,
     parse_number,
     read_rows,
     tabular_task_data,
@@ -124,14 +125,7 @@ def read_target(
             f"{raw.path}: column {name} (data.target) holds one value only ({classes[0]!r}); "
             "there is nothing to classify"
         )
-    index = {value: i for i, value in enumerate(classes)}
-    for cell, line in zip(cells, raw.lines, strict=True):
-        if cell not in index:
-            raise UserError(
-                f"{raw.path}: line {line}, column {name}: {cell!r} is not one of the classes "
-                f"the run was trained on ({', '.join(classes)})"
-            )
-    labels = torch.tensor([index[cell] for cell in cells])
+    labels = encode(cells, classes, raw, f"{name} (data.target)")
     if len(classes) == 2:
         return "binary", labels.float(), classes
     return "multiclass", labels, classes

@@ -94,11 +94,6 @@ def load(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> TaskData:
     noise = DATASETS[name][1] if cfg.data.noise is None else cfg.data.noise
     n = min(cfg.data.n_samples, cfg.data.limit or cfg.data.n_samples)
     points, labels = generate(name, n, noise, cfg.seed)
-    table = Table(
-        path=Path(f"generated {name} data (noise {noise:g})"),
-        numeric={feature: points[:, i].tolist() for i, feature in enumerate(FEATURE_NAMES)},
-        categorical={},
-        lines=list(range(n)),
-    )
+    table = Table.generated(f"generated {name} data (noise {noise:g})", FEATURE_NAMES, points)
     encoder = TabularEncoder(FEATURE_NAMES, [])
     return tabular_task_data(cfg, table, labels, encoder, "binary", CLASS_NAMES, saved)

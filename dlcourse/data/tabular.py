@@ -39,6 +39,12 @@ class Table:
     def __len__(self) -> int:
         return len(self.lines)
 
+    @classmethod
+    def generated(cls, label: str, names: list[str], values: torch.Tensor) -> Table:
+        """A table of generated numbers (N, len(names)); `label` says where they came from."""
+        columns = {name: values[:, i].tolist() for i, name in enumerate(names)}
+        return cls(Path(label), columns, {}, list(range(len(values))))
+
     def head(self, n: int) -> Table:
         """The first n rows."""
         return Table(
@@ -147,6 +153,21 @@ def _add_row(table: Table, row: list[str], line: int, where: dict[str, int]) -> 
     table.lines.append(line)
 
 
+def encode(
+    cells: list[str], known: list[str], table: Table | RawTable, column: str, strict: bool = True
+) -> torch.Tensor:
+    """(N,) int64: each cell's position in `known`; a cell not in it is refused naming its line
+    and column (strict), or coded -1."""
+    code = {value: i for i, value in enumerate(known)}
+    for cell, line in zip(cells, table.lines, strict=True):
+        if strict and cell not in code:
+            raise UserError(
+                f"{table.path}: line {line}, column {column}: {cell!r} was not seen in "
+                f"training; known values: {', '.join(known)}"
+            )
+    return torch.tensor([code.get(cell, -1) for cell in cells], dtype=torch.int64)
+
+
 class TabularEncoder:
     """Numbers as they are, categories one-hot (one 0/1 column for two), all standardized.
 
@@ -164,16 +185,20 @@ class TabularEncoder:
         picked = rows.tolist()
         for name in self.categorical:
             self.categories[name] = sorted({table.categorical[name][i] for i in picked})
-        features = self._raw_features(table)[rows]
+        features = self._raw_features(table, unseen="zeros")[rows]
         self.mean = features.mean(0).tolist()
         std = features.std(0, unbiased=False)
         self.std = torch.where(std > 0, std, torch.ones_like(std)).tolist()
         return self
 
-    def transform(self, table: Table) -> torch.Tensor:
+    def transform(self, table: Table, unseen: str = "error") -> torch.Tensor:
         """(N, F) float32 standardized features (computed in float64: a huge cell cannot
-        overflow, and a standardized value is at most sqrt(N) from 0)."""
-        features = self._raw_features(table)
+        overflow, and a standardized value is at most sqrt(N) from 0).
+
+        A category the training rows never had is refused (unseen="error": new rows to
+        predict), or encoded as all zeros (unseen="zeros": the dev and test rows of the table
+        the encoder was fitted on, whose categories a split may not have put in train)."""
+        features = self._raw_features(table, unseen)
         standardized = (features - torch.tensor(self.mean, dtype=torch.float64)) / torch.tensor(
             self.std, dtype=torch.float64
         )
@@ -187,24 +212,18 @@ class TabularEncoder:
             names += [f"{name}={value}" for value in (values[1:] if len(values) == 2 else values)]
         return names
 
-    def _raw_features(self, table: Table) -> torch.Tensor:
+    def _raw_features(self, table: Table, unseen: str) -> torch.Tensor:
         columns = [torch.tensor(table.numeric[name], dtype=torch.float64) for name in self.numeric]
         for name in self.categorical:
-            columns += self._one_hot(table, name)
+            columns += self._one_hot(table, name, unseen)
         return torch.stack(columns, dim=1)
 
-    def _one_hot(self, table: Table, name: str) -> list[torch.Tensor]:
+    def _one_hot(self, table: Table, name: str, unseen: str) -> list[torch.Tensor]:
         known = self.categories[name]
-        code = {value: i for i, value in enumerate(known)}
-        cells = table.categorical[name]
-        for cell, line in zip(cells, table.lines, strict=True):
-            if cell not in code:
-                raise UserError(
-                    f"{table.path}: line {line}, column {name}: {cell!r} was not seen in "
-                    f"training; known values: {', '.join(known)}"
-                )
-        codes = torch.tensor([code[cell] for cell in cells])
-        one_hot = torch.nn.functional.one_hot(codes, len(known)).double()
+        codes = encode(table.categorical[name], known, table, name, unseen == "error")
+        one_hot = torch.zeros(len(codes), len(known), dtype=torch.float64)
+        found = codes >= 0
+        one_hot[found.nonzero().squeeze(1), codes[found]] = 1
         kept = one_hot[:, 1:] if len(known) == 2 else one_hot  # two values need one column
         return list(kept.unbind(1))
 
@@ -243,7 +262,7 @@ def tabular_task_data(
         encoder.fit(table, parts["train"])
     else:
         encoder = TabularEncoder.from_state_dict(saved["preprocess"])
-    features = encoder.transform(table)
+    features = encoder.transform(table, unseen="zeros")
     splits = {
         name: SplitData(features[rows], target[rows], rows)
         for name, rows in parts.items()

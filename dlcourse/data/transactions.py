@@ -34,12 +34,7 @@ def load(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> TaskData:
     noise = default_noise() if cfg.data.noise is None else cfg.data.noise
     n = min(cfg.data.n_samples, cfg.data.limit or cfg.data.n_samples)
     features, target = generate(n, noise, cfg.seed)
-    table = Table(
-        path=Path(f"generated data (noise std {noise:.3f})"),
-        numeric={name: features[:, i].tolist() for i, name in enumerate(FEATURE_NAMES)},
-        categorical={},
-        lines=list(range(n)),
-    )
+    table = Table.generated(f"generated data (noise std {noise:.3f})", FEATURE_NAMES, features)
     encoder = TabularEncoder(FEATURE_NAMES, [])
     data = tabular_task_data(cfg, table, target, encoder, "regression", [], saved)
     data.reference = {"noise_std": noise, "best_r2": best_possible_r2(noise)}
