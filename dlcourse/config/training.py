@@ -17,19 +17,22 @@ ScheduleName = Literal["none", "step", "cosine", "plateau", "onecycle"]
 # Each optimizer's update of a weight W with gradient dW, as `config show` prints it next to
 # optim.name (dlcourse/train/optimizers.py computes exactly these). Weight decay, when set, is
 # added to the gradient first (dW + weight_decay W), except in adamw.
+ADAM = (
+    "m = beta1 m + (1 - beta1) dW; v = beta2 v + (1 - beta2) dW^2; bias-corrected "
+    "m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t) at step t; "
+    "W = W - lr m_hat / (sqrt(v_hat) + eps)"
+)
 OPTIMIZER_FORMULAS: dict[str, JsonValue] = {
     "sgd": "W = W - lr dW",
-    "momentum": "the lectures' momentum: V = beta V + (1 - beta) dW; W = W - lr V "
-    "(V starts at 0; beta: optim.momentum)",
-    "sgd_momentum": "PyTorch's momentum (torch.optim.SGD): V = beta V + dW; W = W - lr V, "
-    "the steps of momentum with lr / (1 - beta)",
-    "nesterov": "PyTorch's Nesterov momentum: V = beta V + dW; W = W - lr (dW + beta V)",
+    "momentum": "V = beta V + (1 - beta) dW; W = W - lr V: the lectures' average of the "
+    "gradients (V starts at 0; beta: optim.momentum)",
+    "sgd_momentum": "V = beta V + dW; W = W - lr V: PyTorch's form (torch.optim.SGD), the "
+    "steps of momentum with lr / (1 - beta)",
+    "nesterov": "V = beta V + dW; W = W - lr (dW + beta V): PyTorch's form",
     "rmsprop": "S = alpha S + (1 - alpha) dW^2; W = W - lr dW / (sqrt(S) + eps); with "
     "optim.momentum > 0: V = momentum V + dW / (sqrt(S) + eps); W = W - lr V",
-    "adam": "m = beta1 m + (1 - beta1) dW; v = beta2 v + (1 - beta2) dW^2; bias-corrected "
-    "m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t) at step t; "
-    "W = W - lr m_hat / (sqrt(v_hat) + eps)",
-    "adamw": "W = W - lr weight_decay W (decoupled weight decay), then adam's step",
+    "adam": ADAM,
+    "adamw": "W = W - lr weight_decay W (decoupled weight decay), then adam's update: " + ADAM,
     "adagrad": "G = G + dW^2; W = W - lr dW / (sqrt(G) + eps)",
     "adadelta": "S = rho S + (1 - rho) dW^2; delta = sqrt(D + eps) / sqrt(S + eps) dW; "
     "D = rho D + (1 - rho) delta^2; W = W - lr delta",
@@ -41,7 +44,7 @@ SCHEDULE_FORMULAS: dict[str, JsonValue] = {
     "cosine": "lr_t = min_lr + (lr - min_lr) (1 + cos(pi t / T)) / 2, T = train.epochs",
     "plateau": "lr = max(gamma lr, min_lr) after more than `patience` epochs in which the dev "
     "metric did not improve on its best by 1e-4 of it",
-    "onecycle": "per step: from lr/25 up to lr along half a cosine over the first pct_start of "
+    "onecycle": "per step, from lr/25 up to lr along half a cosine over the first pct_start of "
     "the steps, then down to lr/25e4 (momentum and beta1 stay as set)",
 }
 

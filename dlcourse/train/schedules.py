@@ -10,7 +10,7 @@ since. tests/test_optim.py checks every sequence against torch.optim.lr_schedule
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 from dlcourse.train.optimizers import Optimizer
 
@@ -20,7 +20,17 @@ def cosine_anneal(start: float, end: float, fraction: float) -> float:
     return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1)
 
 
-class Scheduler:
+class Scheduler(Protocol):
+    """What the trainer calls: once per epoch (or batch), and to save and resume."""
+
+    def step(self, value: float | None = None) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class ClosedForm:
     """A learning rate that is a function of t, the number of `step()` calls so far."""
 
     def __init__(self, optimizer: Optimizer) -> None:
@@ -47,7 +57,7 @@ class Scheduler:
         self.t = t
 
 
-class StepDecay(Scheduler):
+class StepDecay(ClosedForm):
     """step: lr_t = lr gamma^floor(t / step_size) (torch's StepLR)."""
 
     def __init__(self, optimizer: Optimizer, lr: float, step_size: int, gamma: float) -> None:
@@ -58,7 +68,7 @@ class StepDecay(Scheduler):
         return self.base * self.gamma ** (t // self.step_size)
 
 
-class Cosine(Scheduler):
+class Cosine(ClosedForm):
     """cosine: lr_t = min_lr + (lr - min_lr) (1 + cos(pi t / T)) / 2, from lr at t = 0 to
     min_lr at t = T (torch's CosineAnnealingLR)."""
 
@@ -70,7 +80,7 @@ class Cosine(Scheduler):
         return cosine_anneal(self.base, self.min_lr, t / self.total)
 
 
-class OneCycle(Scheduler):
+class OneCycle(ClosedForm):
     """onecycle: from lr/25 up to lr along half a cosine until step pct_start * total - 1,
     then down to lr/25e4 at the last step (torch's OneCycleLR, for the learning rate only:
     the optimizer's momentum or beta1 stays as configured)."""
@@ -91,7 +101,7 @@ class OneCycle(Scheduler):
 THRESHOLD = 1e-4  # an epoch improves when it beats the best by more than this fraction of it
 
 
-class Plateau(Scheduler):
+class Plateau:
     """plateau: lr = max(gamma lr, min_lr) when the dev value has not improved for more than
     `patience` epochs (torch's ReduceLROnPlateau, mode "max" for a metric where higher is
     better, else "min"; improving means by more than 1e-4 of the best)."""
