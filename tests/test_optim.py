@@ -403,6 +403,11 @@ def test_a_state_that_does_not_fit_is_refused_and_changes_nothing() -> None:
     wrong["state"][0]["step"] = -1
     with pytest.raises(ValueError, match="step count of parameter 0 is -1"):
         adam.load_state_dict(wrong)
+    theirs = parameters()
+    reference = torch.optim.Adam(theirs)  # a last.pt from before dlcourse had its optimizers
+    train(reference, theirs, range(3), None)
+    with pytest.raises(ValueError, match="optimizer state is torch.optim's"):
+        adam.load_state_dict(saved_and_loaded(reference.state_dict()))
     after = adam.state_dict()
     for i in before["state"]:
         assert before["state"][i]["step"] == after["state"][i]["step"]

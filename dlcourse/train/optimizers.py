@@ -234,6 +234,11 @@ def checked_state(
     if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
         raise ValueError("the optimizer state has no 'state' dict")
     saved_groups = saved.get("param_groups")
+    if isinstance(saved_groups, list) and any("params" in group for group in saved_groups):
+        raise ValueError(
+            "its optimizer state is torch.optim's, from a dlcourse before its own optimizers; "
+            "train a new run"
+        )
     if (
         not isinstance(saved_groups, list)
         or len(saved_groups) != 1
