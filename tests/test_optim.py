@@ -191,7 +191,7 @@ def scalar_steps(name: str, lr: float, steps: int) -> list[float]:
         (2 * w).sum().backward()
         optimizer.step()
         w.grad = None
-        values.append(float(w))
+        values.append(float(w.detach()))
     return values
 
 
