@@ -69,7 +69,7 @@ main()
 
 # The same moment for a hand-written script: read the IDX files, make the model and the
 # optimizer, take the first batch. torch.optim imports torch._dynamo on first use (~1.2 s here),
-# which every training loop pays before its first step.
+# which a hand-written loop pays before its first step and dlcourse (its own optimizers) does not.
 FIRST_BATCH_BY_HAND = """
 import sys, time
 from pathlib import Path
@@ -147,7 +147,6 @@ def main() -> None:
     w2 = median_of(1 if quick else 5, {
         "hand-written loop": lambda: workloads.w2_reference(w2_data),
         "dlcourse": fit(workloads.w2_config()),
-        "dlcourse fused_adam": fit(workloads.w2_config(fused_adam=True)),
     })  # fmt: skip
     add_rows(table, f"W2 churn MLP 12-6-6-1, {workloads.W2_EPOCHS} epochs", w2)
 

@@ -50,13 +50,13 @@ def w1_config(insight: bool) -> Config:
     })  # fmt: skip
 
 
-def w2_config(fused_adam: bool = False) -> Config:
+def w2_config() -> Config:
     return validate_config({
         "name": "w2", "task": "churn", "seed": 0,
         "data": {"split": {"train": 0.8, "dev": 0.1, "test": 0.1}},
         "model": {"hidden": [6, 6], "activation": "relu"},
         "optim": {"name": "adam", "lr": 0.001},
-        "train": {"epochs": W2_EPOCHS, "batch_size": 10, "fused_adam": fused_adam},
+        "train": {"epochs": W2_EPOCHS, "batch_size": 10},
         "logging": {"insight": False, "progress": False},
     })  # fmt: skip
 

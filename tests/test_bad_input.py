@@ -49,7 +49,7 @@ BAD_CONFIGS = [
     ("task: cifar\n", [], "task (line 1): Input should be 'mnist', 'churn', 'transactions', 'csv' or 'playground'"),
     ("task: churn\nmodel: {activation: swish}\n", [], "model.activation (line 2)"),
     ("task: churn\noptim: {name: lbfgs}\n", [], "optim.name (line 2)"),
-    ("task: churn\noptim: {name: sgd, momentum: 0.9}\n", [], "optim.momentum (line 2): only used with optim.name: momentum, nesterov, rmsprop (this config has optim.name: sgd)"),
+    ("task: churn\noptim: {name: sgd, momentum: 0.9}\n", [], "optim.momentum (line 2): only used with optim.name: momentum, sgd_momentum, nesterov, rmsprop (this config has optim.name: sgd)"),
     ("task: churn\noptim: {betas: [0.9, 1.0]}\n", [], "optim.betas (line 2)"),
     ("task: churn\nmodel: {hidden: [16, 0]}\n", [], "model.hidden (line 2)"),
     ("task: churn\nmodel: {conv: [{channels: 8}]}\n", [], "model.conv (line 2): only used with task: mnist (this config has task: churn)"),

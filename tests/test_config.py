@@ -112,8 +112,8 @@ def test_every_problem_is_listed_with_key_and_line(tmp_path: Path) -> None:
         ),
         (
             "task: churn\noptim: {name: sgd, momentum: 0.9}\n",
-            "optim.momentum (line 2): only used with optim.name: momentum, nesterov, rmsprop "
-            "(this config has optim.name: sgd)",
+            "optim.momentum (line 2): only used with optim.name: momentum, sgd_momentum, "
+            "nesterov, rmsprop (this config has optim.name: sgd)",
         ),
         (
             "task: mnist\ndata: {n_samples: 100}\n",

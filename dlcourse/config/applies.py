@@ -28,8 +28,8 @@ OPTIONS: dict[str, Applies] = {
     "model.init_std": Applies("model.init", ("normal",)),
     "optim.momentum": Applies(
         "optim.name",
-        ("momentum", "nesterov", "rmsprop"),
-        defaults={"momentum": 0.9, "nesterov": 0.9, "rmsprop": 0.0},
+        ("momentum", "sgd_momentum", "nesterov", "rmsprop"),
+        defaults={"momentum": 0.9, "sgd_momentum": 0.9, "nesterov": 0.9, "rmsprop": 0.0},
     ),
     "optim.betas": Applies("optim.name", ("adam", "adamw")),
     "optim.alpha": Applies("optim.name", ("rmsprop",)),

@@ -77,6 +77,10 @@ def _describe_model(
         if key in skip:
             continue
         value, comment = getattr(model, name), field.description or ""
+        extra = field.json_schema_extra
+        choices = extra.get("choices") if isinstance(extra, dict) else None
+        if isinstance(choices, dict) and value in choices:  # what this choice does
+            comment = f"{value}: {choices[value]}"
         if isinstance(value, BaseModel):
             lines.append((f"{first_prefix}{name}:", comment))
             _describe_model(value, indent + "  ", lines, skip, f"{key}.")

@@ -4,18 +4,57 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, JsonValue, field_validator
 
 from dlcourse.config.base import BIG, Section
 
 OptimizerName = Literal[
-    "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad", "adadelta"
-]
+    "sgd", "momentum", "sgd_momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad",
+    "adadelta",
+]  # fmt: skip
 ScheduleName = Literal["none", "step", "cosine", "plateau", "onecycle"]
+
+# Each optimizer's update of a weight W with gradient dW, as `config show` prints it next to
+# optim.name (dlcourse/train/optimizers.py computes exactly these). Weight decay, when set, is
+# added to the gradient first (dW + weight_decay W), except in adamw.
+ADAM = (
+    "m = beta1 m + (1 - beta1) dW; v = beta2 v + (1 - beta2) dW^2; bias-corrected "
+    "m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t) at step t; "
+    "W = W - lr m_hat / (sqrt(v_hat) + eps)"
+)
+OPTIMIZER_FORMULAS: dict[str, JsonValue] = {
+    "sgd": "W = W - lr dW",
+    "momentum": "V = beta V + (1 - beta) dW; W = W - lr V: the lectures' average of the "
+    "gradients (V starts at 0; beta: optim.momentum)",
+    "sgd_momentum": "V = beta V + dW; W = W - lr V: PyTorch's form (torch.optim.SGD), the "
+    "steps of momentum with lr / (1 - beta)",
+    "nesterov": "V = beta V + dW; W = W - lr (dW + beta V): PyTorch's form",
+    "rmsprop": "S = alpha S + (1 - alpha) dW^2; W = W - lr dW / (sqrt(S) + eps); with "
+    "optim.momentum > 0: V = momentum V + dW / (sqrt(S) + eps); W = W - lr V",
+    "adam": ADAM,
+    "adamw": "W = W - lr weight_decay W (decoupled weight decay), then adam's update: " + ADAM,
+    "adagrad": "G = G + dW^2; W = W - lr dW / (sqrt(G) + eps)",
+    "adadelta": "S = rho S + (1 - rho) dW^2; delta = sqrt(D + eps) / sqrt(S + eps) dW; "
+    "D = rho D + (1 - rho) delta^2; W = W - lr delta",
+}
+# Each schedule's learning rate after t epochs (t steps for onecycle), for `config show`.
+SCHEDULE_FORMULAS: dict[str, JsonValue] = {
+    "none": "lr_t = lr",
+    "step": "lr_t = lr gamma^floor(t / step_size)",
+    "cosine": "lr_t = min_lr + (lr - min_lr) (1 + cos(pi t / T)) / 2, T = train.epochs",
+    "plateau": "lr = max(gamma lr, min_lr) after more than `patience` epochs in which the dev "
+    "metric did not improve on its best by 1e-4 of it",
+    "onecycle": "per step, from lr/25 up to lr along half a cosine over the first pct_start of "
+    "the steps, then down to lr/25e4 (momentum and beta1 stay as set)",
+}
 
 
 class Schedule(Section):
-    name: ScheduleName = Field("none", description="learning-rate schedule")
+    name: ScheduleName = Field(
+        "none",
+        description="learning-rate schedule: none, step, cosine, plateau, onecycle",
+        json_schema_extra={"choices": SCHEDULE_FORMULAS},
+    )
     step_size: int = Field(10, ge=1, description="step: epochs between decays")
     gamma: float = Field(0.1, gt=0, lt=1, description="step/plateau: factor applied to the lr")
     patience: int = Field(3, ge=0, description="plateau: epochs without dev improvement")
@@ -26,24 +65,36 @@ class Schedule(Section):
 
 
 class Optim(Section):
-    name: OptimizerName = Field("adam", description="the optimizer")
+    name: OptimizerName = Field(
+        "adam",
+        description="the optimizer: " + ", ".join(OPTIMIZER_FORMULAS),
+        json_schema_extra={"choices": OPTIMIZER_FORMULAS},
+    )
     lr: float = Field(1e-3, gt=0, le=BIG, description="learning rate")
     momentum: float | None = Field(
-        None, ge=0, lt=1, description="momentum/nesterov (default 0.9), rmsprop (default 0): beta"
+        None,
+        ge=0,
+        lt=1,
+        description="beta of momentum, sgd_momentum, nesterov (default 0.9); rmsprop's "
+        "momentum (default 0)",
     )
     betas: tuple[float, float] = Field(
-        (0.9, 0.999), description="adam/adamw: decay of the first and second moment estimates"
+        (0.9, 0.999), description="adam/adamw: beta1, beta2, the decays of m and v"
     )
-    alpha: float = Field(0.99, gt=0, lt=1, description="rmsprop: decay of the squared gradients")
-    rho: float = Field(0.9, gt=0, lt=1, description="adadelta: decay of the running averages")
+    alpha: float = Field(0.99, gt=0, lt=1, description="rmsprop: decay of S, the squared gradients")
+    rho: float = Field(0.9, gt=0, lt=1, description="adadelta: decay of S and D")
     eps: float | None = Field(
         None,
         gt=0,
         le=1,
-        description="term added to denominators for stability (default: the optimizer's)",
+        description="term added to denominators for stability (default: 1e-8; adagrad 1e-10, "
+        "adadelta 1e-6)",
     )
     weight_decay: float = Field(
-        0.0, ge=0, le=BIG, description="decoupled (adamw) or coupled weight decay of the optimizer"
+        0.0,
+        ge=0,
+        le=BIG,
+        description="coupled (dW + weight_decay W) or, for adamw, decoupled weight decay",
     )
     schedule: Schedule = Field(default_factory=Schedule, description="learning-rate schedule")
 
@@ -87,11 +138,6 @@ class Train(Section):
     )
     pos_weight: float | None = Field(
         None, gt=0, le=BIG, description="churn: weight of the positive class in the loss"
-    )
-    fused_adam: bool = Field(
-        False,
-        description="adam/adamw: call the fused update kernel directly, skipping torch.optim's "
-        "per-step bookkeeping (same numbers, faster on small models)",
     )
     threads: int | None = Field(
         None, ge=1, le=256, description="CPU threads for torch (default: all cores)"

@@ -1,51 +1,64 @@
-"""Optimizers and learning-rate schedules by the names a config uses."""
+"""Optimizers and learning-rate schedules by the names a config uses.
+
+The update rules are in optimizers.py and the schedules in schedules.py; this module maps the
+config's names and options to them. The options each optimizer reads are listed in
+dlcourse/config/applies.py (a key set for an optimizer that does not read it is an error).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
-import torch
 from torch import nn
 
 from dlcourse.config import Config, Optim, Schedule
 from dlcourse.errors import UserError
+from dlcourse.train import optimizers as rules
+from dlcourse.train.optimizers import Optimizer
+from dlcourse.train.schedules import Cosine, OneCycle, Plateau, Scheduler, StepDecay
 
-Options = Callable[[Optim], dict[str, Any]]
 
-# Each optimizer of the course, with the config options it reads (config.OPTIMIZER_OPTIONS).
-OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], Options]] = {
-    "sgd": (torch.optim.SGD, lambda o: {}),
-    "momentum": (torch.optim.SGD, lambda o: {"momentum": o.momentum}),
-    "nesterov": (torch.optim.SGD, lambda o: {"momentum": o.momentum, "nesterov": True}),
-    "rmsprop": (
-        torch.optim.RMSprop,
-        lambda o: {"alpha": o.alpha, "momentum": o.momentum},
+class Recipe(NamedTuple):
+    rule: rules.Rule  # the update
+    slots: tuple[str, ...]  # the state it keeps per parameter
+    options: Callable[[Optim], dict[str, Any]]  # its hyperparameters besides lr, weight_decay
+
+
+def eps(cfg: Optim, default: float) -> dict[str, float]:
+    """The config's eps, or the optimizer's own default (torch.optim's)."""
+    return {"eps": default if cfg.eps is None else cfg.eps}
+
+
+OPTIMIZERS: dict[str, Recipe] = {
+    "sgd": Recipe(rules.sgd, (), lambda o: {}),
+    "momentum": Recipe(rules.momentum, ("velocity",), lambda o: {"beta": o.momentum}),
+    "sgd_momentum": Recipe(rules.sgd_momentum, ("velocity",), lambda o: {"beta": o.momentum}),
+    "nesterov": Recipe(rules.nesterov, ("velocity",), lambda o: {"beta": o.momentum}),
+    # The velocity stays zero (and unused) when rmsprop's momentum is 0.
+    "rmsprop": Recipe(
+        rules.rmsprop,
+        ("square_avg", "velocity"),
+        lambda o: {"alpha": o.alpha, "momentum": o.momentum, **eps(o, 1e-8)},
     ),
-    "adam": (torch.optim.Adam, lambda o: {"betas": o.betas}),
-    "adamw": (torch.optim.AdamW, lambda o: {"betas": o.betas}),
-    "adagrad": (torch.optim.Adagrad, lambda o: {}),
-    "adadelta": (torch.optim.Adadelta, lambda o: {"rho": o.rho}),
+    "adam": Recipe(rules.adam, ("m", "v"), lambda o: {"betas": o.betas, **eps(o, 1e-8)}),
+    "adamw": Recipe(rules.adamw, ("m", "v"), lambda o: {"betas": o.betas, **eps(o, 1e-8)}),
+    "adagrad": Recipe(rules.adagrad, ("sum_sq",), lambda o: eps(o, 1e-10)),
+    "adadelta": Recipe(
+        rules.adadelta, ("square_avg", "delta_avg"), lambda o: {"rho": o.rho, **eps(o, 1e-6)}
+    ),
 }
 
 
-def build_optimizer(cfg: Optim, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg: Optim, model: nn.Module) -> Optimizer:
+    """The config's optimizer over the model's parameters."""
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {cfg.name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    optimizer, options = OPTIMIZERS[cfg.name]
-    kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, **options(cfg)}
-    if cfg.eps is not None:  # else each optimizer's own default (1e-8, 1e-6, 1e-10)
-        kwargs["eps"] = cfg.eps
-    params = list(model.parameters())
-    if optimizer in FUSED and {p.device.type for p in params} <= {"cpu", "cuda"}:
-        kwargs["fused"] = True
-    return optimizer(params, **kwargs)
-
-
-# Optimizers with a fused kernel (one update for all parameters) on CPU and CUDA: on the
-# churn MLP it makes Adam's step 0.15 ms instead of 0.37 ms, with the same arithmetic.
-FUSED = {torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad}
+    rule, slots, options = OPTIMIZERS[cfg.name]
+    return Optimizer(
+        model.parameters(), rule, slots, lr=cfg.lr, **options(cfg), weight_decay=cfg.weight_decay
+    )
 
 
 # Schedules that step after every batch; the others step once per epoch.
@@ -64,39 +77,37 @@ def check_schedule(cfg: Config, n_train: int) -> None:
         )
 
 
-def _one_cycle(
-    cfg: Schedule, optimizer: torch.optim.Optimizer, epochs: int, steps: int, lr: float
-) -> Any:
+def _one_cycle(c: Schedule, opt: Optimizer, epochs: int, steps: int, lr: float,
+               maximize: bool) -> OneCycle:  # fmt: skip
     total = epochs * steps
-    # Each phase needs two steps or more: OneCycleLR divides by a phase's length - 1.
-    warmup = min(max(cfg.pct_start, 2 / total), 1 - 2 / total)
-    return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=warmup)
+    # Each phase needs two steps or more: a phase's fraction divides by its length - 1.
+    warmup = min(max(c.pct_start, 2 / total), 1 - 2 / total)
+    return OneCycle(opt, lr, total, warmup)
 
 
-sched = torch.optim.lr_scheduler
-SchedulerBuilder = Callable[[Schedule, torch.optim.Optimizer, int, int, float], Any]
-# name -> (schedule, optimizer, epochs, steps per epoch, lr) -> torch scheduler; None: constant lr
+SchedulerBuilder = Callable[[Schedule, Optimizer, int, int, float, bool], Scheduler]
+# name -> (schedule, optimizer, epochs, steps per epoch, lr, maximize) -> schedule;
+# None: a constant learning rate
 SCHEDULES: dict[str, SchedulerBuilder | None] = {
     "none": None,
-    "step": lambda c, opt, epochs, steps, lr: sched.StepLR(
-        opt, step_size=c.step_size, gamma=c.gamma
-    ),
-    "cosine": lambda c, opt, epochs, steps, lr: sched.CosineAnnealingLR(
-        opt, T_max=epochs, eta_min=c.min_lr
-    ),
-    # Mode "min": the trainer passes a value where lower is better (EarlyStopping.score).
-    "plateau": lambda c, opt, epochs, steps, lr: sched.ReduceLROnPlateau(
-        opt, factor=c.gamma, patience=c.patience, min_lr=c.min_lr
+    "step": lambda c, opt, epochs, steps, lr, maximize: StepDecay(opt, lr, c.step_size, c.gamma),
+    "cosine": lambda c, opt, epochs, steps, lr, maximize: Cosine(opt, lr, epochs, c.min_lr),
+    # maximize: whether higher is better for the dev metric the plateau watches
+    "plateau": lambda c, opt, epochs, steps, lr, maximize: Plateau(
+        opt, c.gamma, c.patience, c.min_lr, maximize
     ),
     "onecycle": _one_cycle,
 }
 
 
 def build_scheduler(
-    cfg: Schedule, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int, lr: float
-) -> Any:
-    """The torch scheduler of the config, or None for a constant learning rate."""
+    cfg: Schedule, optimizer: Optimizer, epochs: int, steps_per_epoch: int, lr: float,
+    maximize: bool = False,
+) -> Scheduler | None:  # fmt: skip
+    """The config's schedule, or None for a constant learning rate. `maximize`: whether
+    higher is better for the dev metric a plateau schedule watches."""
     if cfg.name not in SCHEDULES:
         raise ValueError(f"unknown schedule {cfg.name!r}; choose one of {', '.join(SCHEDULES)}")
     builder = SCHEDULES[cfg.name]
-    return None if builder is None else builder(cfg, optimizer, epochs, steps_per_epoch, lr)
+    return None if builder is None else builder(cfg, optimizer, epochs, steps_per_epoch, lr,
+                                                maximize)  # fmt: skip

@@ -149,8 +149,12 @@ def state_mismatch(
     optimizer_state = state.optimizer.get("state", {})
     for index, parameter in enumerate(parameters):
         for name, value in (optimizer_state.get(index) or {}).items():
-            shape = value.shape if isinstance(value, torch.Tensor) else None
-            if shape and shape != parameter.shape:  # 0-d step counters are not shaped
+            # each slot (velocity, m, v, ...) is shaped like its parameter, unlike step counts
+            if (
+                name != "step"
+                and isinstance(value, torch.Tensor)
+                and value.shape != parameter.shape
+            ):
                 return f"optimizer state {name} of parameter {index} has the wrong shape"
     n, steps, outputs, batch_size = progress_shapes
     progress = state.progress

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ from dlcourse.train.callbacks import Callback
 from dlcourse.train.checkpoint import save_checkpoint
 from dlcourse.train.early_stopping import EarlyStopping
 from dlcourse.train.evaluate import evaluate, final_metrics
-from dlcourse.train.fused_adam import fused_adam_step
 from dlcourse.train.metrics import compute_metrics, loss_function
 from dlcourse.train.optim import PER_BATCH, build_optimizer, build_scheduler
 from dlcourse.train.progress import EpochProgress, epoch_order, ordered_split
@@ -62,15 +61,15 @@ class Trainer:
         size = cfg.train.batch_size
         self.batch_size = self.n_train if size == "full" else min(int(size), self.n_train)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
-        self.optimizer = build_optimizer(cfg.optim, model)
-        self.scheduler = build_scheduler(
-            cfg.optim.schedule, self.optimizer, cfg.train.epochs, self.steps_per_epoch, cfg.optim.lr
-        )
-        self.optimizer_step: Callable[[], None] = self.optimizer.step  # as the scheduler wraps it
-        # Schedules that move the learning rate every step (onecycle), else None.
-        self.batch_scheduler = self.scheduler if cfg.optim.schedule.name in PER_BATCH else None
         stopping = cfg.train.early_stopping
         self.stopper = EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
+        self.optimizer = build_optimizer(cfg.optim, model)
+        self.scheduler = build_scheduler(
+            cfg.optim.schedule, self.optimizer, cfg.train.epochs, self.steps_per_epoch,
+            cfg.optim.lr, maximize=self.stopper.maximize,
+        )  # fmt: skip
+        # Schedules that move the learning rate every step (onecycle), else None.
+        self.batch_scheduler = self.scheduler if cfg.optim.schedule.name in PER_BATCH else None
         self.parameters = list(model.parameters())
         self.weights = weight_parameters(model)
         self.regularized = bool((cfg.regularization.l1 or cfg.regularization.l2) and self.weights)
@@ -97,8 +96,6 @@ class Trainer:
         is to last.pt and raises InterruptedRun; a NaN or infinite loss raises DivergedError.
         Either way the summary is written first.
         """
-        if self.cfg.train.fused_adam:  # after any load_state_dict: it replaces state tensors
-            self.optimizer_step = fused_adam_step(self.optimizer) or self.optimizer.step
         for callback in self.callbacks:
             callback.on_fit_start(self)
         self.in_epochs = True
@@ -203,7 +200,7 @@ class Trainer:
         if last:
             for callback in self.callbacks:
                 callback.on_before_step(self)
-        self.optimizer_step()
+        self.optimizer.step()
         for parameter in self.parameters:  # zero_grad(set_to_none=True), without its overhead
             parameter.grad = None
         if self.batch_scheduler is not None:
@@ -268,7 +265,7 @@ class Trainer:
         if name == "plateau":
             value = (dev or {}).get(self.stopper.monitor)
             if value is not None:
-                self.scheduler.step(self.stopper.score(value))
+                self.scheduler.step(value)
         else:
             self.scheduler.step()
 
