@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from dlcourse.config import Config, config_diff, flat_config, validate_config
+from dlcourse.config import Config, config_diff, flat_config, stored_config
 from dlcourse.data import TaskData, load_task_data
 from dlcourse.errors import UserError
 from dlcourse.models import build_model
@@ -87,7 +87,7 @@ def restore(
     """The model of a loaded checkpoint record, after checking it field by field and against
     config.yaml (`edited`; None: there is none to check against)."""
     record = checked(ModelCheckpoint, raw, file)
-    cfg = validate_config(record.config, f"{file} (the config stored in it)")
+    cfg = stored_config(dict(record.config), f"{file} (the config stored in it)")
     if edited is None:
         edited = cfg
     changed = [key for key in config_diff(cfg, edited) if key.startswith(MODEL_DEFINING)]

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import torch
 
-from dlcourse.config import Config, validate_config
+from dlcourse.config import Config, stored_config
 from dlcourse.config.source import read_config_file
 from dlcourse.errors import UserError
 from dlcourse.fileio import read_bounded, write_atomic, write_json_atomic, write_text_atomic
@@ -69,7 +69,7 @@ class RunFolder:
         if not self.config.is_file():
             raise UserError(f"{self.path}: not a run folder (it has no config.yaml)")
         data, lines = read_config_file(self.config)
-        return validate_config(data, str(self.config), lines=lines)
+        return stored_config(data, str(self.config), lines=lines)
 
     def write_splits(self, rows: dict[str, torch.Tensor]) -> None:
         write_atomic(self.splits, lambda file: torch.save(rows, file))

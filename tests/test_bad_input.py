@@ -629,3 +629,19 @@ def test_a_second_process_on_a_training_run_folder_is_refused(tmp_path: Path) ->
     assert training.wait(timeout=300) == 130
     rows = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows == list(range(1, len(rows) + 1))  # each epoch once: no second writer
+
+
+def test_a_run_folder_of_an_older_dlcourse_still_opens(finished_run: Path, tmp_path: Path) -> None:
+    """Older versions stored train.compile (later train.fused_adam): retired keys, dropped."""
+    import yaml
+
+    run = copy_run(finished_run, tmp_path)
+    data = yaml.safe_load((run / "config.yaml").read_text())
+    data["train"]["compile"] = False
+    (run / "config.yaml").write_text(yaml.safe_dump(data))
+    best = run / "checkpoints" / "best.pt"
+    checkpoint = torch.load(best, weights_only=True)
+    checkpoint["config"]["train"]["fused_adam"] = False
+    torch.save(checkpoint, best)
+    result = runner.invoke(app, ["evaluate", str(run), "--json"])
+    assert result.exit_code == 0, result.output

@@ -35,7 +35,8 @@ from dlcourse.errors import ConfigError
 __all__ = [
     "Augment", "Config", "ConfigError", "ConvBlock", "Data", "Model", "Optim", "Schedule",
     "Split", "Train", "apply_overrides", "config_data", "config_diff", "describe_config",
-    "dump_config", "flat_config", "load_config", "parse_config", "validate_config",
+    "dump_config", "flat_config", "load_config", "parse_config", "stored_config",
+    "validate_config",
 ]  # fmt: skip
 
 
@@ -45,6 +46,22 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     data, lines = read_config_file(path)
     overridden = apply_overrides(data, overrides, str(path))
     return validate_config(data, str(path), lines=lines, overridden=overridden)
+
+
+# Keys older versions of dlcourse wrote into run folders, which no longer mean anything (the
+# optimizers are dlcourse's own and always take their fast path): a stored config that still
+# has them opens, without them.
+RETIRED_KEYS = ("train.compile", "train.fused_adam")
+
+
+def stored_config(data: dict[str, Any], source: str, lines: Lines | None = None) -> Config:
+    """A config a run folder or checkpoint stored, validated (retired keys dropped)."""
+    data = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
+    for key in RETIRED_KEYS:
+        section, name = key.split(".")
+        if isinstance(data.get(section), dict):
+            data[section].pop(name, None)
+    return validate_config(data, source, lines=lines)
 
 
 def validate_config(
