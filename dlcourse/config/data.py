@@ -51,3 +51,8 @@ class Data(Section):
         None, ge=0, le=BIG, description="generated data: std of the noise (default by task)"
     )
     augment: Augment | None = Field(None, description="mnist: data augmentation of training images")
+    normalize: bool = Field(
+        True,
+        description="standardize the inputs with training-split statistics (false: raw features; "
+        "mnist: pixels / 255)",
+    )

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from dlcourse.config.base import BIG, Section
 
 OptimizerName = Literal[
-    "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad", "adadelta"
+    "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad", "adadelta", "perceptron"
 ]
 ScheduleName = Literal["none", "step", "cosine", "plateau", "onecycle"]
 
@@ -26,7 +26,9 @@ class Schedule(Section):
 
 
 class Optim(Section):
-    name: OptimizerName = Field("adam", description="the optimizer")
+    name: OptimizerName = Field(
+        "adam", description="the optimizer (perceptron: the perceptron rule, for model.activation: step)"
+    )
     lr: float = Field(1e-3, gt=0, le=BIG, description="learning rate")
     momentum: float | None = Field(
         None, ge=0, lt=1, description="momentum/nesterov (default 0.9), rmsprop (default 0): beta"

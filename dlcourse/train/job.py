@@ -29,6 +29,7 @@ from dlcourse.train.callbacks import Callback
 from dlcourse.train.console import ConsoleReporter, plural
 from dlcourse.train.optim import check_schedule
 from dlcourse.train.records import Summary
+from dlcourse.train.symmetry import SymmetryWarning
 from dlcourse.train.trainer import Trainer
 
 
@@ -103,7 +104,7 @@ def train_in(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     reporter = ConsoleReporter(console, cfg.logging.progress)
-    trainer.callbacks += [reporter, *callbacks]
+    trainer.callbacks += [reporter, SymmetryWarning(console), *callbacks]
     writer = None
     try:
         if cfg.logging.tensorboard:

@@ -27,6 +27,7 @@ OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], Options]] = {
     "adamw": (torch.optim.AdamW, lambda o: {"betas": o.betas}),
     "adagrad": (torch.optim.Adagrad, lambda o: {}),
     "adadelta": (torch.optim.Adadelta, lambda o: {"rho": o.rho}),
+    "perceptron": (torch.optim.SGD, lambda o: {}),  # SGD on the perceptron criterion (metrics.py)
 }
 
 
