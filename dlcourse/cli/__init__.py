@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dlcourse.cli import configs, inspecting, training
+from dlcourse.cli import configs, inspecting, numbers, training
 from dlcourse.cli.common import DEBUG
 
 app = typer.Typer(
@@ -28,6 +28,9 @@ app.add_typer(config_app, name="config")
 
 app.command("train")(training.train)
 app.command("visualize-activations")(inspecting.visualize_activations)
+app.command("forward")(numbers.forward)
+app.command("weights")(numbers.weights)
+app.command("gradcheck")(numbers.gradcheck)
 config_app.command("validate")(configs.validate)
 config_app.command("show")(configs.show)
 
