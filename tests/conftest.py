@@ -14,7 +14,16 @@ import torch
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+# Every shipped config, in configs/ and its subfolders; weights files (*.weights.yaml, read by
+# `dlcourse forward --weights`) live beside the configs they belong to but are not configs.
+CONFIGS = sorted(
+    path for path in (REPO / "configs").glob("**/*.yaml") if not path.name.endswith(".weights.yaml")
+)
+
+
+def config_id(path: Path) -> str:
+    """A config's path under configs/, e.g. examples/backprop_worked.yaml."""
+    return path.relative_to(REPO / "configs").as_posix()
 
 
 def write_idx(path: Path, tensor: torch.Tensor) -> None:

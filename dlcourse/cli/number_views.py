@@ -151,7 +151,9 @@ def _output_table(step: LayerStep, prediction: Prediction, full: bool) -> Table:
     backward = step.grad_output is not None
     columns += ["dL/dz = dL/db", "dL/dW"] if backward else []
     for column in columns:
-        table.add_column(column, justify="left" if column in ("class", "unit", "dL/dW") else "right")
+        table.add_column(
+            column, justify="left" if column in ("class", "unit", "dL/dW") else "right"
+        )
     for j in range(len(step.output)):
         label = classes[j] if multiclass else str(j)
         if multiclass and classes[j] == prediction.predicted:
@@ -199,8 +201,8 @@ def print_weights(console: Console, result: WeightsResult, full: bool = False) -
     for tensor in result.tensors:
         shape = "x".join(str(s) for s in tensor.shape) or "scalar"
         console.print(
-            f"[bold]{tensor.name}[/bold] ({shape}): mean {num(tensor.mean)}, std {num(tensor.std)}, "
-            f"min {num(tensor.min)}, max {num(tensor.max)}",
+            f"[bold]{tensor.name}[/bold] ({shape}): mean {num(tensor.mean)}, "
+            f"std {num(tensor.std)}, min {num(tensor.min)}, max {num(tensor.max)}",
             highlight=False,
         )
         if len(tensor.shape) > 2 and not full:

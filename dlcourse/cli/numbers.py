@@ -37,15 +37,20 @@ def forward(
     input_: Annotated[
         list[str] | None,
         typer.Option(
-            "--input", "-i", metavar="VALUE",
+            "--input",
+            "-i",
+            metavar="VALUE",
             help="The example: NAME=VALUE per input (repeatable), a CSV row of the inputs, "
             "test=INDEX (or train=, dev=), or an image file.",
         ),
     ] = None,
     weights: Annotated[
         Path | None,
-        typer.Option(exists=True, dir_okay=False,
-                     help="Weights file (.yaml or .safetensors) to use instead of the run's."),
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Weights file (.yaml or .safetensors) to use instead of the run's.",
+        ),
     ] = None,
     target: Annotated[
         str | None, typer.Option(help="The true class or value: the loss is computed against it.")
@@ -80,10 +85,15 @@ def weights(
     layer: Annotated[str | None, typer.Option(help="Print only this layer (fc1, out...).")] = None,
     out: Annotated[
         Path | None,
-        typer.Option(dir_okay=False, help="Export to this new file (.yaml or .safetensors), the "
-                     "format `forward --weights` reads."),  # fmt: skip
+        typer.Option(
+            dir_okay=False,
+            help="Export to this new file (.yaml or .safetensors), the "
+            "format `forward --weights` reads.",
+        ),
     ] = None,
-    full: Annotated[bool, typer.Option("--full", help="Print every value of large tensors.")] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Print every value of large tensors.")
+    ] = False,
     checkpoint: CheckpointOption = Checkpoint.best,
     as_json: JsonOption = False,
 ) -> None:
@@ -105,9 +115,12 @@ def weights(
 def gradcheck(
     source: Annotated[
         Path,
-        typer.Argument(exists=True, metavar="CONFIG|RUN_DIR",
-                       help="A config (its seeded initialization) or a run folder (its weights)."),
-    ],  # fmt: skip
+        typer.Argument(
+            exists=True,
+            metavar="CONFIG|RUN_DIR",
+            help="A config (its seeded initialization) or a run folder (its weights).",
+        ),
+    ],
     set_: SetOption = None,
     batch: Annotated[int, typer.Option(min=1, max=256, help="Training examples in J.")] = 8,
     samples: Annotated[

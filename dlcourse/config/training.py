@@ -27,7 +27,8 @@ class Schedule(Section):
 
 class Optim(Section):
     name: OptimizerName = Field(
-        "adam", description="the optimizer (perceptron: the perceptron rule, for model.activation: step)"
+        "adam",
+        description="the optimizer (perceptron: the perceptron rule, for model.activation: step)",
     )
     lr: float = Field(1e-3, gt=0, le=BIG, description="learning rate")
     momentum: float | None = Field(

@@ -11,6 +11,7 @@ canvas, no window and no pyplot state) and is imported only here, when a picture
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +27,8 @@ class Labels:
     columns: list[str] | None = None  # unit, feature or class names; None: numbered
 
 
-def feature_map_figure(values: torch.Tensor, title: str, labels: Labels) -> torch.Tensor:
-    """(examples, channels, H, W) maps -> a (3, H', W') RGB picture in [0, 1]: a row per
+def feature_map_figure(values: torch.Tensor, title: str, labels: Labels) -> Any:
+    """(examples, channels, H, W) maps -> a matplotlib figure: a row per
     example and a column per channel, or the examples side by side when there is one channel."""
     from torchvision.utils import make_grid
 
@@ -65,8 +66,8 @@ def heat_map_figure(
     labels: Labels,
     probabilities: bool = False,
     xlabel: str = "unit",
-) -> torch.Tensor:
-    """(examples, units) values -> a (3, H, W) RGB heat map in [0, 1] with a colour bar.
+) -> Any:
+    """(examples, units) values -> a matplotlib figure of a heat map with a colour bar.
 
     Signed values: red positive, blue negative, white 0; probabilities: 0 to 1, one colour."""
     examples, units = values.shape
@@ -97,27 +98,30 @@ def _cells(values: torch.Tensor) -> list[tuple[tuple[int, int], float]]:
     return [((r, c), float(values[r, c])) for r in range(rows) for c in range(cols)]
 
 
-def _grey():  # type: ignore[no-untyped-def]
+def _grey() -> Any:
     from matplotlib import colormaps
 
-    cmap = colormaps["gray"].copy()
-    cmap.set_bad("white")  # the padding between maps
-    return cmap
+    return colormaps["gray"].with_extremes(bad="white")  # bad: the NaN padding between maps
 
 
-def _render(size: tuple[float, float], title: str, draw, label: str) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """Draw on a fresh off-screen figure; the RGB pixels (3, H, W) in [0, 1]."""
+def _render(size: tuple[float, float], title: str, draw: Any, label: str) -> Any:
+    """A fresh off-screen figure with what draw(ax) drew, a title and a colour bar."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=size, dpi=DPI, layout="constrained")
-    canvas = FigureCanvasAgg(figure)
+    FigureCanvasAgg(figure)  # attaches itself: the figure draws off screen
     ax = figure.add_subplot()
     image = draw(ax)
     ax.set_title(title, fontsize=9)
     bar = figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     bar.set_label(label, fontsize=8)
     bar.ax.tick_params(labelsize=7)
-    canvas.draw()
-    rgba = torch.from_numpy(np.asarray(canvas.buffer_rgba()).copy())  # (H, W, 4) uint8
+    return figure
+
+
+def figure_pixels(figure: Any) -> torch.Tensor:
+    """The RGB pixels (3, H, W) in [0, 1] of a figure, as written to a PNG."""
+    figure.canvas.draw()
+    rgba = torch.from_numpy(np.asarray(figure.canvas.buffer_rgba()).copy())  # (H, W, 4) uint8
     return rgba[..., :3].permute(2, 0, 1).float() / 255

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from dlcourse.data import TaskData
 from dlcourse.errors import UserError
-from dlcourse.insight.figures import Labels, feature_map_figure, heat_map_figure
+from dlcourse.insight.figures import Labels, feature_map_figure, figure_pixels, heat_map_figure
 from dlcourse.insight.probe import (
     LayerStats,
     activation_kind,
@@ -157,17 +157,17 @@ def probabilities(kind: str, logits: torch.Tensor) -> torch.Tensor:
 def picture(values: torch.Tensor, name: str, labels: Labels) -> torch.Tensor:
     """A (3, H, W) RGB picture in [0, 1] of a batch of layer outputs, with a colour bar."""
     if values.dim() == 4:  # (examples, channels, H, W): a row per example
-        return feature_map_figure(values, f"{name}: feature maps", labels)
+        return figure_pixels(feature_map_figure(values, f"{name}: feature maps", labels))
     flat = values.float().flatten(1)  # (examples, units)
-    return heat_map_figure(flat, f"{name}: {flat.shape[1]} units", labels)
+    return figure_pixels(heat_map_figure(flat, f"{name}: {flat.shape[1]} units", labels))
 
 
 def input_picture(x: torch.Tensor, labels: Labels) -> torch.Tensor:
     """The examples as the network sees them (preprocessed)."""
     title = "input: what the network sees"
     if x.dim() == 4:
-        return feature_map_figure(x, title, labels)
-    return heat_map_figure(x.float().flatten(1), title, labels, xlabel="feature")
+        return figure_pixels(feature_map_figure(x, title, labels))
+    return figure_pixels(heat_map_figure(x.float().flatten(1), title, labels, xlabel="feature"))
 
 
 def output_picture(logits: torch.Tensor, data: TaskData, rows: list[str]) -> torch.Tensor:
@@ -175,13 +175,11 @@ def output_picture(logits: torch.Tensor, data: TaskData, rows: list[str]) -> tor
     predicted class."""
     p = probabilities(data.kind, logits)
     predicted = p.argmax(1).tolist()
-    labelled = [
-        f"{row} -> {data.class_names[c]}" for row, c in zip(rows, predicted, strict=True)
-    ]
+    labelled = [f"{row} -> {data.class_names[c]}" for row, c in zip(rows, predicted, strict=True)]
     function = "sigmoid" if data.kind == "binary" else "softmax"
     title = f"out: {function} probabilities (example (true class) -> predicted class)"
     labels = Labels(labelled, data.class_names)
-    return heat_map_figure(p, title, labels, probabilities=True, xlabel="class")
+    return figure_pixels(heat_map_figure(p, title, labels, probabilities=True, xlabel="class"))
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:

@@ -25,8 +25,10 @@ from dlcourse.train.metrics import loss_function
 FORMULAS: dict[type[nn.Module], tuple[str, str]] = {
     nn.Linear: ("linear", "z = W a + b"),
     nn.Conv2d: ("conv", "z = W * a + b: each output map sums its kernels over the input maps"),
-    nn.BatchNorm2d: ("batch_norm", "y = gamma (z - mean) / sqrt(var + eps) + beta, with the "
-                     "running mean and var of training"),  # fmt: skip
+    nn.BatchNorm2d: (
+        "batch_norm",
+        "y = gamma (z - mean) / sqrt(var + eps) + beta, with the running mean and var of training",
+    ),
     nn.MaxPool2d: ("pool", "the largest value of each 2x2 window"),
     nn.AvgPool2d: ("pool", "the mean of each 2x2 window"),
     nn.Flatten: ("flatten", "the (channels, height, width) maps as one vector"),
@@ -206,9 +208,9 @@ def predict(opened: ModelSource, output: str, z: torch.Tensor) -> Prediction:
     scores = z[0].tolist()
     names = opened.class_names
     if output == "softmax":
-        p = torch.softmax(z[0].double(), 0).tolist()
-        best = max(range(len(p)), key=p.__getitem__)
-        return Prediction(output, scores, names[best], dict(zip(names, p, strict=True)))
+        softmax = [float(p) for p in torch.softmax(z[0].double(), 0).tolist()]
+        best = max(range(len(softmax)), key=softmax.__getitem__)
+        return Prediction(output, scores, names[best], dict(zip(names, softmax, strict=True)))
     if output == "sigmoid":
         p = float(torch.sigmoid(z[0, 0].double()))
         probabilities = {names[0]: 1 - p, names[1]: p}

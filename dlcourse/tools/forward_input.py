@@ -58,6 +58,9 @@ def read_example(inputs: list[str], source: ModelSource) -> Example:
         if len(inputs) == 1 and Path(inputs[0]).suffix.lower() in IMAGE_SUFFIXES:
             return _from_image(source, Path(inputs[0]))
         raise UserError(f"--input {inputs[0]!r}: expected {_expected(source)}")
+    if len(inputs) == 1 and Path(inputs[0]).suffix.lower() in IMAGE_SUFFIXES:
+        raise UserError(f"--input {inputs[0]}: an image, but this model reads a table's columns: "
+                        f"{_expected(source)}")  # fmt: skip
     if len(inputs) == 1 and "=" not in inputs[0]:
         return _from_row(source, inputs[0])
     return _from_table(source, _named_values(inputs, source))
@@ -93,7 +96,9 @@ def _named_values(inputs: list[str], source: ModelSource) -> dict[str, str]:
         given[name] = value.strip()
     missing = [name for name in columns if name not in given]
     if missing:
-        raise UserError(f"--input: missing {', '.join(missing)} (the model reads {', '.join(columns)})")
+        raise UserError(
+            f"--input: missing {', '.join(missing)} (the model reads {', '.join(columns)})"
+        )
     return given
 
 
@@ -195,10 +200,17 @@ def _from_image(source: ModelSource, path: Path) -> Example:
     notes = []
     height, width = source.input_shape[-2:]
     if tuple(image.shape) != (height, width):
-        notes.append(f"{path.name} is {image.shape[1]}x{image.shape[0]}: resized to {width}x{height}")
-        image = torch.nn.functional.interpolate(
-            image[None, None].float(), size=(height, width), mode="area"
-        )[0, 0].round().clamp(0, 255).to(torch.uint8)
+        notes.append(
+            f"{path.name} is {image.shape[1]}x{image.shape[0]}: resized to {width}x{height}"
+        )
+        image = (
+            torch.nn.functional.interpolate(
+                image[None, None].float(), size=(height, width), mode="area"
+            )[0, 0]
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+        )
     if float(image.float().mean()) > 127:
         notes.append(
             f"{path.name} is mostly light: MNIST digits are light strokes on a dark background, "

@@ -77,7 +77,7 @@ def gradient_check(
     notes = [f"float64, the first {len(y)} training examples, eps {eps:g}, pass below "
              f"{THRESHOLD:g}"]  # fmt: skip
     dropouts = [name for name, module in model.named_modules() if isinstance(module, nn.Dropout)]
-    for name, module in model.named_modules():
+    for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.eval()  # identity: the check compares one network with itself
     if dropouts:
@@ -123,7 +123,8 @@ def check_gradients(
         base = list(patterns)
         for name, parameter in model.named_parameters():
             flat, grad = parameter.view(-1), analytic[name].view(-1)
-            pairs, skipped = [], 0
+            pairs: list[tuple[float, float]] = []
+            skipped = 0
             for index in torch.randperm(flat.numel(), generator=generator).tolist():
                 if len(pairs) == samples or skipped == MAX_SKIPPED:
                     break
@@ -182,10 +183,14 @@ KINKS: dict[type[nn.Module], Callable[[nn.Module, torch.Tensor], torch.Tensor]] 
     nn.ReLU: lambda module, x: x > 0,
     nn.LeakyReLU: lambda module, x: x > 0,
     Step: lambda module, x: x > 0,
-    nn.MaxPool2d: lambda module, x: F.max_pool2d(
-        x, module.kernel_size, module.stride, return_indices=True  # type: ignore[arg-type]
-    )[1],
+    nn.MaxPool2d: lambda module, x: _pool_winners(module, x),
 }
+
+
+def _pool_winners(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Where the largest value of each window of a max pool is."""
+    assert isinstance(module, nn.MaxPool2d)
+    return F.max_pool2d(x, module.kernel_size, module.stride, return_indices=True)[1]
 
 
 @contextmanager

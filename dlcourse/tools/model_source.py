@@ -87,9 +87,7 @@ def open_source(
     )  # fmt: skip
 
 
-def _from_run(
-    path: Path, data_dir: Path, weights: Path | None, checkpoint: str
-) -> ModelSource:
+def _from_run(path: Path, data_dir: Path, weights: Path | None, checkpoint: str) -> ModelSource:
     opened = open_run(path, checkpoint)
     label = f"{path} ({checkpoint} checkpoint, epoch {opened.checkpoint.epoch})"
     if weights is not None:

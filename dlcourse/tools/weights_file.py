@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -67,9 +67,13 @@ def write_weights(model: nn.Module, path: Path, source: str) -> None:
 
         flat = {key: t.detach().cpu().contiguous() for key, t in model.state_dict().items()}
         data = save(flat)
-        write_atomic(path, lambda file: file.write(data))
+        write_atomic(path, lambda file: _write_bytes(file, data))
         return
     write_text_atomic(path, weights_yaml(model, source))
+
+
+def _write_bytes(file: IO[bytes], data: bytes) -> None:
+    file.write(data)
 
 
 def weights_yaml(model: nn.Module, source: str) -> str:
@@ -167,25 +171,22 @@ def _check_names(path: Path, given: set[Any], expected: list[str], what: str, ow
 
 def _parse_yaml(path: Path, raw: bytes) -> dict[Any, Any]:
     """safe-load the YAML after checking, event by event, that it nests no deeper than
-    MAX_DEPTH and has no aliases (PyYAML's composer recurses, and crashes on deep nesting)."""
+    MAX_DEPTH (PyYAML's composer recurses, and crashes on deep nesting). Aliases are harmless
+    here: loading shares their values instead of copying them, and each tensor is read only as
+    far as its expected shape goes, so no alias "bomb" is ever expanded."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         text = raw.decode("utf-8")
         depth = 0
         for event in yaml.parse(text, Loader=loader):
-            if isinstance(event, yaml.AliasEvent):
-                raise UserError(
-                    f"{path}:{event.start_mark.line + 1}: aliases (*name) are not allowed in a "
-                    "weights file; write the numbers out"
-                )
             depth += isinstance(event, yaml.CollectionStartEvent)
             depth -= isinstance(event, yaml.CollectionEndEvent)
             if depth > MAX_DEPTH:
                 raise UserError(
-                    f"{path}:{event.start_mark.line + 1}: nested deeper than {MAX_DEPTH} levels; a "
+                    f"{path}:{_line(event)}: nested deeper than {MAX_DEPTH} levels; a "
                     "weights file has layers, their tensors and the tensors' rows"
                 )
-        data = yaml.load(text, Loader=loader)  # noqa: S506 (a safe loader)
+        data = yaml.load(text, Loader=loader)  # a safe loader: plain data only
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: cannot read the weights file ({exc})") from None
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer of 5,000 digits
@@ -197,6 +198,10 @@ def _parse_yaml(path: Path, raw: bytes) -> dict[Any, Any]:
             f"bias: ...}}), not {_describe(data)}"
         )
     return data
+
+
+def _line(event: yaml.Event) -> int:
+    return event.start_mark.line + 1 if event.start_mark else 0
 
 
 def _tensor(path: Path, key: str, value: Any, like: torch.Tensor) -> torch.Tensor:
