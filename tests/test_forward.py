@@ -276,9 +276,12 @@ def test_weights_file_that_does_not_fit_names_the_file_and_layer(tmp_path: Path)
         ({**good, "fc2": good["fc1"]}, "layer fc2 is not in the model"),
         ({**good, "out": {"weight": [[2, -1, 0]], "bias": [0]}},
          "out.weight[0]: expected 2 values (shape of out.weight: (1, 2)), found a list of 3"),
-        ({**good, "out": {"weight": [[2, "x"]], "bias": [0]}}, "out.weight[0][1]: 'x' is not a number"),
-        ({**good, "out": {"weight": [[2, 1e300]], "bias": [0]}}, "out.weight[0][1]: 1e+300 is not a finite"),
-        ({**good, "out": {"weight": [[2, -1]]}}, "tensor bias missing (layer out has weight, bias)"),
+        ({**good, "out": {"weight": [[2, "x"]], "bias": [0]}},
+         "out.weight[0][1]: 'x' is not a number"),
+        ({**good, "out": {"weight": [[2, 1e300]], "bias": [0]}},
+         "out.weight[0][1]: 1e+300 is not a finite"),
+        ({**good, "out": {"weight": [[2, -1]]}},
+         "tensor bias missing (layer out has weight, bias)"),
         ([1, 2], "a weights file maps each layer name to its tensors"),
     ]  # fmt: skip
     for i, (content, expected) in enumerate(cases):
