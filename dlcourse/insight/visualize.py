@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -130,7 +131,7 @@ def visualize_activations(
     for order, (name, output) in enumerate(outputs.items(), start=1):
         stats = layer_stats(output, activation_kind(modules[name]))
         if name == "out" and data.kind != "regression":
-            image = output_picture(output, data, rows)
+            image = figure_pixels(output_figure(output, data, rows))
         else:
             image = picture(output, name, Labels(rows))
         pictures.append(LayerPicture(name, out / f"{order:02d}_{name}.png", image, stats))
@@ -170,7 +171,7 @@ def input_picture(x: torch.Tensor, labels: Labels) -> torch.Tensor:
     return figure_pixels(heat_map_figure(x.float().flatten(1), title, labels, xlabel="feature"))
 
 
-def output_picture(logits: torch.Tensor, data: TaskData, rows: list[str]) -> torch.Tensor:
+def output_figure(logits: torch.Tensor, data: TaskData, rows: list[str]) -> Any:
     """The output layer of a classifier: each example's class probabilities, and its
     predicted class."""
     p = probabilities(data.kind, logits)
@@ -179,7 +180,7 @@ def output_picture(logits: torch.Tensor, data: TaskData, rows: list[str]) -> tor
     function = "sigmoid" if data.kind == "binary" else "softmax"
     title = f"out: {function} probabilities (example (true class) -> predicted class)"
     labels = Labels(labelled, data.class_names)
-    return figure_pixels(heat_map_figure(p, title, labels, probabilities=True, xlabel="class"))
+    return heat_map_figure(p, title, labels, probabilities=True, xlabel="class")
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
