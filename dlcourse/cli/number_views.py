@@ -38,14 +38,17 @@ def print_forward(console: Console, result: ForwardResult, full: bool = False) -
         step = steps[i]
         paired = i + 1 < len(steps) and steps[i + 1].kind == "activation"
         if step.kind == "linear" and step.name == "out":
-            console.print(_output_table(step, result.prediction, full))
+            console.print(_output_table(step, result.prediction))
         elif step.kind == "linear":
             console.print(_dense_table(step, steps[i + 1] if paired else None, full))
             i += paired
-        else:
+        elif step.kind != "dropout":  # at prediction time dropout changes nothing
             _print_other(console, step, full)
         i += 1
     _print_prediction(console, result.prediction)
+    if any(step.grad_weight is not None for step in steps):
+        console.print(f"[dim]note: dL/dW has a row per unit, shown by its norm when it has more "
+                      f"than {MAX_TERMS} values (--json: every value)[/dim]", highlight=False)  # fmt: skip
     for note in result.notes:
         console.print(f"[dim]note: {note}[/dim]", highlight=False)
 
@@ -73,6 +76,10 @@ def _picture(result: ForwardResult) -> str:
     for r in range(side):
         line = pixels[r * side : (r + 1) * side]
         rows.append("".join(SHADES[min(9, p * 10 // 256)] * 2 for p in line))
+    while len(rows) > 1 and not rows[0].strip():  # blank rows above and below the digit
+        rows.pop(0)
+    while len(rows) > 1 and not rows[-1].strip():
+        rows.pop()
     low = min(v.value for v in result.inputs)
     high = max(v.value for v in result.inputs)
     return (f"input: {side}x{side} pixels (0-255; the network sees {num(low)} to {num(high)}; "
@@ -134,33 +141,37 @@ def _row(matrix: list[Any] | None, j: int) -> str:
         return "-"
     row = matrix[j]
     if len(row) > MAX_TERMS:
-        return f"norm {num(math.sqrt(sum(v * v for v in row)))} (--json: all)"
+        return f"norm {num(math.sqrt(sum(v * v for v in row)))}"
     return "[" + ", ".join(num(v) for v in row) + "]"
 
 
-def _output_table(step: LayerStep, prediction: Prediction, full: bool) -> Table:
+OUTPUT_COLUMNS = {"softmax": "p = softmax(z)", "sigmoid": "p = sigmoid(z)", "step": "y = step(z)"}
+
+
+def _output_table(step: LayerStep, prediction: Prediction) -> Table:
+    """The output layer: z, and what it becomes (softmax/sigmoid probability, step, value)."""
     function = prediction.output
-    title = f"{step.name}: {step.formula}"
-    title += {"softmax": ", p = softmax(z)", "sigmoid": ", p = sigmoid(z)",
-              "step": ", y = step(z)", "identity": ", y = z"}[function]  # fmt: skip
+    title = f"{step.name}: {step.formula}, " + OUTPUT_COLUMNS.get(function, "y = z")
     table = Table(title=title, title_justify="left")
     classes = list(prediction.probabilities or [])
     multiclass = function == "softmax"
     columns = ["class" if multiclass else "unit", "z = W a + b"]
-    columns += ["p"] if multiclass else []
+    columns += [OUTPUT_COLUMNS[function]] if function in OUTPUT_COLUMNS else []
     backward = step.grad_output is not None
     columns += ["dL/dz = dL/db", "dL/dW"] if backward else []
     for column in columns:
         table.add_column(
             column, justify="left" if column in ("class", "unit", "dL/dW") else "right"
         )
-    for j in range(len(step.output)):
+    for j, z in enumerate(step.output):
         label = classes[j] if multiclass else str(j)
         if multiclass and classes[j] == prediction.predicted:
             label += " <- predicted"
         row = [label, _sum(step, j)]
-        if multiclass and prediction.probabilities is not None:
-            row.append(f"{prediction.probabilities[classes[j]]:.4f}")
+        if prediction.probabilities is not None:  # softmax: p of class j; sigmoid: p of class 1
+            row.append(f"{prediction.probabilities[classes[j if multiclass else 1]]:.4g}")
+        elif function == "step":
+            row.append(str(int(z > 0)))
         if backward:
             row += [num(_at(step.grad_output, j)), _row(step.grad_weight, j)]
         table.add_row(*row)
@@ -184,7 +195,7 @@ def _print_prediction(console: Console, prediction: Prediction) -> None:
     line = f"[bold]prediction:[/bold] {prediction.predicted}"
     if prediction.probabilities is not None:
         p = prediction.probabilities[prediction.predicted]
-        line += f" (p = {p:.4f})"
+        line += f" (p = {p:.4g})"
     console.print(line, highlight=False)
     if prediction.loss is not None:
         console.print(

@@ -37,10 +37,10 @@ FORMULAS: dict[type[nn.Module], tuple[str, str]] = {
 # What the output layer's z becomes, by task kind (step: the perceptron's unit).
 OUTPUTS = {"multiclass": "softmax", "binary": "sigmoid", "regression": "identity"}
 LOSS_FORMULAS = {
-    "softmax": "cross-entropy -log p(target), p = softmax(z)",
-    "sigmoid": "binary cross-entropy -(t log p + (1 - t) log(1 - p)), p = sigmoid(z)",
+    "softmax": "cross-entropy -log p(target)",
+    "sigmoid": "binary cross-entropy -(t log p + (1 - t) log(1 - p))",
     "identity": "squared error 1/2 (y - t)^2",
-    "step": "perceptron criterion -(t - y) z, y = step(z)",
+    "step": "perceptron criterion -(t - y) z",
 }
 
 
@@ -95,6 +95,7 @@ def forward(
     opened = open_source(source, data_dir=data_dir, weights=weights, overrides=overrides,
                          checkpoint=checkpoint)  # fmt: skip
     example = read_example(inputs, opened)
+    own_target = target is None and example.target is not None
     target = target if target is not None else example.target
     if backward and target is None:
         raise UserError("--backward needs --target: the gradients are those of the loss against it")
@@ -110,7 +111,7 @@ def forward(
         prediction.target, prediction.loss = target, loss
         prediction.loss_formula = LOSS_FORMULAS[output]
     notes = [*example.notes, *_notes(opened, layers)]
-    if example.target is not None and target == example.target:
+    if own_target:
         notes.append(f"target: the example's own ({target}); --target sets another")
     return ForwardResult(opened.label, example.description, example.values, layers, prediction,
                          notes)  # fmt: skip
@@ -237,7 +238,9 @@ def _notes(opened: ModelSource, layers: list[LayerStep]) -> list[str]:
         )
     else:
         notes.append("the network sees the inputs as they are (data.normalize: false)")
-    if any(layer.kind in ("dropout", "batch_norm") for layer in layers):
-        notes.append("the network runs as it predicts: no dropout, batch norm with its running "
-                     "statistics")  # fmt: skip
+    kinds = {layer.kind for layer in layers}
+    if "dropout" in kinds:
+        notes.append("the network runs as it predicts: dropout is off")
+    if "batch_norm" in kinds:
+        notes.append("batch norm uses the running mean and variance of training")
     return notes
