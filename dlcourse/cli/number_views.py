@@ -47,8 +47,8 @@ def print_forward(console: Console, result: ForwardResult, full: bool = False) -
         i += 1
     _print_prediction(console, result.prediction)
     if any(step.grad_weight is not None for step in steps):
-        console.print(f"[dim]note: dL/dW has a row per unit, shown by its norm when it has more "
-                      f"than {MAX_TERMS} values (--json: every value)[/dim]", highlight=False)  # fmt: skip
+        note = f"dL/dW has a row per unit, its norm when it has more than {MAX_TERMS} values"
+        console.print(f"[dim]note: {note} (--json: every value)[/dim]", highlight=False)
     for note in result.notes:
         console.print(f"[dim]note: {note}[/dim]", highlight=False)
 
