@@ -46,7 +46,7 @@ def print_forward(console: Console, result: ForwardResult, full: bool = False) -
             _print_other(console, step, full)
         i += 1
     _print_prediction(console, result.prediction)
-    if any(step.grad_weight is not None for step in steps):
+    if any(step.grad_weight and len(_flatten(step.grad_weight[0])) > MAX_TERMS for step in steps):
         note = f"dL/dW has a row per unit, its norm when it has more than {MAX_TERMS} values"
         console.print(f"[dim]note: {note} (--json: every value)[/dim]", highlight=False)
     for note in result.notes:
