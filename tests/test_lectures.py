@@ -199,7 +199,7 @@ def test_one_step_is_the_perceptron_rule_w_plus_lr_t_minus_y_x() -> None:
     x = torch.tensor([[0.2, 0.4]])  # z = 0.2 - 0.4 - 0.5 = -0.7: y = step(z) = 0
     trainer.train_step(x, torch.tensor([1.0]))  # t = 1: w += 0.5 (1 - 0) x, b += 0.5
     assert model.out.weight.detach()[0].tolist() == pytest.approx([1.1, -0.8])
-    assert float(model.out.bias) == pytest.approx(0.0)
+    assert float(model.out.bias.detach()) == pytest.approx(0.0)
     trainer.train_step(x, torch.tensor([1.0]))  # z = 0.22 - 0.32 + 0 < 0: still wrong, again
     assert model.out.weight.detach()[0].tolist() == pytest.approx([1.2, -0.6])
     trainer.train_step(x, torch.tensor([1.0]))  # z = 0.24 - 0.24 + 0.5 > 0: right, no change
@@ -254,3 +254,11 @@ def test_forward_shows_the_perceptrons_step(tiny_churn_dir: Path, tmp_path: Path
     printed = runner.invoke(app, ["forward", str(result.folder.path), "--input", "test=0",
                                   "--data-dir", str(tiny_churn_dir)])  # fmt: skip
     assert printed.exit_code == 0 and "y = step(z)" in printed.output
+
+
+def test_every_learning_rule_with_its_own_loss_is_an_optimizer() -> None:
+    from dlcourse.train.metrics import RULE_LOSSES
+    from dlcourse.train.optim import OPTIMIZERS
+
+    assert set(RULE_LOSSES) <= set(OPTIMIZERS)
+    assert OPTIMIZERS["perceptron"][0] is OPTIMIZERS["sgd"][0]  # the rule's step is plain SGD
