@@ -64,8 +64,11 @@ def forward(
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Pass one example through the network and print every layer's numbers: z = W a + b,
-    a = g(z), the probabilities and the loss."""  # fmt: skip
+    """Pass one example through a network and print every layer's numbers.
+
+    z = W a + b and a = g(z) layer by layer, the probabilities, the prediction and the loss
+    against --target; --backward adds dL/dz, dL/dW and dL/db.
+    """  # fmt: skip
     from dlcourse.cli.number_views import print_forward
     from dlcourse.tools.forward import forward as run_forward
 
@@ -130,8 +133,11 @@ def gradcheck(
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check backpropagation: autograd's gradient of the cost against finite differences,
-    per parameter tensor, in float64. Exit 0 when every tensor passes, 1 when any fails."""
+    """Check backpropagation against finite differences; exit 1 when a gradient fails.
+
+    Autograd's gradient of the full cost (loss and penalty) against central differences, per
+    parameter tensor, in float64. Exit 0 when every tensor passes, 1 when any fails.
+    """
     from dlcourse.cli.number_views import print_gradcheck
     from dlcourse.tools.gradcheck import gradient_check
 
