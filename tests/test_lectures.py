@@ -143,15 +143,16 @@ def test_mnist_without_conv_blocks_is_an_mlp_on_the_pixels(
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_mlp_on_real_mnist(real_data_dir: Path, tmp_path: Path) -> None:
-    """The lecture's feed-forward digit classifier: 784-128-10, ReLU, Adam, 3 epochs."""
-    config = {
-        "task": "mnist",
-        "model": {"conv": [], "hidden": [128]},
-        "optim": {"name": "adam", "lr": 0.001},
-        "train": {"epochs": 3, "batch_size": 128},
-    }
-    result, _ = train(config, real_data_dir, tmp_path)
-    assert result.summary.test is not None and result.summary.test["accuracy"] >= 0.97
+    """The lecture's feed-forward digit classifier, as the README trains it: the shipped MNIST
+    config without its conv blocks, 784-128-10 (measured: 97.73%)."""
+    from dlcourse.config import load_config
+    from tests.conftest import REPO
+
+    overrides = ["model.conv=[]", "model.hidden=[128]", "logging.progress=false"]
+    cfg = load_config(REPO / "configs" / "mnist_cnn.yaml", overrides)
+    console = Console(file=io.StringIO())
+    summary = job.train(cfg, runs_dir=tmp_path, data_dir=real_data_dir, console=console).summary
+    assert summary.test is not None and summary.test["accuracy"] >= 0.97
 
 
 # ------------------------------------------------------------------ the perceptron
