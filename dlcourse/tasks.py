@@ -56,7 +56,7 @@ TASKS: dict[str, Task] = {
         # The official 10,000 test images are the test split; data.split divides the 60,000.
         default_split=(0.9, 0.1, 0.0),
         fixed_test=True,
-        keys=frozenset({"data.augment", "model.conv"}),
+        keys=frozenset({"data.augment", "data.normalize", "model.conv"}),
         defaults={
             "model.hidden": [128],
             "model.conv": [{"channels": 16}, {"channels": 32}],
@@ -67,14 +67,14 @@ TASKS: dict[str, Task] = {
         kind="binary",
         description="bank customer churn from Churn_Modelling.csv (MLP, binary cross-entropy)",
         default_split=(0.6, 0.2, 0.2),
-        keys=frozenset({"data.path", "train.pos_weight"}),
+        keys=frozenset({"data.normalize", "data.path", "train.pos_weight"}),
         defaults={"model.hidden": [32, 16]},
     ),
     "transactions": Task(
         kind="regression",
         description="transactions next year from children and accounts (MLP, squared error)",
         default_split=(0.6, 0.2, 0.2),
-        keys=frozenset({"data.n_samples", "data.noise"}),
+        keys=frozenset({"data.n_samples", "data.noise", "data.normalize"}),
         defaults={"model.hidden": [16, 16], "data.n_samples": 2000},
     ),
     "csv": Task(
@@ -98,7 +98,7 @@ TASKS: dict[str, Task] = {
         kind="binary",
         description="2-D toy data sets: xor, circles, moons, spirals, gaussians (MLP)",
         default_split=(0.6, 0.2, 0.2),
-        keys=frozenset({"data.dataset", "data.n_samples", "data.noise"}),
+        keys=frozenset({"data.dataset", "data.n_samples", "data.noise", "data.normalize"}),
         defaults={"model.hidden": [8], "data.dataset": "xor", "data.n_samples": 400},
     ),
 }

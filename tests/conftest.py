@@ -9,12 +9,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
+
+from dlcourse.cli import app
 
 # Two threads fighting over two cores make small ops up to 50x slower; tests use one.
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+# Every shipped config, in configs/ and its subfolders; weights files (*.weights.yaml, read by
+# `dlcourse forward --weights`) live beside the configs they belong to but are not configs.
+CONFIGS = sorted(
+    path for path in (REPO / "configs").glob("**/*.yaml") if not path.name.endswith(".weights.yaml")
+)
+
+
+def config_id(path: Path) -> str:
+    """A config's path under configs/, e.g. examples/backprop_worked.yaml."""
+    return path.relative_to(REPO / "configs").as_posix()
 
 
 def write_idx(path: Path, tensor: torch.Tensor) -> None:
@@ -105,3 +117,26 @@ def real_data_dir() -> Path:
             pytest.fail(f"CI is set but the real data is not at {path} (DLCOURSE_DATA_DIR)")
         pytest.skip(f"real data not found at {path}; set DLCOURSE_DATA_DIR")
     return path
+
+
+QUIET = ["--set", "logging.progress=false", "--set", "logging.tensorboard=false"]
+
+
+def train_run(config: str | Path, runs: Path, data_dir: Path, *overrides: str) -> Path:
+    """`dlcourse train` a config into runs/ (quietly, with the overrides); its run folder."""
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    args = ["train", config, "--runs-dir", runs, "--data-dir", data_dir, *QUIET, *sets]
+    result = CliRunner().invoke(app, [str(arg) for arg in args])
+    assert result.exit_code == 0, result.output
+    (folder,) = runs.iterdir()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def churn_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A churn MLP trained for 2 epochs on 400 made-up customers: (run folder, data dir)."""
+    root = tmp_path_factory.mktemp("churn")
+    write_csv(root / "data" / "churn" / "Churn_Modelling.csv", CHURN_HEADER, churn_rows(400))
+    folder = train_run(REPO / "configs" / "churn_mlp.yaml", root / "runs", root / "data",
+                       "train.epochs=2", "model.hidden=[6]")  # fmt: skip
+    return folder, root / "data"

@@ -9,7 +9,7 @@ import yaml
 
 from dlcourse.config import Config, dump_config, load_config, validate_config
 from dlcourse.errors import ConfigError, UserError
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, config_id
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -24,7 +24,7 @@ def problems(tmp_path: Path, text: str, overrides: tuple[str, ...] = ()) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=config_id)
 def test_shipped_config_is_valid_and_its_resolved_form_reloads(path: Path) -> None:
     cfg = load_config(path)
     written = yaml.safe_load(path.read_text())
@@ -33,7 +33,7 @@ def test_shipped_config_is_valid_and_its_resolved_form_reloads(path: Path) -> No
     assert again.model_dump() == cfg.model_dump()
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=config_id)
 def test_config_show_documents_every_key_and_reloads(path: Path) -> None:
     from dlcourse.config import describe_config
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -206,13 +207,14 @@ def test_visualize_activations_writes_one_png_per_layer(cnn_run: Path, tmp_path:
     expected = ["00_input"] + [f"{i:02d}_{name}" for i, name in enumerate(CNN_LAYERS, start=1)]
     assert sorted(p.stem for p in out.glob("*.png")) == expected
     conv = png_pixels(out / "03_conv1_relu.png")
-    # 10 examples (one per class) x 16 channels of 28x28 maps, 1 px padding, twice the size.
-    assert conv.shape == (3, 2 * (10 * 29 + 1), 2 * (16 * 29 + 1))
+    # 10 examples (one per class, a row each) x 16 channels (a column each) of 28x28 maps
+    assert conv.shape[0] == 3 and conv.shape[2] > 1.4 * conv.shape[1]
     for path in out.glob("*.png"):
         assert png_pixels(path).std() > 1, f"{path.name} is blank"
     # Batch norm rescales each channel: its picture is not the convolution's again.
     assert not torch.equal(png_pixels(out / "01_conv1.png"), png_pixels(out / "02_conv1_bn.png"))
     assert "03_conv1_relu" in result.output and "% zero" in result.output
+    assert "p(predicted) (softmax)" in result.output
     images = set(events(cnn_run).Tags()["images"])
     assert {"activations/00_input", "activations/11_out"} <= images
 
@@ -222,10 +224,10 @@ def test_visualize_chosen_indices_of_a_tabular_run(mlp_run: Path) -> None:
         app, ["visualize-activations", str(mlp_run), "--index", "0", "--index", "5"]
     )
     assert result.exit_code == 0, result.output
-    out = mlp_run / "activations"
-    heat = png_pixels(out / "02_fc1_tanh.png")
-    assert heat.shape[1] == 2 * 32  # two examples, a 32-pixel row each
+    assert (mlp_run / "activations" / "02_fc1_tanh.png").is_file()
     assert "% saturated" in result.output
+    predictions = result.output[result.output.index("predictions") :]
+    assert "test 0" in predictions and "test 5" in predictions and "test 1 " not in predictions
 
 
 def test_visualize_index_out_of_range_exits_2(mlp_run: Path) -> None:
@@ -242,6 +244,42 @@ def test_visualize_without_a_checkpoint_exits_2(mlp_run: Path, tmp_path: Path) -
     assert result.exit_code == 2 and "no best checkpoint" in result.output
     result = runner.invoke(app, ["visualize-activations", str(tmp_path)])
     assert result.exit_code == 2 and "not a run folder" in result.output
+
+
+def test_heat_maps_have_a_colour_bar_with_the_values() -> None:
+    from dlcourse.insight.figures import Labels, feature_map_figure, heat_map_figure
+
+    values = torch.tensor([[-2.0, 0.5, 1.0], [0.0, 3.0, -1.0]])
+    figure = heat_map_figure(values, "fc1: 3 units", Labels(["a", "b"]))
+    heat, bar = figure.axes
+    assert bar.get_ylim() == pytest.approx((-3.0, 3.0))  # centred at 0: white is 0
+    assert [t.get_text() for t in heat.get_yticklabels()] == ["a", "b"]
+    maps = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4) - 10
+    _, grey = feature_map_figure(maps, "conv1", Labels(["a", "b"])).axes
+    assert grey.get_ylim() == pytest.approx((-10.0, 85.0))  # the layer's own range
+
+
+def test_output_layer_shows_probabilities_and_the_predicted_class() -> None:
+    from dlcourse.insight.visualize import output_figure, probabilities
+
+    logits = torch.tensor([[0.0, 2.0], [1.0, -1.0]])
+    p = 1 / (1 + math.exp(-2))  # softmax of (0, 2) and sigmoid of 2 are the same number
+    assert probabilities("multiclass", logits).tolist() == [
+        pytest.approx([1 - p, p]), pytest.approx([p, 1 - p]),
+    ]  # fmt: skip
+    binary = probabilities("binary", torch.tensor([[0.0], [2.0]]))
+    assert binary.tolist() == [pytest.approx([0.5, 0.5]), pytest.approx([1 - p, p])]
+
+    class Data:
+        kind, class_names = "multiclass", ["cat", "dog"]
+
+    figure = output_figure(logits, Data(), ["test 0 (dog)", "test 1 (dog)"])  # type: ignore[arg-type]
+    heat, bar = figure.axes
+    rows = [t.get_text() for t in heat.get_yticklabels()]
+    assert rows == ["test 0 (dog) -> dog", "test 1 (dog) -> cat"]
+    assert [t.get_text() for t in heat.get_xticklabels()] == ["cat", "dog"]
+    assert [t.get_text() for t in heat.texts] == ["0.12", "0.88", "0.88", "0.12"]
+    assert bar.get_ylim() == (0.0, 1.0) and "probabilities" in heat.get_title()
 
 
 def test_dead_layers_are_flagged(mlp_run: Path) -> None:

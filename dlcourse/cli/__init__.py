@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dlcourse.cli import configs, datasets, inspecting, training, using
+from dlcourse.cli import configs, datasets, inspecting, numbers, training, using
 from dlcourse.cli.common import DEBUG
 
 app = typer.Typer(
@@ -33,6 +33,9 @@ app.command("visualize-activations")(inspecting.visualize_activations)
 app.command("evaluate")(using.evaluate)
 app.command("predict")(using.predict)
 app.command("report")(using.report)
+app.command("forward")(numbers.forward)
+app.command("weights")(numbers.weights)
+app.command("gradcheck")(numbers.gradcheck)
 config_app.command("validate")(configs.validate)
 config_app.command("show")(configs.show)
 data_app.command("make")(datasets.make)

@@ -26,6 +26,7 @@ ADAPTIVE = ("rmsprop", "adam", "adamw", "adagrad", "adadelta")  # optimizers wit
 OPTIONS: dict[str, Applies] = {
     "model.leaky_slope": Applies("model.activation", ("leaky_relu",)),
     "model.init_std": Applies("model.init", ("normal",)),
+    "model.init_value": Applies("model.init", ("constant",)),
     "optim.momentum": Applies(
         "optim.name",
         ("momentum", "sgd_momentum", "nesterov", "rmsprop"),

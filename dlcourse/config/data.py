@@ -74,3 +74,8 @@ class Data(Section):
         description="generated data: std of the noise (default by task and data set)",
     )
     augment: Augment | None = Field(None, description="mnist: data augmentation of training images")
+    normalize: bool = Field(
+        True,
+        description="standardize the inputs with training-split statistics (false: raw features; "
+        "mnist: pixels / 255)",
+    )

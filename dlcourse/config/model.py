@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from dlcourse.config.base import Section
 
 ActivationName = Literal["identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu"]
-InitName = Literal["default", "xavier", "kaiming", "normal"]
+InitName = Literal["default", "xavier", "kaiming", "normal", "zeros", "constant"]
 
 
 class ConvBlock(Section):
@@ -27,7 +27,9 @@ class ConvBlock(Section):
 
 class Model(Section):
     conv: list[ConvBlock] | None = Field(
-        None, description="mnist: the convolution blocks, in order (default two blocks, 16 and 32)"
+        None,
+        description="mnist: the convolution blocks, in order (default two blocks, 16 and 32; "
+        "[]: a plain MLP on the 784 pixels)",
     )
     hidden: list[int] | None = Field(
         None, description="sizes of the hidden fully-connected layers (default by task)"
@@ -38,9 +40,14 @@ class Model(Section):
         0.0, ge=0, lt=1, description="drop probability (1 - keep_prob) after each hidden FC layer"
     )
     init: InitName = Field(
-        "default", description="weight initialization (xavier/kaiming/normal: biases start at 0)"
+        "default",
+        description="weight initialization (biases start at 0 except under default; zeros and "
+        "constant make every hidden unit the same: the symmetry problem)",
     )
     init_std: float = Field(0.01, gt=0, le=1000, description="init: normal: std of the weights")
+    init_value: float = Field(
+        0.1, ge=-1000, le=1000, description="init: constant: the value of every weight"
+    )
 
     @field_validator("hidden")
     @classmethod

@@ -23,8 +23,6 @@ from dlcourse.config.model import Model
 from dlcourse.config.training import Logging, Optim, Regularization, Train
 from dlcourse.tasks import TASKS
 
-NOT_TRAINABLE = {"step"}  # zero derivative almost everywhere: gradient descent gets no signal
-
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*", re.ASCII)
 
 
@@ -122,14 +120,40 @@ def _task_problems(cfg: Config) -> list[str]:
             "train.early_stopping.patience: early stopping watches the dev split, "
             "but data.split.dev is 0"
         )
-    if cfg.model.conv is not None and len(cfg.model.conv) == 0:
-        problems.append("model.conv: a CNN needs at least one conv block")
-    if cfg.model.activation in NOT_TRAINABLE:
+    return problems + _perceptron_problems(cfg)
+
+
+def _perceptron_problems(cfg: Config) -> list[str]:
+    """The step unit trains only as the perceptron: one layer, a binary task, the perceptron
+    rule; and the perceptron rule only trains the step unit."""
+    model, rule = cfg.model, cfg.optim.name
+    if model.activation != "step":
+        if rule == "perceptron":
+            return [
+                "optim.name: 'perceptron' is the learning rule of the step unit: set "
+                "model.activation: step and model.hidden: [] (a single-layer perceptron), or "
+                "choose a gradient-descent optimizer such as sgd"
+            ]
+        return []
+    wrong = []
+    if rule != "perceptron":
+        wrong.append(f"optim.name: perceptron (this config has {rule})")
+    hidden = model.hidden if model.hidden is not None else TASKS[cfg.task].defaults["model.hidden"]
+    if hidden or model.conv:
+        wrong.append(f"model.hidden: [] and no conv blocks (this config has hidden {hidden})")
+    if TASKS[cfg.task].kind != "binary":
+        wrong.append(f"a binary task (task {cfg.task} is {TASKS[cfg.task].kind})")
+    problems = []
+    if wrong:
         problems.append(
-            f"model.activation: {cfg.model.activation!r} cannot be trained: its derivative is 0 "
-            "everywhere it exists, so gradient descent gets no signal; for a trainable "
-            "step-like unit use 'sigmoid'"
+            "model.activation: 'step' cannot be trained by gradient descent: its derivative is 0 "
+            "wherever it exists, so no gradient reaches the weights before it. It trains only as "
+            "a single-layer perceptron with the perceptron rule, which needs "
+            + "; ".join(wrong)
+            + ". For a trainable step-like unit use 'sigmoid'"
         )
+    if cfg.is_set("train.pos_weight"):
+        problems.append("train.pos_weight: the perceptron rule has no class weights")
     return problems
 
 

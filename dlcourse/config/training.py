@@ -10,7 +10,7 @@ from dlcourse.config.base import BIG, Section
 
 OptimizerName = Literal[
     "sgd", "momentum", "sgd_momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad",
-    "adadelta",
+    "adadelta", "perceptron",
 ]  # fmt: skip
 ScheduleName = Literal["none", "step", "cosine", "plateau", "onecycle"]
 
@@ -36,6 +36,8 @@ OPTIMIZER_FORMULAS: dict[str, JsonValue] = {
     "adagrad": "G = G + dW^2; W = W - lr dW / (sqrt(G) + eps)",
     "adadelta": "S = rho S + (1 - rho) dW^2; delta = sqrt(D + eps) / sqrt(S + eps) dW; "
     "D = rho D + (1 - rho) delta^2; W = W - lr delta",
+    "perceptron": "W = W + lr (t - y) x for each example it gets wrong (y = step(W x + b)): "
+    "sgd on the perceptron criterion, for model.activation: step",
 }
 # Each schedule's learning rate after t epochs (t steps for onecycle), for `config show`.
 SCHEDULE_FORMULAS: dict[str, JsonValue] = {

@@ -45,6 +45,8 @@ def load(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> TaskData:
             raise UserError(
                 f"{source}: every training image has the same pixels; these are not MNIST images"
             )
+        if not cfg.data.normalize:  # raw pixels, only scaled to [0, 1]
+            preprocess.update(mean=0.0, std=1.0)
     else:
         preprocess = saved["preprocess"]
     parts_data = {
@@ -81,7 +83,8 @@ def pixel_statistics(images: torch.Tensor) -> dict[str, float]:
 
 
 def normalize_images(images: torch.Tensor, preprocess: dict[str, Any]) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), standardized with the training statistics."""
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), standardized with the training statistics
+    (mean 0 and std 1 when data.normalize is false: pixel / 255)."""
     # (pixel / 255 - mean) / std, as one multiply-add over the float copy
     scale = 1 / (255 * preprocess["std"])
     x = images.float().mul_(scale).sub_(preprocess["mean"] / preprocess["std"])

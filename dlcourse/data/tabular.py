@@ -169,7 +169,8 @@ def encode(
 
 
 class TabularEncoder:
-    """Numbers as they are, categories one-hot (one 0/1 column for two), all standardized.
+    """Numbers as they are, categories one-hot (one 0/1 column for two), all standardized
+    (data.normalize, the default).
 
     `fit` sees the training rows only; `state_dict` is plain JSON-able data saved with the run
     so that evaluate and predict transform new rows exactly as training did.
@@ -181,7 +182,9 @@ class TabularEncoder:
         self.mean: list[float] = []
         self.std: list[float] = []
 
-    def fit(self, table: Table, rows: torch.Tensor) -> TabularEncoder:
+    def fit(self, table: Table, rows: torch.Tensor, standardize: bool = True) -> TabularEncoder:
+        """Learn the categories and (unless standardize is false: mean 0, std 1) the statistics
+        of the given rows."""
         picked = rows.tolist()
         for name in self.categorical:
             self.categories[name] = sorted({table.categorical[name][i] for i in picked})
@@ -189,6 +192,8 @@ class TabularEncoder:
         self.mean = features.mean(0).tolist()
         std = features.std(0, unbiased=False)
         self.std = torch.where(std > 0, std, torch.ones_like(std)).tolist()
+        if not standardize:  # raw features: the transform leaves every value as it is
+            self.mean, self.std = [0.0] * len(self.mean), [1.0] * len(self.std)
         return self
 
     def transform(self, table: Table, unseen: str = "error") -> torch.Tensor:
@@ -259,7 +264,7 @@ def tabular_task_data(
     stratify = target if kind != "regression" else None
     parts = split_rows(cfg, len(target), stratify, saved, str(table.path))
     if saved is None:
-        encoder.fit(table, parts["train"])
+        encoder.fit(table, parts["train"], standardize=cfg.data.normalize)
     else:
         encoder = TabularEncoder.from_state_dict(saved["preprocess"])
     features = encoder.transform(table, unseen="zeros")

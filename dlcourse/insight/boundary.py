@@ -74,6 +74,8 @@ def draw(trainer: Trainer, title: str) -> dict[str, Figure]:
     train = data.splits["train"]
     grid = make_grid(train.x.cpu(), data.preprocess)
     probabilities = class_map(model, grid.features.to(trainer.device), data.kind)
+    if trainer.cfg.model.activation == "step":  # a perceptron says 0 or 1, no probability
+        probabilities = (probabilities > 0.5).float()
     points = to_raw(train.x[:MAX_POINTS].cpu(), data.preprocess)
     labels = train.y[:MAX_POINTS].cpu()
     figures = {

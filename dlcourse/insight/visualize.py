@@ -1,16 +1,19 @@
 """`dlcourse visualize-activations`: what every layer of a trained model outputs, as pictures.
 
-For the chosen examples it writes one PNG per layer (and one of the input): conv layers as a
-grid of feature maps (a row per example, a column per channel), dense layers as a heat map
-(a row per example, a column per unit: red positive, blue negative). The same images go to
-the run's TensorBoard under `activations/`, and a table of per-layer statistics flags layers
-that are dead or saturated.
+For the chosen examples it writes one PNG per layer (and one of the input), each with a colour
+bar of its values (figures.py): conv layers as a grid of feature maps (a row per example, a
+column per channel), dense layers as a heat map (a row per example, a column per unit: red
+positive, blue negative), and a classifier's output layer as the class probabilities (softmax,
+or sigmoid for two classes) with each example's predicted class. The same images go to the
+run's TensorBoard under `activations/`; a table of per-layer statistics flags layers that are
+dead or saturated, and a table gives each example's prediction and probabilities.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -18,7 +21,7 @@ from rich.table import Table
 
 from dlcourse.data import TaskData
 from dlcourse.errors import UserError
-from dlcourse.insight.images import heat_map, scale_all, upscale
+from dlcourse.insight.figures import Labels, feature_map_figure, figure_pixels, heat_map_figure
 from dlcourse.insight.probe import (
     LayerStats,
     activation_kind,
@@ -72,7 +75,35 @@ def visualize_run(
     pictures = visualize_activations(opened, data, target, split, chosen)
     log_to_tensorboard(opened, pictures)
     report(console, pictures, len(chosen), target)
+    console.print(predictions_table(opened, data, split, chosen))
     return pictures
+
+
+def predictions_table(opened: RestoredRun, data: TaskData, split: str, chosen: list[int]) -> Table:
+    """Each example's prediction; for a classifier with the probabilities of the predicted and
+    the true class (softmax, or sigmoid for two classes)."""
+    examples = data.splits[split]
+    with torch.no_grad():
+        outputs = opened.model(examples.x[chosen])
+    table = Table(title="predictions", title_justify="left")
+    if data.kind == "regression":
+        for column in ("example", "target", "prediction"):
+            table.add_column(column, justify="right")
+        for index, value in zip(chosen, outputs[:, 0].tolist(), strict=True):
+            table.add_row(f"{split} {index}", f"{float(examples.y[index]):.4g}", f"{value:.4g}")
+        return table
+    function = "sigmoid" if data.kind == "binary" else "softmax"
+    for column in ("example", "class", "predicted", f"p(predicted) ({function})", "p(class)"):
+        table.add_column(column, justify="right")
+    p = probabilities(data.kind, outputs)
+    for row, index in enumerate(chosen):
+        truth, best = int(examples.y[index]), int(p[row].argmax())
+        mark = "" if truth == best else " [red]wrong[/red]"
+        table.add_row(
+            f"{split} {index}", data.class_names[truth], data.class_names[best] + mark,
+            f"{float(p[row, best]):.4f}", f"{float(p[row, truth]):.4f}",
+        )  # fmt: skip
+    return table
 
 
 def visualize_activations(
@@ -94,29 +125,62 @@ def visualize_activations(
     modules = dict(opened.model.named_children())
     with torch.no_grad(), capture_activations(opened.model) as outputs:
         opened.model(x)
-    pictures = [LayerPicture("input", out / "00_input.png", picture(x), None)]
+    rows = [_row_label(data, split, index) for index in chosen]
+    inputs = Labels(rows, data.feature_names or None)
+    pictures = [LayerPicture("input", out / "00_input.png", input_picture(x, inputs), None)]
     for order, (name, output) in enumerate(outputs.items(), start=1):
         stats = layer_stats(output, activation_kind(modules[name]))
-        pictures.append(LayerPicture(name, out / f"{order:02d}_{name}.png", picture(output), stats))
+        if name == "out" and data.kind != "regression":
+            image = figure_pixels(output_figure(output, data, rows))
+        else:
+            image = picture(output, name, Labels(rows))
+        pictures.append(LayerPicture(name, out / f"{order:02d}_{name}.png", image, stats))
     for item in pictures:
         save_png(item.image, item.path)
     return pictures
 
 
-def picture(values: torch.Tensor) -> torch.Tensor:
-    """A (3, H, W) float image in [0, 1] of a batch of layer outputs."""
-    from torchvision.utils import make_grid
+def _row_label(data: TaskData, split: str, index: int) -> str:
+    label = data.splits[split].y[index]
+    truth = data.class_names[int(label)] if data.class_names else f"{float(label):.3g}"
+    return f"{split} {index} ({truth})"
 
+
+def probabilities(kind: str, logits: torch.Tensor) -> torch.Tensor:
+    """(examples, classes) probabilities of a classifier's outputs: softmax over the classes,
+    or for one binary output the sigmoid p of class 1 and 1 - p of class 0."""
+    if kind == "binary":
+        p = torch.sigmoid(logits.float()[:, :1])
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(logits.float(), dim=1)
+
+
+def picture(values: torch.Tensor, name: str, labels: Labels) -> torch.Tensor:
+    """A (3, H, W) RGB picture in [0, 1] of a batch of layer outputs, with a colour bar."""
     if values.dim() == 4:  # (examples, channels, H, W): a row per example
-        examples, channels = values.shape[:2]
-        # One grey scale for the whole layer (not one per map), so that a layer that rescales
-        # its channels (batch norm) looks different from the one before it.
-        maps = scale_all(values.float()).reshape(examples * channels, 1, *values.shape[2:])
-        grid = make_grid(maps, nrow=channels, padding=1, pad_value=1.0)
-        return upscale(grid, 4 if values.shape[-1] < 10 else 2)
+        return figure_pixels(feature_map_figure(values, f"{name}: feature maps", labels))
     flat = values.float().flatten(1)  # (examples, units)
-    cell_width = max(3, min(32, 768 // flat.shape[1]))
-    return upscale(heat_map(flat), max(16, cell_width), cell_width)
+    return figure_pixels(heat_map_figure(flat, f"{name}: {flat.shape[1]} units", labels))
+
+
+def input_picture(x: torch.Tensor, labels: Labels) -> torch.Tensor:
+    """The examples as the network sees them (preprocessed)."""
+    title = "input: what the network sees"
+    if x.dim() == 4:
+        return figure_pixels(feature_map_figure(x, title, labels))
+    return figure_pixels(heat_map_figure(x.float().flatten(1), title, labels, xlabel="feature"))
+
+
+def output_figure(logits: torch.Tensor, data: TaskData, rows: list[str]) -> Any:
+    """The output layer of a classifier: each example's class probabilities, and its
+    predicted class."""
+    p = probabilities(data.kind, logits)
+    predicted = p.argmax(1).tolist()
+    labelled = [f"{row} -> {data.class_names[c]}" for row, c in zip(rows, predicted, strict=True)]
+    function = "sigmoid" if data.kind == "binary" else "softmax"
+    title = f"out: {function} probabilities (example (true class) -> predicted class)"
+    labels = Labels(labelled, data.class_names)
+    return heat_map_figure(p, title, labels, probabilities=True, xlabel="class")
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:

@@ -7,6 +7,7 @@ The last layer outputs logits (or the regression value); softmax/sigmoid live in
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 from torch import nn
@@ -21,7 +22,13 @@ POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 def build_model(cfg: Model, input_shape: tuple[int, ...], n_outputs: int) -> nn.Sequential:
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    features = _add_conv_blocks(layers, cfg, input_shape) if cfg.conv else input_shape[0]
+    if cfg.conv:
+        features = _add_conv_blocks(layers, cfg, input_shape)
+    elif len(input_shape) > 1:  # an image without conv blocks: an MLP on its pixels
+        layers["flatten"] = nn.Flatten()
+        features = math.prod(input_shape)
+    else:
+        features = input_shape[0]
     for i, width in enumerate(cfg.hidden or [], start=1):
         layers[f"fc{i}"] = nn.Linear(features, width)
         layers[f"fc{i}_{cfg.activation}"] = build_activation(cfg.activation, cfg.leaky_slope)
@@ -30,7 +37,7 @@ def build_model(cfg: Model, input_shape: tuple[int, ...], n_outputs: int) -> nn.
         features = width
     layers["out"] = nn.Linear(features, n_outputs)
     model = nn.Sequential(layers)
-    initialize(model, cfg.init, cfg.init_std)
+    initialize(model, cfg.init, cfg.init_std, cfg.init_value)
     return model
 
 

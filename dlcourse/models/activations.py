@@ -12,7 +12,8 @@ class Step(nn.Module):
     """The threshold unit of the first neurons: 1 if x > 0 else 0.
 
     Its derivative is 0 wherever it exists, so gradient descent cannot train a network built
-    from it; config validation refuses it for training.
+    from it. It trains only as the single-layer perceptron, whose rule (optim.name: perceptron)
+    needs no derivative of the step; config validation refuses every other use.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

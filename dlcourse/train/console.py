@@ -31,6 +31,7 @@ def format_metric(name: str, value: float | None) -> str:
         return "-"
     if name in PERCENT:
         return f"{100 * value:.2f}%"
+    value += 0.0  # -0.0 (a loss that is exactly zero from below) prints as 0
     if abs(value) >= 1000:  # errors in a target's own units, e.g. a price: 47,823
         return f"{value:,.0f}"
     return f"{value:.4f}"

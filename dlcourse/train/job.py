@@ -32,6 +32,7 @@ from dlcourse.train.console import ConsoleReporter, plural
 from dlcourse.train.export import ExportWeights
 from dlcourse.train.optim import check_schedule
 from dlcourse.train.records import Summary
+from dlcourse.train.symmetry import SymmetryWarning
 from dlcourse.train.trainer import Trainer
 
 
@@ -106,7 +107,8 @@ def train_in(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     reporter = ConsoleReporter(console, cfg.logging.progress)
-    trainer.callbacks += [ExportWeights(), reporter, *callbacks]  # model.safetensors first
+    # model.safetensors first; the symmetry line after the epoch's line
+    trainer.callbacks += [ExportWeights(), reporter, SymmetryWarning(console), *callbacks]
     writer = None
     try:
         if cfg.logging.tensorboard:

@@ -41,7 +41,25 @@ LOSSES: dict[str, Callable[[float | None], LossFn]] = {
 }
 
 
-def loss_function(kind: str, pos_weight: float | None = None) -> LossFn:
+def _perceptron_criterion(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean of -(t - y) z over the batch, y = step(z) held constant (t, y in {0, 1}).
+
+    Its gradient is -(t - y) x, so a plain SGD step is the perceptron rule w += lr (t - y) x:
+    nothing changes for an example predicted right. Its value is 0 when every example is.
+    """
+    z = outputs.squeeze(1)
+    y = (z > 0).to(z.dtype)  # the step unit's output; a comparison carries no gradient
+    return -((targets - y) * z).mean()
+
+
+# Learning rules with their own criterion, by optim.name: it replaces the task kind's loss.
+RULE_LOSSES: dict[str, LossFn] = {"perceptron": _perceptron_criterion}
+
+
+def loss_function(kind: str, pos_weight: float | None = None, rule: str | None = None) -> LossFn:
+    """The loss of a task kind, or of the learning rule (optim.name) when it has its own."""
+    if rule in RULE_LOSSES:
+        return RULE_LOSSES[rule]
     if kind not in LOSSES:
         raise ValueError(f"unknown task kind {kind!r}; choose one of {', '.join(LOSSES)}")
     return LOSSES[kind](pos_weight)

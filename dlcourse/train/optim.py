@@ -48,6 +48,8 @@ OPTIMIZERS: dict[str, Recipe] = {
     "adadelta": Recipe(
         rules.adadelta, ("square_avg", "delta_avg"), lambda o: {"rho": o.rho, **eps(o, 1e-6)}
     ),
+    # SGD on the perceptron criterion (metrics.py): w = w + lr (t - y) x for each mistake
+    "perceptron": Recipe(rules.sgd, (), lambda o: {}),
 }
 
 

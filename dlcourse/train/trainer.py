@@ -56,7 +56,7 @@ class Trainer:
         self.cfg, self.data, self.model, self.device = cfg, data, model, device
         self.folder = folder  # where checkpoints, rows and the summary go (None: nowhere)
         self.callbacks = list(callbacks)
-        self.loss_fn = loss_function(data.kind, cfg.train.pos_weight)
+        self.loss_fn = loss_function(data.kind, cfg.train.pos_weight, cfg.optim.name)
         self.n_train = len(data.splits["train"])  # also the m of the penalties' lambda/(2m)
         size = cfg.train.batch_size
         self.batch_size = self.n_train if size == "full" else min(int(size), self.n_train)
@@ -231,11 +231,13 @@ class Trainer:
             if self.epoch
             else "No epoch had completed, so there is no checkpoint."
         )
+        # Raw inputs of very different scales are the other usual cause.
+        hint = "" if self.cfg.data.normalize else ", or normalized inputs (data.normalize: true)"
         raise DivergedError(
             f"training diverged: the loss became {float(done[batch - 1])} at epoch "
             f"{self.epoch + 1}, batch {batch}/{self.steps_per_epoch}. The likely cause is a "
             f"learning rate too large for this model (optim.lr = {self.cfg.optim.lr:g}); try "
-            f"one 10x smaller, or normalized inputs. {kept}"
+            f"one 10x smaller{hint}. {kept}"
         )
 
     def evaluate(self, split: str) -> Metrics:

@@ -1,0 +1,258 @@
+"""How `forward`, `weights` and `gradcheck` print their results: compact rich tables.
+
+A dense layer and its activation share one table, a row per unit: z = W a + b written out
+with the numbers when the layer has few inputs, a = g(z), and with --backward the gradients.
+Layers of more than MAX_UNITS units show their first units and a summary line (--full: all).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from dlcourse.tools.forward import ForwardResult, LayerStep, Prediction
+from dlcourse.tools.gradcheck import GradcheckResult
+from dlcourse.tools.weights import WeightsResult
+
+MAX_UNITS = 10  # rows of a layer table before it is summarized
+MAX_TERMS = 4  # inputs up to which z = w1*a1 + ... + b is written out
+MAX_FEATURES = 24  # input features listed one by one
+SHADES = " .:-=+*#%@"  # dark to light, for a picture of an image input
+
+
+def num(value: float) -> str:
+    text = f"{value:.4g}"
+    return "0" if text == "-0" else text
+
+
+def print_forward(console: Console, result: ForwardResult, full: bool = False) -> None:
+    console.print(f"[bold]forward pass[/bold] of {result.source}", highlight=False)
+    console.print(f"example: {result.example}", highlight=False)
+    console.print(_inputs_view(result, full))
+    steps = result.layers
+    i = 0
+    while i < len(steps):
+        step = steps[i]
+        paired = i + 1 < len(steps) and steps[i + 1].kind == "activation"
+        if step.kind == "linear" and step.name == "out":
+            console.print(_output_table(step, result.prediction))
+        elif step.kind == "linear":
+            console.print(_dense_table(step, steps[i + 1] if paired else None, full))
+            i += paired
+        elif step.kind != "dropout":  # at prediction time dropout changes nothing
+            _print_other(console, step, full)
+        i += 1
+    _print_prediction(console, result.prediction)
+    if any(step.grad_weight and len(_flatten(step.grad_weight[0])) > MAX_TERMS for step in steps):
+        note = f"dL/dW has a row per unit, its norm when it has more than {MAX_TERMS} values"
+        console.print(f"[dim]note: {note} (--json: every value)[/dim]", highlight=False)
+    for note in result.notes:
+        console.print(f"[dim]note: {note}[/dim]", highlight=False)
+
+
+def _inputs_view(result: ForwardResult, full: bool) -> Any:
+    values = result.inputs
+    if values and values[0].name.startswith("pixel") and not full:
+        return _picture(result)
+    table = Table(title="input", title_justify="left")
+    for column in ("input", "given", "network sees"):
+        table.add_column(column, justify="left" if column == "input" else "right")
+    shown = values if full or len(values) <= MAX_FEATURES else values[:MAX_FEATURES]
+    for value in shown:
+        table.add_row(value.name, value.raw, num(value.value))
+    if len(shown) < len(values):
+        table.add_row(f"... {len(values) - len(shown)} more (--full)", "", "")
+    return table
+
+
+def _picture(result: ForwardResult) -> str:
+    """A 28x28 input as text, two characters per pixel, brighter pixels denser."""
+    pixels = [int(value.raw) for value in result.inputs]
+    side = math.isqrt(len(pixels))
+    rows = []
+    for r in range(side):
+        line = pixels[r * side : (r + 1) * side]
+        rows.append("".join(SHADES[min(9, p * 10 // 256)] * 2 for p in line))
+    while len(rows) > 1 and not rows[0].strip():  # blank rows above and below the digit
+        rows.pop(0)
+    while len(rows) > 1 and not rows[-1].strip():
+        rows.pop()
+    low = min(v.value for v in result.inputs)
+    high = max(v.value for v in result.inputs)
+    return (f"input: {side}x{side} pixels (0-255; the network sees {num(low)} to {num(high)}; "
+            "--full lists them)\n" + "\n".join(rows))  # fmt: skip
+
+
+def _dense_table(linear: LayerStep, activation: LayerStep | None, full: bool) -> Table:
+    title = f"{linear.name}: {linear.formula}"
+    if activation is not None:
+        title += f", {activation.name}: {activation.formula}"
+    table = Table(title=title, title_justify="left")
+    backward = linear.grad_output is not None
+    columns = ["unit", "z = W a + b"]
+    if activation is not None:
+        columns.append(activation.formula)
+    if backward:
+        columns += (["dL/da"] if activation is not None else []) + ["dL/dz = dL/db", "dL/dW"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("unit", "dL/dW") else "right")
+    units = len(linear.output)
+    shown = range(units) if full or units <= MAX_UNITS else range(MAX_UNITS)
+    for j in shown:
+        row = [str(j), _sum(linear, j)]
+        if activation is not None:
+            row.append(num(activation.output[j]))
+        if backward:
+            if activation is not None:
+                row.append(num(_at(activation.grad_output, j)))
+            row += [num(_at(linear.grad_output, j)), _row(linear.grad_weight, j)]
+        table.add_row(*row)
+    if len(shown) < units:
+        z = linear.output
+        a = activation.output if activation is not None else z
+        table.add_row(f"... {units - len(shown)} more", f"z from {num(min(z))} to {num(max(z))}",
+                      *([f"{num(min(a))} to {num(max(a))}"] if activation else []))  # fmt: skip
+    return table
+
+
+def _sum(linear: LayerStep, j: int) -> str:
+    """z_j written out, w1*a1 + w2*a2 + b = z, when the layer has few inputs."""
+    z = num(linear.output[j])
+    if linear.weight is None or linear.bias is None or len(linear.weight[j]) > MAX_TERMS:
+        return z
+    pairs = zip(linear.weight[j], linear.input or [], strict=True)
+    terms = [(w, f"{num(abs(w))}*{num(a) if a >= 0 else f'({num(a)})'}") for w, a in pairs]
+    terms.append((linear.bias[j], num(abs(linear.bias[j]))))
+    text = ("-" if terms[0][0] < 0 else "") + terms[0][1]
+    for value, term in terms[1:]:
+        text += f" {'-' if value < 0 else '+'} {term}"
+    return f"{text} = {z}"
+
+
+def _at(values: list[float] | None, j: int) -> float:
+    return math.nan if values is None else values[j]
+
+
+def _row(matrix: list[Any] | None, j: int) -> str:
+    if matrix is None:
+        return "-"
+    row = matrix[j]
+    if len(row) > MAX_TERMS:
+        return f"norm {num(math.sqrt(sum(v * v for v in row)))}"
+    return "[" + ", ".join(num(v) for v in row) + "]"
+
+
+OUTPUT_COLUMNS = {"softmax": "p = softmax(z)", "sigmoid": "p = sigmoid(z)", "step": "y = step(z)"}
+
+
+def _output_table(step: LayerStep, prediction: Prediction) -> Table:
+    """The output layer: z, and what it becomes (softmax/sigmoid probability, step, value)."""
+    function = prediction.output
+    title = f"{step.name}: {step.formula}, " + OUTPUT_COLUMNS.get(function, "y = z")
+    table = Table(title=title, title_justify="left")
+    classes = list(prediction.probabilities or [])
+    multiclass = function == "softmax"
+    columns = ["class" if multiclass else "unit", "z = W a + b"]
+    columns += [OUTPUT_COLUMNS[function]] if function in OUTPUT_COLUMNS else []
+    backward = step.grad_output is not None
+    columns += ["dL/dz = dL/db", "dL/dW"] if backward else []
+    for column in columns:
+        table.add_column(
+            column, justify="left" if column in ("class", "unit", "dL/dW") else "right"
+        )
+    for j, z in enumerate(step.output):
+        label = classes[j] if multiclass else str(j)
+        if multiclass and classes[j] == prediction.predicted:
+            label += " <- predicted"
+        row = [label, _sum(step, j)]
+        if prediction.probabilities is not None:  # softmax: p of class j; sigmoid: p of class 1
+            row.append(f"{prediction.probabilities[classes[j if multiclass else 1]]:.4g}")
+        elif function == "step":
+            row.append(str(int(z > 0)))
+        if backward:
+            row += [num(_at(step.grad_output, j)), _row(step.grad_weight, j)]
+        table.add_row(*row)
+    return table
+
+
+def _print_other(console: Console, step: LayerStep, full: bool) -> None:
+    values = step.output
+    shape = "x".join(str(s) for s in step.shape)
+    line = (f"[bold]{step.name}[/bold] ({shape}): {step.formula}; values {num(min(values))} to "
+            f"{num(max(values))}, mean {num(sum(values) / len(values))}")  # fmt: skip
+    if step.grad_output is not None:
+        norm = math.sqrt(sum(g * g for g in step.grad_output))
+        line += f"; dL/d(output) norm {num(norm)}"
+    console.print(line, highlight=False)
+    if full:
+        console.print(" ".join(num(v) for v in values), highlight=False)
+
+
+def _print_prediction(console: Console, prediction: Prediction) -> None:
+    line = f"[bold]prediction:[/bold] {prediction.predicted}"
+    if prediction.probabilities is not None:
+        p = prediction.probabilities[prediction.predicted]
+        line += f" (p = {p:.4g})"
+    console.print(line, highlight=False)
+    if prediction.loss is not None:
+        console.print(
+            f"[bold]loss[/bold] against target {prediction.target}: {prediction.loss_formula} "
+            f"= {num(prediction.loss)}",
+            highlight=False,
+        )
+
+
+def print_weights(console: Console, result: WeightsResult, full: bool = False) -> None:
+    """Each tensor's summary line; a matrix a row per unit, a vector on one line (conv
+    kernels: the summary only, unless --full)."""
+    console.print(f"[bold]weights[/bold] of {result.source}", highlight=False)
+    for tensor in result.tensors:
+        shape = "x".join(str(s) for s in tensor.shape) or "scalar"
+        console.print(
+            f"[bold]{tensor.name}[/bold] ({shape}): mean {num(tensor.mean)}, "
+            f"std {num(tensor.std)}, min {num(tensor.min)}, max {num(tensor.max)}",
+            highlight=False,
+        )
+        if len(tensor.shape) > 2 and not full:
+            continue
+        rows = tensor.values if len(tensor.shape) > 1 else [tensor.values]
+        shown = rows if full else rows[:MAX_UNITS]
+        for j, row in enumerate(shown):
+            flat = _flatten(row)
+            cut = flat if full else flat[:12]
+            more = "" if len(cut) == len(flat) else f" ... ({len(flat) - len(cut)} more)"
+            label = f"  [{j}]" if len(tensor.shape) > 1 else " "
+            console.print(f"{label} " + " ".join(num(v) for v in cut) + more, highlight=False)
+        if len(shown) < len(rows):
+            console.print(f"  ... {len(rows) - len(shown)} more rows (--full)", highlight=False)
+
+
+def _flatten(values: Any) -> list[float]:
+    if not isinstance(values, list):
+        return [values]
+    return [v for item in values for v in _flatten(item)]
+
+
+def print_gradcheck(console: Console, result: GradcheckResult) -> None:
+    console.print(f"[bold]gradient check[/bold] of {result.source}", highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    table = Table()
+    for column in ("tensor", "shape", "checked", "skipped (kink)", "relative error", "result"):
+        table.add_column(column, justify="left" if column in ("tensor", "result") else "right")
+    for t in result.tensors:
+        verdict = "[green]pass[/green]" if t.passed else "[red]FAIL[/red]"
+        shape = "x".join(str(s) for s in t.shape)
+        table.add_row(t.name, shape, str(t.checked), str(t.skipped), f"{t.relative_error:.2e}",
+                      verdict)  # fmt: skip
+    console.print(table)
+    failed = [t.name for t in result.tensors if not t.passed]
+    if failed:
+        console.print(f"[red]FAILED[/red]: {', '.join(failed)}: autograd's gradient differs from "
+                      "the finite differences (exit 1)", highlight=False)  # fmt: skip
+    else:
+        console.print(f"[green]all {len(result.tensors)} tensors pass[/green] "
+                      f"(relative error < {result.threshold:g})", highlight=False)  # fmt: skip

@@ -1,0 +1,157 @@
+"""Commands that show the numbers of the lectures: `dlcourse forward`, `weights`, `gradcheck`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dlcourse.cli.common import (
+    Checkpoint,
+    DataDirOption,
+    RunArg,
+    SetOption,
+    cli_errors,
+    console,
+    resolve_data_dir,
+)
+
+SourceArg = Annotated[
+    Path,
+    typer.Argument(
+        exists=True, metavar="SOURCE", help="A run folder, or a config (with --weights)."
+    ),
+]
+CheckpointOption = Annotated[
+    Checkpoint, typer.Option(help="A run's best epoch's weights, or its last ones.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the same data as JSON.")]
+
+
+@cli_errors
+def forward(
+    source: SourceArg,
+    input_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="VALUE",
+            help="The example: NAME=VALUE per input (repeatable), a CSV row of the inputs, "
+            "test=INDEX (or train=, dev=), or an image file.",
+        ),
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Weights file (.yaml or .safetensors) to use instead of the run's.",
+        ),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="The true class or value: the loss is computed against it.")
+    ] = None,
+    backward: Annotated[
+        bool, typer.Option("--backward", help="Also print dL/dz, dL/dW and dL/db of every layer.")
+    ] = False,
+    full: Annotated[bool, typer.Option("--full", help="Print every unit of large layers.")] = False,
+    checkpoint: CheckpointOption = Checkpoint.best,
+    set_: SetOption = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pass one example through a network and print every layer's numbers.
+
+    z = W a + b and a = g(z) layer by layer, the probabilities, the prediction and the loss
+    against --target; --backward adds dL/dz, dL/dW and dL/db.
+    """  # fmt: skip
+    from dlcourse.cli.number_views import print_forward
+    from dlcourse.tools.forward import forward as run_forward
+
+    result = run_forward(
+        source, list(input_ or []), data_dir=resolve_data_dir(data_dir), weights=weights,
+        target=target, backward=backward, checkpoint=checkpoint.value, overrides=set_,
+    )  # fmt: skip
+    if as_json:
+        _print_json(result)
+    else:
+        print_forward(console(), result, full=full)
+
+
+@cli_errors
+def weights(
+    run_dir: RunArg,
+    layer: Annotated[str | None, typer.Option(help="Print only this layer (fc1, out...).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="Export to this new file (.yaml or .safetensors), the "
+            "format `forward --weights` reads.",
+        ),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Print every value of large tensors.")
+    ] = False,
+    checkpoint: CheckpointOption = Checkpoint.best,
+    as_json: JsonOption = False,
+) -> None:
+    """Print a trained model's weights, or export them to a file that `forward` reads."""
+    from dlcourse.cli.number_views import print_weights
+    from dlcourse.tools.weights import model_weights
+
+    result = model_weights(run_dir, checkpoint=checkpoint.value, layer=layer, out=out)
+    if as_json:
+        _print_json(result)
+    elif result.written:
+        typer.echo(f"wrote the weights of {result.source} to {result.written}; read them with "
+                   f"dlcourse forward SOURCE --weights {result.written}")  # fmt: skip
+    else:
+        print_weights(console(), result, full=full)
+
+
+@cli_errors
+def gradcheck(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            metavar="CONFIG|RUN_DIR",
+            help="A config (its seeded initialization) or a run folder (its weights).",
+        ),
+    ],
+    set_: SetOption = None,
+    batch: Annotated[int, typer.Option(min=1, max=256, help="Training examples in J.")] = 8,
+    samples: Annotated[
+        int, typer.Option(min=1, max=1000, help="Entries checked per parameter tensor.")
+    ] = 10,
+    checkpoint: CheckpointOption = Checkpoint.best,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check backpropagation against finite differences; exit 1 when a gradient fails.
+
+    Autograd's gradient of the full cost (loss and penalty) against central differences, per
+    parameter tensor, in float64. Exit 0 when every tensor passes, 1 when any fails.
+    """
+    from dlcourse.cli.number_views import print_gradcheck
+    from dlcourse.tools.gradcheck import gradient_check
+
+    result = gradient_check(
+        source, data_dir=resolve_data_dir(data_dir), overrides=set_,
+        checkpoint=checkpoint.value, batch=batch, samples=samples,
+    )  # fmt: skip
+    if as_json:
+        _print_json(result)
+    else:
+        print_gradcheck(console(), result)
+    if not result.passed:
+        raise typer.Exit(1)  # the check failed: not a usage error, not a crash
+
+
+def _print_json(result: Any) -> None:
+    typer.echo(json.dumps(dataclasses.asdict(result), indent=2))
