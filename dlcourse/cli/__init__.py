@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dlcourse.cli import configs, inspecting, training
+from dlcourse.cli import configs, experiments, inspecting, training
 from dlcourse.cli.common import DEBUG
 
 app = typer.Typer(
@@ -28,6 +28,11 @@ app.add_typer(config_app, name="config")
 
 app.command("train")(training.train)
 app.command("visualize-activations")(inspecting.visualize_activations)
+app.command("diagnose")(experiments.diagnose)
+app.command("lr-find")(experiments.lr_find)
+app.command("sweep")(experiments.sweep)
+app.command("compare")(experiments.compare)
+app.command("runs")(experiments.runs)
 config_app.command("validate")(configs.validate)
 config_app.command("show")(configs.show)
 

@@ -1,7 +1,8 @@
 """`dlcourse train`: from a validated config to a finished run folder, and `--resume`.
 
 `train()` is the whole job in order: seed, load the data onto the device, build the model,
-make the run folder (locked while training), train, write the summary. `resume()` reopens a
+make the run folder (locked while training), train, write the summary, and print the
+bias/variance diagnosis. `resume()` reopens a
 run folder and continues it from checkpoints/last.pt. Both take extra callbacks, which see
 every epoch as the console and TensorBoard do.
 """
@@ -23,8 +24,10 @@ from rich.console import Console
 from dlcourse.config import Config, dump_config
 from dlcourse.data import TaskData, load_task_data
 from dlcourse.errors import UserError
+from dlcourse.insight.warnings import TrainingWarnings
 from dlcourse.models import build_model, count_parameters
 from dlcourse.runs import RunFolder
+from dlcourse.tools.diagnose import diagnose_summary
 from dlcourse.train.callbacks import Callback
 from dlcourse.train.console import ConsoleReporter, plural
 from dlcourse.train.optim import check_schedule
@@ -97,13 +100,14 @@ def resume(
 def train_in(
     trainer: Trainer, console: Console, resumed: bool = False, callbacks: Sequence[Callback] = ()
 ) -> TrainResult:
-    """Train in the trainer's run folder, with the console, TensorBoard and insight attached."""
+    """Train in the trainer's run folder, with the console, its warnings, TensorBoard and
+    insight attached; print the diagnosis of a run that ends normally."""
     cfg, folder = trainer.cfg, trainer.folder
     assert folder is not None
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     reporter = ConsoleReporter(console, cfg.logging.progress)
-    trainer.callbacks += [reporter, *callbacks]
+    trainer.callbacks += [reporter, TrainingWarnings(console), *callbacks]
     writer = None
     try:
         if cfg.logging.tensorboard:
@@ -121,7 +125,9 @@ def train_in(
 
                 trainer.callbacks.append(InsightLogger(writer, cfg.logging.insight_every))
         with stop_on_signals(trainer):
-            return TrainResult(folder, trainer.fit())
+            summary = trainer.fit()
+        console.print(diagnose_summary(summary.to_json()).line(), highlight=False)
+        return TrainResult(folder, summary)
     finally:
         reporter.stop()
         if writer is not None:
