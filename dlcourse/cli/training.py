@@ -58,7 +58,7 @@ def train(
     if resume is not None:
         if name is not None or overfit_batch:
             option = "--name" if name is not None else "--overfit-batch"
-            raise UserError(f"{option} cannot be used with --resume: the run keeps its folder")
+            raise UserError(f"{option} cannot be used with --resume")
         from dlcourse.train.job import resume as resume_run
 
         resume_run(

@@ -84,7 +84,7 @@ class TrainingWarnings(Callback):
             self.say("vanishing", vanishing_warning(model, first, last, cfg.model.activation))
         same = same_prediction(trainer.data.kind, out, self.probe_y, trainer.data.class_names)
         self.same_epochs = self.same_epochs + 1 if same else 0
-        if same and (self.same_epochs >= SAME_EPOCHS or row.epoch == cfg.train.epochs):
+        if same and self.same_epochs >= SAME_EPOCHS:
             self.say("same", f"{same}; {collapse_cause(trainer)}")
         self.losses.append(epoch_losses(row))
         self.say("overfit", overfit_warning(self.losses))

@@ -93,8 +93,9 @@ def diagnose_summary(
     # the difference between its train and dev errors says nothing about generalizing.
     judged = dev_error is not None and train_error < 1
     variance = dev_error - train_error if judged and dev_error is not None else None
+    # Rounded: 0.10 - 0.08 is 0.020000000000000018 in floating point, not above 2%.
     high = [name for name, gap in (("bias", bias), ("variance", variance))
-            if gap is not None and gap > threshold]  # fmt: skip
+            if gap is not None and round(gap, 9) > threshold]  # fmt: skip
     verdict = " and ".join(f"high {name}" for name in high) or "fine"
     remedies = [remedy for name in high for remedy in REMEDIES[name]]
     error = "1 - R^2" if kind == "regression" else "1 - accuracy"
