@@ -97,7 +97,7 @@ def parse_grid(options: list[str]) -> dict[str, list[str]]:
     for option in options:
         key, sep, text = option.partition("=")
         values = split_values(text) if sep else []
-        if not key.strip() or not all(values):
+        if not key.strip() or not values or not all(values):
             raise UserError(f"--grid {option!r}: expected KEY=V1,V2,... e.g. optim.lr=0.001,0.01")
         grid[key.strip()] = values
     return grid
