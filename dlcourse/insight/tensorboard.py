@@ -27,11 +27,11 @@ class TensorBoardScalars(Callback):
         if trainer.epoch == 0 and trainer.progress is None:  # once per run, not on resume
             self.writer.add_text("config", _as_markdown(trainer.cfg), global_step=0)
         elif trainer.folder is not None:
-            # A resumed writer purges every event from the resumed epoch on, by step, and the
-            # per-step losses have steps far beyond it: log the kept epochs' again.
+            # A resumed writer purges every event at or after step epoch + 1 (its purge_step),
+            # of every tag: the per-step losses of the kept epochs beyond it are logged again.
             for row in trainer.folder.read_metrics():
                 if row["epoch"] <= trainer.epoch:
-                    self.log_step_losses(EpochRow.from_json(row))
+                    self.log_step_losses(EpochRow.from_json(row), after=trainer.epoch)
 
     def on_epoch_end(self, trainer: Trainer, row: EpochRow) -> None:
         epoch = row.epoch
@@ -44,9 +44,10 @@ class TensorBoardScalars(Callback):
         self.log_step_losses(row)
         self.writer.flush()
 
-    def log_step_losses(self, row: EpochRow) -> None:
+    def log_step_losses(self, row: EpochRow, after: int = 0) -> None:
         for step, loss in row.step_losses or []:
-            self.writer.add_scalar("loss/train_step", loss, int(step))
+            if step > after:
+                self.writer.add_scalar("loss/train_step", loss, int(step))
 
     def on_fit_end(self, trainer: Trainer, summary: Summary) -> None:
         """The hyper-parameters and final metrics, for TensorBoard's HParams tab.
