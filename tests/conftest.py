@@ -14,7 +14,12 @@ import torch
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+# Training configs, and sweep files (*.sweep.yaml: a grid over a training config), anywhere
+# under configs/.
+CONFIGS = sorted(
+    p for p in (REPO / "configs").rglob("*.yaml") if not p.name.endswith(".sweep.yaml")
+)
+SWEEPS = sorted((REPO / "configs").rglob("*.sweep.yaml"))
 
 
 def write_idx(path: Path, tensor: torch.Tensor) -> None:

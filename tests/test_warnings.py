@@ -57,6 +57,16 @@ def test_a_learning_rate_that_kills_every_relu(tmp_path: Path) -> None:
     assert "R^2 is about 0" in collapsed and "train.batch_size" in collapsed
 
 
+def test_a_learning_rate_too_small_to_leave_the_start(tmp_path: Path) -> None:
+    lines = warnings_of(
+        "transactions_regression.yaml", tmp_path, tmp_path,
+        "optim.name=sgd", "optim.lr=1e-5", "train.epochs=3", "data.n_samples=300",
+    )  # fmt: skip
+    collapsed = only(lines, "every prediction is nearly the same value")
+    assert "a learning rate too small (optim.lr = 1e-05)" in collapsed
+    assert not [line for line in lines if "dead" in line]
+
+
 def test_saturated_sigmoid_layers(tmp_path: Path) -> None:
     lines = warnings_of(
         "transactions_regression.yaml", tmp_path, tmp_path, "model.activation=sigmoid",

@@ -84,9 +84,10 @@ class TrainingWarnings(Callback):
             self.say("vanishing", vanishing_warning(model, first, last, cfg.model.activation))
         same = same_prediction(trainer.data.kind, out, self.probe_y, trainer.data.class_names)
         self.same_epochs = self.same_epochs + 1 if same else 0
-        if same and self.same_epochs >= SAME_EPOCHS:
-            self.say("same", f"{same}; {collapse_cause(trainer)}")
         self.losses.append(epoch_losses(row))
+        if same and self.same_epochs >= SAME_EPOCHS:
+            dead = any(key.startswith("dead") for key in self.issued)
+            self.say("same", f"{same}; {collapse_cause(trainer, dead, self.losses)}")
         self.say("overfit", overfit_warning(self.losses))
 
 
@@ -219,13 +220,25 @@ def same_prediction(
     return f"every prediction is the same class ({name!r}) on {len(predicted)} dev examples"
 
 
-def collapse_cause(trainer: Trainer) -> str:
+def collapse_cause(trainer: Trainer, dead: bool, losses: list[tuple[float, float]]) -> str:
+    """The likely cause of predictions that are all the same: dead units (a learning rate too
+    large), a train loss that has hardly moved (one too small), or either."""
     cfg = trainer.cfg
+    lr, size = f"optim.lr = {cfg.optim.lr:g}", cfg.train.batch_size
+    first, now = losses[0][0], losses[-1][0]
+    if dead:
+        return (
+            f"likely cause: a learning rate too large for batch size {size} ({lr}) killed the "
+            "units; try optim.lr 10x smaller, or change train.batch_size"
+        )
+    if now > 0.9 * first:  # less than a tenth off the first epoch's loss
+        return (
+            f"likely cause: a learning rate too small ({lr}): the train loss has hardly "
+            f"moved ({first:.4g} -> {now:.4g}); try optim.lr 10x larger, or train.epochs more"
+        )
     return (
-        f"likely cause: a learning rate too large for batch size {cfg.train.batch_size} "
-        f"(optim.lr = {cfg.optim.lr:g}) threw the weights where the units are dead or "
-        "saturated, or one too small to leave the start; try optim.lr 10x smaller (or larger), "
-        "or change train.batch_size"
+        f"likely cause: a learning rate too large or too small for batch size {size} ({lr}); "
+        "try optim.lr 10x smaller and 10x larger, or change train.batch_size"
     )
 
 

@@ -65,11 +65,18 @@ def differing_keys(runs: list[RunInfo]) -> list[str]:
     ]
 
 
+def short_key(key: str) -> str:
+    """How a key reads in a column or a run name: its last part (optim.lr -> lr), or the one
+    before a last part `name` (optim.name -> optim, optim.schedule.name -> schedule)."""
+    parts = key.split(".")
+    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
+
+
 def short_names(keys: list[str]) -> dict[str, str]:
-    """Each key by its last part (optim.lr -> lr) where that is unambiguous."""
-    last = [key.rsplit(".", 1)[-1] for key in keys]
+    """Each key by its short name (short_key) where that is unambiguous, else in full."""
+    short = [short_key(key) for key in keys]
     return {
-        key: part if last.count(part) == 1 else key for key, part in zip(keys, last, strict=True)
+        key: part if short.count(part) == 1 else key for key, part in zip(keys, short, strict=True)
     }
 
 

@@ -39,7 +39,7 @@ from dlcourse.config import Config, config_data, load_config
 from dlcourse.config.source import read_config_file
 from dlcourse.errors import DivergedError, InterruptedRun, UserError
 from dlcourse.fileio import write_text_atomic
-from dlcourse.tools.compare import Comparison, compare_runs
+from dlcourse.tools.compare import Comparison, compare_runs, short_key
 from dlcourse.tools.runinfo import FINISHED, read_run
 
 SWEEP_SUFFIX = ".sweep.yaml"
@@ -151,8 +151,7 @@ def combinations(spec: SweepSpec) -> list[Combination]:
     ):
         parts = [variant] if variant else []
         parts += [
-            f"{key.rsplit('.', 1)[-1]}-{label_of(value)}"
-            for key, value in zip(keys, values, strict=True)
+            f"{short_key(key)}-{label_of(value)}" for key, value in zip(keys, values, strict=True)
         ]
         label = _UNSAFE.sub("_", "_".join(parts) or "run").strip("_.-")[:80] or "run"
         overrides = fixed + [f"{key}={value}" for key, value in zip(keys, values, strict=True)]
