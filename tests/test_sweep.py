@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -93,6 +94,33 @@ def test_a_restart_trains_only_what_is_missing(tmp_path: Path) -> None:
     assert len(run_folders(folder)) == 5  # the broken run is kept, a new one replaces it
     with (folder / "sweep.csv").open() as file:
         assert len(list(csv.DictReader(file))) == 4
+
+
+def test_an_interrupted_sweep_resumes_its_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlcourse.train import trainer as trainer_module
+
+    original = trainer_module.Trainer.train_step
+    calls = {"steps": 0}
+
+    def stop_in_the_second_run(self: Any, *args: Any) -> Any:
+        result = original(self, *args)
+        calls["steps"] += 1
+        self.stop_requested = calls["steps"] == 6 * 2 + 3  # run 1: 6 steps x 2 epochs
+        return result
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", stop_in_the_second_run)
+    grid = ["--grid", "optim.lr=0.01,0.02"]
+    args = ["sweep", str(TRANSACTIONS), *grid, *TINY, "--runs-dir", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130 and "run the same command again" in result.output
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", original)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert again.output.count("already") == 1 and "resuming" in again.output
+    folder = tmp_path / "transactions_regression-sweep"
+    assert len(run_folders(folder)) == 2  # resumed in its own folder, not trained anew
 
 
 def test_a_diverging_run_is_reported_and_the_sweep_goes_on(tmp_path: Path) -> None:

@@ -13,6 +13,23 @@ from dlcourse.cli.common import DataDirOption, SetOption, cli_errors, console, r
 if TYPE_CHECKING:
     from dlcourse.config import Config
 
+OverfitBatchOption = Annotated[
+    bool,
+    typer.Option(
+        "--overfit-batch",
+        help="Only check that the model can learn one small batch by heart (loss to about "
+        "zero); no run folder.",
+    ),
+]
+ResumeOption = Annotated[
+    Path | None,
+    typer.Option(
+        file_okay=False,
+        help="Continue this run folder from its last checkpoint (extend it with "
+        "--set train.epochs=N).",
+    ),
+]
+
 
 @cli_errors
 def train(
@@ -31,22 +48,8 @@ def train(
     device: Annotated[
         str | None, typer.Option(help="auto, cpu or cuda (default: the config's device).")
     ] = None,
-    overfit_batch: Annotated[
-        bool,
-        typer.Option(
-            "--overfit-batch",
-            help="Only check that the model can learn one small batch by heart (loss to about "
-            "zero); no run folder.",
-        ),
-    ] = False,
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            file_okay=False,
-            help="Continue this run folder from its last checkpoint (extend it with "
-            "--set train.epochs=N).",
-        ),
-    ] = None,
+    overfit_batch: OverfitBatchOption = False,
+    resume: ResumeOption = None,
 ) -> None:
     """Train the model a config describes; results go to a new run folder."""
     from dlcourse.config import load_config

@@ -40,7 +40,7 @@ from dlcourse.config.source import read_config_file
 from dlcourse.errors import DivergedError, InterruptedRun, UserError
 from dlcourse.fileio import write_text_atomic
 from dlcourse.tools.compare import Comparison, compare_runs, short_key
-from dlcourse.tools.runinfo import FINISHED, read_run
+from dlcourse.tools.runinfo import FINISHED, RunInfo, read_run
 
 SWEEP_SUFFIX = ".sweep.yaml"
 SWEEP_KEYS = ("config", "name", "set", "grid", "variants")
@@ -201,8 +201,6 @@ def find_run(folder: Path, cfg: Config) -> Path | None:
 def run_sweep(spec: SweepSpec, *, runs_dir: Path, data_dir: Path, console: Console) -> SweepResult:
     """Train every combination not yet finished, then compare them all (sweep.csv,
     compare.png in the sweep folder)."""
-    from dlcourse.train import job
-
     resolved = resolve(spec)
     folder = runs_dir / spec.name
     try:
@@ -216,31 +214,46 @@ def run_sweep(spec: SweepSpec, *, runs_dir: Path, data_dir: Path, console: Conso
         run = read_run(path) if path is not None else None
         head = f"[bold]sweep {spec.name}: run {index}/{len(resolved)}, {combo.label}[/bold]"
         if run is not None and run.status in FINISHED:
-            console.print(
-                f"{head}: {run.status} already ({run.path.name}), skipped", highlight=False
-            )
+            console.print(f"{head}: {run.status} already ({run.path.name}), skipped",
+                          highlight=False)  # fmt: skip
             skipped.append(combo.label)
             paths.append(run.path)
             continue
         console.rule(head)
-        try:
-            if run is not None and (run.path / "checkpoints" / "last.pt").is_file():
-                job.resume(run.path, data_dir=data_dir, console=console)
-            else:
-                job.train(cfg, runs_dir=folder, data_dir=data_dir, console=console)
-        except DivergedError as exc:
-            console.print(f"[red]{exc}[/red]", highlight=False)
+        if train_combination(run, cfg, folder, data_dir, console):
             diverged.append(combo.label)
-        except InterruptedRun as exc:
-            raise InterruptedRun(
-                f"{exc}\nThe sweep stopped; run the same command again to continue it (finished "
-                "runs are skipped, this one resumes)."
-            ) from None
         found = find_run(folder, cfg)
         assert found is not None  # the run just made its folder
         paths.append(found)
     comparison = compare_runs(paths, out=folder, table_name="sweep.csv")
     return SweepResult(folder, comparison, skipped, diverged)
+
+
+def train_combination(
+    run: RunInfo | None, cfg: Config, folder: Path, data_dir: Path, console: Console
+) -> bool:
+    """Resume the combination's unfinished run, or train it anew; True if it diverged."""
+    from dlcourse.train import job
+
+    if run is not None and run.status == "running":
+        raise UserError(f"{run.path}: another process is training it (the same sweep twice?)")
+    try:
+        if run is not None and (run.path / "checkpoints" / "last.pt").is_file():
+            try:
+                job.resume(run.path, data_dir=data_dir, console=console)
+                return False
+            except UserError as exc:  # e.g. killed after its last epoch, before its summary
+                console.print(f"cannot resume it ({exc}); training it anew", highlight=False)
+        job.train(cfg, runs_dir=folder, data_dir=data_dir, console=console)
+    except DivergedError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return True
+    except InterruptedRun as exc:
+        raise InterruptedRun(
+            f"{exc}\nThe sweep stopped; run the same command again to continue it (finished "
+            "runs are skipped, this one resumes)."
+        ) from None
+    return False
 
 
 def describe_spec(spec: SweepSpec) -> str:
