@@ -166,6 +166,10 @@ def test_over_fitting_needs_a_trend_and_a_gap() -> None:
     below_train = [(2.0 - 0.05 * i, 0.8 + 0.01 * max(0, i - 4)) for i in range(12)]
     assert overfit_warning(below_train) is None
     assert overfit_warning(falling[:9]) is None  # too few epochs to see a trend
+    # An unstable run: dev jumps up while train falls, but train is still above the best dev.
+    unstable = [(10.0 - 0.2 * i, 3.0 if i < 6 else 16.0) for i in range(12)]
+    assert overfit_warning(unstable) is None
+    assert overfit_warning([(t - 8.0, d) for t, d in unstable]) is not None  # control
 
 
 # ------------------------------------------------------------------ --overfit-batch

@@ -244,12 +244,14 @@ def collapse_cause(trainer: Trainer, dead: bool, losses: list[tuple[float, float
 
 def overfit_warning(losses: list[tuple[float, float]]) -> str | None:
     """A warning when, over the last OVERFIT_EPOCHS epochs against the ones before, the dev
-    loss rose while the train loss fell, and the dev loss is now more than OVERFIT_RISE above
-    both its lowest and the train loss; `losses`: (train, dev) per epoch.
+    loss rose while the train loss fell below the lowest dev loss, and the dev loss is now more
+    than OVERFIT_RISE above both its lowest and the train loss; `losses`: (train, dev) per
+    epoch.
 
     Means over windows of epochs, not single epochs, so that the noise of a large learning
     rate is not taken for a trend; the gap to the train loss tells over-fitting from a dev
-    loss that merely wanders.
+    loss that merely wanders, and a train loss still above the best dev loss tells an unstable
+    run (a learning rate too large) from one that fits its training examples too well.
     """
     n = OVERFIT_EPOCHS
     if len(losses) < 2 * n:
@@ -258,8 +260,9 @@ def overfit_warning(losses: list[tuple[float, float]]) -> str | None:
     train_now, dev_now = (sum(v) / n for v in zip(*losses[-n:], strict=True))
     devs = [dev for _, dev in losses]
     lowest = min(range(len(devs)), key=lambda i: devs[i] if math.isfinite(devs[i]) else math.inf)
-    above = (1 + OVERFIT_RISE) * max(devs[lowest], train_now)
-    if not (dev_now > dev_before and train_now < train_before and dev_now > above):
+    trends = dev_now > dev_before and train_now < train_before
+    above = dev_now > (1 + OVERFIT_RISE) * max(devs[lowest], train_now)
+    if not (trends and above and train_now < devs[lowest]):
         return None
     return (
         f"over-fitting: over the last {n} epochs the dev loss rose to {dev_now:.4g} on average "
