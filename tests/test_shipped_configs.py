@@ -10,7 +10,9 @@ here until its target is written down.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -74,3 +76,52 @@ def test_shipped_config_reaches_its_target(path: Path, tmp_path: Path, request) 
         assert summary.test[metric] >= least, (metric, summary.test)
     warnings = [line for line in output.getvalue().splitlines() if line.startswith("warning:")]
     assert warnings == []  # a shipped config is the example of a healthy run
+
+
+# ------------------------------------------------------------------ sweep files
+
+Check = Callable[[dict[str, Any]], bool]  # on a run's summary.json
+# sweep file -> {run label: (what the run shows, the check of its summary)}, as the README and
+# the file's comments state them
+SWEEP_TARGETS: dict[str, dict[str, tuple[str, Check]]] = {
+    "learning_rate.sweep.yaml": {
+        "lr-1e-05": ("too small: still far from the data", lambda s: s["test"]["r2"] < 0.5),
+        "lr-0.01": ("right: near the best R^2, 0.98", lambda s: s["test"]["r2"] > 0.95),
+        "lr-5": ("too large: diverges", lambda s: s["stop_reason"] == "diverged"),
+    },
+}
+
+
+def test_every_sweep_file_has_a_target_per_run() -> None:
+    assert sorted(path.name for path in SWEEPS) == sorted(SWEEP_TARGETS)
+    for path in SWEEPS:
+        labels = [combo.label for combo, _ in resolve(read_sweep_file(path))]
+        assert labels == list(SWEEP_TARGETS[path.name]), path.name
+
+
+def sweep_outcomes(path: Path, runs: Path, data_dir: Path, *overrides: str) -> dict[str, Any]:
+    """Run a sweep file; each run's summary by its label."""
+    spec = read_sweep_file(path)
+    spec.overrides += ["logging.progress=false", *overrides]
+    console = Console(file=io.StringIO(), width=300)
+    result = run_sweep(spec, runs_dir=runs, data_dir=data_dir, console=console)
+    return {row.run.config["name"]: row.run.summary for row in result.comparison.rows}
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_sweep_file_runs_a_tiny_version(path: Path, tiny_churn_dir: Path, tmp_path: Path) -> None:
+    found = sweep_outcomes(path, tmp_path / "runs", tiny_churn_dir, "train.epochs=1",
+                           "data.limit=200")  # fmt: skip
+    assert sorted(found) == sorted(SWEEP_TARGETS[path.name])
+    assert all(summary is not None for summary in found.values())
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_sweep_file_shows_what_it_teaches(path: Path, tmp_path: Path, request) -> None:
+    data_dir = request.getfixturevalue("real_data_dir")
+    found = sweep_outcomes(path, tmp_path, data_dir)
+    for label, (shows, check) in SWEEP_TARGETS[path.name].items():
+        assert check(found[label]), (label, shows, found[label])

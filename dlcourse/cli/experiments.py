@@ -183,14 +183,15 @@ def comparison_table(comparison: Comparison) -> Table:
     for column in (f"best dev {comparison.monitor}", f"test {comparison.metric}", "epochs", "time"):
         table.add_column(column, justify="right")
     table.add_column("status")
-    table.add_column("run")
+    if not names:  # nothing differs in the configs: name the runs
+        table.add_column("run")
     for row in comparison.rows:
         run = row.run
         seconds = "-" if run.seconds is None else f"{run.seconds:.1f}s"
         table.add_row(
             *(row.values[name] for name in names), format_metric(comparison.monitor, row.dev),
             format_metric(comparison.metric, row.test), str(run.epochs or "-"), seconds,
-            run.status, run.name,
+            run.status, *([] if names else [run.name]),
         )  # fmt: skip
     return table
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlcourse.config.applies import OPTIONS
 from dlcourse.errors import UserError
 from dlcourse.fileio import write_text_atomic
 from dlcourse.runs import RunFolder
@@ -39,12 +40,16 @@ class CompareRow:
         """The legend entry: the differing values, or the run's name when none differ."""
         if not self.values:
             return self.run.name
-        return ", ".join(f"{short}={value}" for short, value in self.values.items())
+        return ", ".join(
+            value if short == "variant" else f"{short}={value}"
+            for short, value in self.values.items()
+        )
 
 
 @dataclass
 class Comparison:
-    keys: list[str]  # the config keys whose values differ, dotted
+    keys: list[str]  # the columns: config keys whose values differ, dotted; "variant" first
+    # when the runs are named variants (a sweep's)
     monitor: str  # the dev metric the rows are ordered by
     metric: str  # the test metric shown
     rows: list[CompareRow]  # best first
@@ -53,7 +58,11 @@ class Comparison:
 
 
 def differing_keys(runs: list[RunInfo]) -> list[str]:
-    """The dotted config keys whose values are not the same in every run, in config order."""
+    """The dotted config keys whose values are not the same in every run, in config order.
+
+    A key that only some choices read (optim.betas: adam and adamw) and that some runs lack
+    follows from a key that differs already (optim.name): it is left out.
+    """
     flats = [run.flat_config() for run in runs]
     keys: list[str] = []
     for flat in flats:
@@ -61,7 +70,9 @@ def differing_keys(runs: list[RunInfo]) -> list[str]:
     return [
         key
         for key in keys
-        if not key.startswith(NOT_COMPARED) and len({repr(f.get(key)) for f in flats}) > 1
+        if not key.startswith(NOT_COMPARED)
+        and len({repr(flat.get(key)) for flat in flats}) > 1
+        and not (key in OPTIONS and any(key not in flat for flat in flats))
     ]
 
 
@@ -107,33 +118,34 @@ def order_key(monitor: str, value: float | None) -> tuple[int, float]:
 
 
 def compare_runs(
-    paths: list[Path], out: Path | None = None, table_name: str = "compare.csv"
+    paths: list[Path],
+    out: Path | None = None,
+    table_name: str = "compare.csv",
+    keys: list[str] | None = None,
+    variants: list[str] | None = None,
 ) -> Comparison:
     """Compare run folders: the table (also written as CSV) and compare.png, into `out`
-    (default: the folder that holds the runs)."""
+    (default: the folder that holds the runs). The columns are `keys` (default: the keys that
+    differ), after each run's variant name when `variants` gives them (in paths' order)."""
     if not paths:
         raise UserError("give at least one run folder to compare")
     runs = [read_run(path) for path in paths]
-    keys = differing_keys(runs)
-    names = short_names(keys)
+    keys = differing_keys(runs) if keys is None else keys
+    columns = (["variant"] if variants else []) + keys
+    names = short_names(columns)
     monitors = {run.monitor for run in runs}
     monitor = monitors.pop() if len(monitors) == 1 else "loss"
     metric = MAIN_METRIC[runs[0].kind]
-    rows = [
-        CompareRow(
-            run,
-            {names[key]: shown(run.flat_config().get(key)) for key in keys},
-            run.metric("dev", monitor),
-            run.metric("test", metric),
-            loss_curves(run),
-        )
-        for run in runs
-    ]
+    rows = []
+    for index, run in enumerate(runs):
+        flat = {**run.flat_config(), "variant": variants[index] if variants else None}
+        values = {names[key]: shown(flat.get(key)) for key in columns}
+        dev, test = run.metric("dev", monitor), run.metric("test", metric)
+        rows.append(CompareRow(run, values, dev, test, loss_curves(run)))
     rows.sort(key=lambda row: order_key(monitor, row.dev))
     folder = out or common_folder(paths)
-    comparison = Comparison(
-        keys, monitor, metric, rows, folder / "compare.png", folder / table_name
-    )
+    comparison = Comparison(columns, monitor, metric, rows, folder / "compare.png",
+                            folder / table_name)  # fmt: skip
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -184,42 +196,39 @@ def _cell(value: Any) -> str:
 
 
 def plot_curves(comparison: Comparison) -> None:
-    """compare.png: train loss and dev loss per epoch, one colour per run."""
+    """compare.png: train loss and dev loss per epoch, one colour per run; a run that ended
+    without a curve (diverged in its first epoch) is still in the legend."""
+    from matplotlib.ticker import MaxNLocator
+
     from dlcourse.tools.figures import pyplot, save_figure
 
     plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, sharey=True)
-    colours = plt.get_cmap("tab10" if len(comparison.rows) <= 10 else "viridis")
+    rows = comparison.rows
+    colours = plt.get_cmap("tab10" if len(rows) <= 10 else "viridis")
     values = []
-    for index, row in enumerate(comparison.rows):
-        colour = colours(index if len(comparison.rows) <= 10 else index / len(comparison.rows))
-        label = row.label + (
-            "" if row.run.status in ("completed", "early_stopping") else f" ({row.run.status})"
-        )
+    for index, row in enumerate(rows):
+        colour = colours(index if len(rows) <= 10 else index / len(rows))
+        ended = row.run.status in ("completed", "early_stopping")
+        label = row.label + ("" if ended else f" ({row.run.status})")
         for axis, split in zip(axes, ("train", "dev"), strict=True):
             points = row.curves.get(split) or []
             values += [loss for _, loss in points]
-            if points:
-                epochs, losses = zip(*points, strict=True)
-                axis.plot(
-                    epochs,
-                    losses,
-                    color=colour,
-                    linewidth=1.6,
-                    marker="." if len(points) < 30 else None,
-                    label=label if split == "train" else None,
-                )
+            epochs, losses = zip(*points, strict=True) if points else ((), ())
+            axis.plot(epochs, losses, color=colour, linewidth=1.6,
+                      marker="." if len(points) < 30 else None,
+                      label=label if split == "train" else None)  # fmt: skip
     positive = [v for v in values if v > 0]
     for axis, split in zip(axes, ("train", "dev"), strict=True):
         axis.set_title(f"{split} loss")
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         if positive and max(positive) / min(positive) > 30:
             axis.set_yscale("log")  # a run 100x worse than the best would flatten the others
     axes[0].set_ylabel("loss")
-    figure.legend(
-        loc="lower center", ncol=min(4, max(1, len(comparison.rows))), fontsize=8, frameon=False
-    )
-    rows_of_legend = math.ceil(len(comparison.rows) / 4)
-    figure.tight_layout(rect=(0, 0.06 * rows_of_legend, 1, 1))
+    longest = max(len(axis_label) for axis_label in (row.label for row in rows)) + 12
+    columns = max(1, min(len(rows), 150 // longest))  # legend entries side by side
+    figure.legend(loc="lower center", ncol=columns, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.055 * math.ceil(len(rows) / columns), 1, 1))
     save_figure(figure, comparison.figure)

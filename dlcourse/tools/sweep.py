@@ -60,6 +60,7 @@ class SweepSpec:
 class Combination:
     label: str  # the run's name: its values, e.g. l2_lr-0.01
     overrides: list[str]  # KEY=VALUE of this combination
+    variant: str = ""  # the variant's name, if the sweep has variants
 
 
 @dataclass
@@ -155,7 +156,7 @@ def combinations(spec: SweepSpec) -> list[Combination]:
         ]
         label = _UNSAFE.sub("_", "_".join(parts) or "run").strip("_.-")[:80] or "run"
         overrides = fixed + [f"{key}={value}" for key, value in zip(keys, values, strict=True)]
-        found.append(Combination(label, overrides))
+        found.append(Combination(label, overrides, variant))
     return found
 
 
@@ -225,7 +226,8 @@ def run_sweep(spec: SweepSpec, *, runs_dir: Path, data_dir: Path, console: Conso
         found = find_run(folder, cfg)
         assert found is not None  # the run just made its folder
         paths.append(found)
-    comparison = compare_runs(paths, out=folder, table_name="sweep.csv")
+    variants = [combo.variant for combo, _ in resolved] if spec.variants else None
+    comparison = compare_runs(paths, folder, "sweep.csv", list(spec.grid), variants)
     return SweepResult(folder, comparison, skipped, diverged)
 
 
