@@ -180,7 +180,9 @@ def comparison_table(comparison: Comparison) -> Table:
     names = list(short_names(comparison.keys).values())
     for name in names:
         table.add_column(name)
-    for column in (f"best dev {comparison.monitor}", f"test {comparison.metric}", "epochs", "time"):
+    monitor = comparison.monitor
+    for column in (f"best dev {monitor}", f"last dev {monitor}", f"test {comparison.metric}",
+                   "epochs", "time"):  # fmt: skip
         table.add_column(column, justify="right")
     table.add_column("status")
     if not names:  # nothing differs in the configs: name the runs
@@ -189,9 +191,9 @@ def comparison_table(comparison: Comparison) -> Table:
         run = row.run
         seconds = "-" if run.seconds is None else f"{run.seconds:.1f}s"
         table.add_row(
-            *(row.values[name] for name in names), format_metric(comparison.monitor, row.dev),
-            format_metric(comparison.metric, row.test), str(run.epochs or "-"), seconds,
-            run.status, *([] if names else [run.name]),
+            *(row.values[name] for name in names), format_metric(monitor, row.dev),
+            format_metric(monitor, row.last_dev), format_metric(comparison.metric, row.test),
+            str(run.epochs or "-"), seconds, run.status, *([] if names else [run.name]),
         )  # fmt: skip
     return table
 

@@ -1,10 +1,11 @@
 """`dlcourse compare`: runs side by side, as a table of what differs and what it gave, and one
 picture of their train and dev loss curves.
 
-The columns are the config keys whose values differ between the runs, then the best dev
-epoch's monitored metric, the test metric, epochs, time and how the run ended; the best run
-comes first. `compare.png` overlays every run's curves, one colour per run, the legend naming
-its values of the differing keys. Reads run folders only: no torch.
+The columns are the config keys whose values differ between the runs, then the monitored
+dev metric of the best epoch and of the last (far apart: over-fitting), the test metric,
+epochs, time and how the run ended; the best run comes first. `compare.png` overlays every
+run's curves, one colour per run, the legend naming its values of the differing keys. Reads
+run folders only: no torch.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class CompareRow:
     run: RunInfo
     values: dict[str, str]  # differing key -> this run's value, as text
     dev: float | None  # the best dev epoch's monitored metric
+    last_dev: float | None  # the last epoch's (far from the best: over-fitting)
     test: float | None  # the kept weights' test metric
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # train/dev loss
 
@@ -140,8 +142,9 @@ def compare_runs(
     for index, run in enumerate(runs):
         flat = {**run.flat_config(), "variant": variants[index] if variants else None}
         values = {names[key]: shown(flat.get(key)) for key in columns}
-        dev, test = run.metric("dev", monitor), run.metric("test", metric)
-        rows.append(CompareRow(run, values, dev, test, loss_curves(run)))
+        dev, last_dev = run.metric("dev", monitor), run.metric("last_dev", monitor)
+        test = run.metric("test", metric)
+        rows.append(CompareRow(run, values, dev, last_dev, test, loss_curves(run)))
     rows.sort(key=lambda row: order_key(monitor, row.dev))
     folder = out or common_folder(paths)
     comparison = Comparison(columns, monitor, metric, rows, folder / "compare.png",
@@ -168,6 +171,7 @@ def table_csv(comparison: Comparison) -> str:
         [
             *comparison.keys,
             f"best_dev_{comparison.monitor}",
+            f"last_dev_{comparison.monitor}",
             f"test_{comparison.metric}",
             "epochs",
             "seconds",
@@ -181,6 +185,7 @@ def table_csv(comparison: Comparison) -> str:
             [
                 *(row.values[name] for name in names),
                 _cell(row.dev),
+                _cell(row.last_dev),
                 _cell(row.test),
                 _cell(run.epochs),
                 _cell(run.seconds),

@@ -90,10 +90,17 @@ class RunInfo:
         return str(stopping.get("monitor") or "loss")
 
     def metric(self, split: str, name: str) -> float | None:
-        """A metric of the kept weights (test), or of the best epoch's (dev)."""
+        """A metric of the kept weights (test), of the best epoch's (dev), or of the last
+        epoch's (last_dev; an older summary's kept dev)."""
         if self.summary is None:
             return None
-        found = best_dev(self.summary) if split == "dev" else self.summary.get(split) or {}
+        if split == "dev":
+            found = best_dev(self.summary)
+        elif split == "last_dev":
+            last = self.summary.get("last")
+            found = last.get("dev") or {} if isinstance(last, dict) else {}
+        else:
+            found = self.summary.get(split) or {}
         value = found.get(name)
         return float(value) if isinstance(value, (int, float)) else None
 
