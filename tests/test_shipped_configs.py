@@ -85,11 +85,50 @@ Check = Callable[[dict[str, Any]], bool]  # on a run's summary.json
 # the file's comments state them
 SWEEP_TARGETS: dict[str, dict[str, tuple[str, Check]]] = {
     "learning_rate.sweep.yaml": {
-        "lr-1e-05": ("too small: still far from the data", lambda s: s["test"]["r2"] < 0.5),
-        "lr-0.01": ("right: near the best R^2, 0.98", lambda s: s["test"]["r2"] > 0.95),
+        "lr-1e-05": ("too small: still far from the data", lambda s: on_test(s, "r2") < 0.5),
+        "lr-0.01": ("right: near the best R^2, 0.98", lambda s: on_test(s, "r2") > 0.95),
         "lr-5": ("too large: diverges", lambda s: s["stop_reason"] == "diverged"),
     },
-}
+    "batch_size.sweep.yaml": {
+        "batch_size-full": ("20 smooth steps: on the way", lambda s: 0.5 < on_test(s, "r2") < 0.95),
+        "batch_size-32": ("380 noisy steps: fits", lambda s: on_test(s, "r2") > 0.95),
+        "batch_size-1": ("too noisy for this lr: stalls", lambda s: on_test(s, "r2") < 0.8),
+    },
+    "optimizers.sweep.yaml": {
+        "optim-sgd": ("barely started", lambda s: dev_loss(s, "best") > 0.5),
+        "optim-momentum": ("further", lambda s: 0.38 < dev_loss(s, "best") < 0.5),
+        "optim-rmsprop": ("there", lambda s: dev_loss(s, "best") < 0.38),
+        "optim-adam": ("there", lambda s: dev_loss(s, "best") < 0.38),
+    },
+    "activations.sweep.yaml": {
+        "activation-sigmoid": ("saturated, stuck", lambda s: on_test(s, "r2") < 0.3),
+        "activation-tanh": ("escapes slowly", lambda s: 0.6 < on_test(s, "r2") < 0.97),
+        "activation-relu": ("fits", lambda s: on_test(s, "r2") > 0.95),
+    },
+    "regularization.sweep.yaml": {
+        "none": ("over-fits: the dev loss ends far above its best",
+                 lambda s: dev_loss(s, "last") > 2 * dev_loss(s, "best")),
+        "l2": ("train and dev stay together",
+               lambda s: dev_loss(s, "last") < 1.2 * dev_loss(s, "best")),
+        "dropout": ("over-fits far less than none",
+                    lambda s: dev_loss(s, "last") < 1.6 * dev_loss(s, "best")),
+        "early_stopping": ("stops at the turn, keeps the best",
+                           lambda s: s["stop_reason"] == "early_stopping"
+                           and s["epochs_run"] < 20 and s["kept"] == "best"),
+    },
+    "split.sweep.yaml": {
+        "70-30": ("no test split to report", lambda s: s["test"] is None and s["dev"] is not None),
+        "60-20-20": ("an untouched test split", lambda s: on_test(s, "accuracy") > 0.8),
+    },
+}  # fmt: skip
+
+
+def on_test(summary: dict[str, Any], metric: str) -> float:
+    return float(summary["test"][metric])
+
+
+def dev_loss(summary: dict[str, Any], epoch: str) -> float:
+    return float(summary[epoch]["dev"]["loss"])
 
 
 def test_every_sweep_file_has_a_target_per_run() -> None:

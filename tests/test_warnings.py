@@ -145,6 +145,7 @@ def test_vanishing_only_below_a_hundred_thousandth() -> None:
     assert vanishing_warning(model, 0.9e-5, 1.0, "relu") is not None
     assert vanishing_warning(model, 1.1e-5, 1.0, "relu") is None
     assert vanishing_warning(model, 0.0, 0.0, "relu") is None  # no gradient at all: nothing to say
+    assert vanishing_warning(model, 0.0, 1.0, "relu") is None  # all ReLUs off for the batch
 
 
 def test_same_prediction_needs_one_class_or_a_tiny_spread() -> None:

@@ -185,8 +185,12 @@ def first_last_grad_norms(model: nn.Module) -> torch.Tensor | None:
 
 
 def vanishing_warning(model: nn.Module, first: float, last: float, activation: str) -> str | None:
-    """A warning when the first layer's gradient is below VANISHING of the last layer's."""
-    if not last > 0 or first >= VANISHING * last:
+    """A warning when the first layer's gradient is below VANISHING of the last layer's.
+
+    A gradient of exactly 0 is no signal at all, not a vanishing one: ReLUs that are all off
+    for the batch (with one example per batch, often) or dead, which the dead-unit check sees.
+    """
+    if not (last > 0 and 0 < first < VANISHING * last):
         return None
     layers = weighted_layers(model)
     return (
