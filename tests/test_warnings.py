@@ -159,12 +159,12 @@ def test_same_prediction_needs_one_class_or_a_tiny_spread() -> None:
 
 
 def test_over_fitting_needs_a_trend_and_a_gap() -> None:
-    falling = [(1.0 - 0.05 * i, 0.8 + 0.01 * max(0, i - 4)) for i in range(12)]
+    falling = [(1.0 - 0.05 * i, 0.8 + 0.02 * max(0, i - 4)) for i in range(12)]
     assert overfit_warning(falling) is not None
     # Negative controls: a dev loss that only wanders, and one still below the train loss.
     wandering = [(1.0 - 0.05 * i, 0.8 + 0.05 * (i % 2)) for i in range(12)]
     assert overfit_warning(wandering) is None
-    below_train = [(2.0 - 0.05 * i, 0.8 + 0.01 * max(0, i - 4)) for i in range(12)]
+    below_train = [(2.0 - 0.05 * i, 0.8 + 0.02 * max(0, i - 4)) for i in range(12)]
     assert overfit_warning(below_train) is None
     assert overfit_warning(falling[:9]) is None  # too few epochs to see a trend
     # An unstable run: dev jumps up while train falls, but train is still above the best dev.
