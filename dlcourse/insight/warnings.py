@@ -32,9 +32,8 @@ SATURATED = 0.9  # share of a sigmoid/tanh layer's outputs near a bound that cou
 VANISHING = 1e-5  # first layer's gradient norm over the last layer's
 SAME_EPOCHS = 3  # epochs in a row of one predicted class/value before it is a collapse
 OVERFIT_EPOCHS = 5  # epochs of rising dev loss (and falling train loss) that are over-fitting
-# ... when the dev loss is also this far above its lowest and the train loss (a dev split of a
-# few hundred examples wanders by 5%)
-OVERFIT_RISE = 0.10
+OVERFIT_RISE = 0.10  # how far above its lowest (and the train loss) the dev loss must be; the
+# dev loss of a few hundred examples wanders by 5% without any trend
 # The initial loss this many times that of a model that knows nothing is far off. A regression
 # network starts near 0, so a target whose mean is a few standard deviations from 0 starts at
 # (variance + mean^2) / variance times the baseline, which is normal, not a fault.
@@ -94,8 +93,9 @@ class TrainingWarnings(Callback):
 
 
 def epoch_losses(row: EpochRow) -> tuple[float, float]:
-    dev = (row.dev or {}).get("loss")
-    return float(row.train.get("loss") or math.nan), float(math.nan if dev is None else dev)
+    """(train, dev) loss of an epoch row; NaN for one that is missing."""
+    train, dev = row.train.get("loss"), (row.dev or {}).get("loss")
+    return (math.nan if train is None else train), (math.nan if dev is None else dev)
 
 
 # ------------------------------------------------------------------ before training
