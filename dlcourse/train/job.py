@@ -2,9 +2,9 @@
 
 `train()` is the whole job in order: seed, load the data onto the device, build the model,
 make the run folder (locked while training), train, write the summary, and print the
-bias/variance diagnosis. `resume()` reopens a
-run folder and continues it from checkpoints/last.pt. Both take extra callbacks, which see
-every epoch as the console and TensorBoard do.
+bias/variance diagnosis. `resume()` reopens a run folder and continues it from
+checkpoints/last.pt. Both take extra callbacks, which see every epoch as the console and
+TensorBoard do.
 """
 
 from __future__ import annotations
