@@ -1,5 +1,8 @@
 """The run folder: where one training run keeps its config, metrics, checkpoints and events.
 
+Nothing here imports torch until a split file is read or written, so the light commands that
+list and compare run folders answer at once.
+
     runs/<name>-<YYYYmmdd-HHMMSS>[-N]/
       config.yaml  metrics.jsonl  summary.json  split.pt  checkpoints/{best,last}.pt  tb/
 
@@ -17,14 +20,15 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
-
-import torch
+from typing import IO, TYPE_CHECKING, Any
 
 from dlcourse.config import Config, stored_config
 from dlcourse.config.source import read_config_file
 from dlcourse.errors import UserError
 from dlcourse.fileio import read_bounded, write_atomic, write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 METRICS_LIMIT = 256 * 2**20  # a row per epoch is a few hundred bytes
 
@@ -72,10 +76,14 @@ class RunFolder:
         return stored_config(data, str(self.config), lines=lines)
 
     def write_splits(self, rows: dict[str, torch.Tensor]) -> None:
+        import torch  # here, not at the top: listing run folders must not import torch
+
         write_atomic(self.splits, lambda file: torch.save(rows, file))
 
     def read_splits(self) -> dict[str, torch.Tensor]:
         """split.pt: the example indices of each split, checked before they index anything."""
+        import torch
+
         from dlcourse.train.checkpoint import require_safe_torch
 
         require_safe_torch()
@@ -153,6 +161,21 @@ class RunFolder:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.summary, summary)
+
+    def in_use(self) -> bool:
+        """Whether a live process holds the folder's lock (trains or resumes in it now).
+
+        Probed by taking the lock and letting it go at once, so for that instant a second
+        `train --resume` of the folder would be refused.
+        """
+        try:
+            file = self.lock_file.open("r", encoding="utf-8")
+        except OSError:
+            return False  # no lock file: nobody has held it since the last run ended
+        try:
+            return not _try_lock(file)
+        finally:
+            file.close()  # closing releases a lock taken here
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -17,11 +17,15 @@ from dlcourse.cli import app
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
-# Every shipped config, in configs/ and its subfolders; weights files (*.weights.yaml, read by
-# `dlcourse forward --weights`) live beside the configs they belong to but are not configs.
+# Every shipped training config, in configs/ and its subfolders. Weights files
+# (*.weights.yaml, read by `dlcourse forward --weights`) live beside the configs they belong
+# to, and sweep files (*.sweep.yaml: a grid over a training config) are not training configs.
 CONFIGS = sorted(
-    path for path in (REPO / "configs").glob("**/*.yaml") if not path.name.endswith(".weights.yaml")
+    path
+    for path in (REPO / "configs").rglob("*.yaml")
+    if not path.name.endswith((".weights.yaml", ".sweep.yaml"))
 )
+SWEEPS = sorted((REPO / "configs").rglob("*.sweep.yaml"))
 
 
 def config_id(path: Path) -> str:

@@ -1,13 +1,18 @@
-"""Every YAML in configs/ trains: a tiny version of each in the fast tests, and the real thing,
+"""Every YAML under configs/ runs: a tiny version of each in the fast tests, and the real thing,
 to the target the README promises, in the slow ones (which CI runs).
 
-A new config without an entry in TARGETS fails here until its target is written down.
+Training configs reach a test metric (TARGETS) without one console warning. Sweep files
+(configs/experiments/*.sweep.yaml) show what they teach: each of their runs has an expected
+outcome (SWEEP_TARGETS), divergence included. A new config or sweep without an entry fails
+here until its target is written down.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,8 +21,9 @@ from typer.testing import CliRunner
 
 from dlcourse.cli import app
 from dlcourse.config import load_config
+from dlcourse.tools.sweep import read_sweep_file, resolve, run_sweep
 from dlcourse.train import job
-from tests.conftest import CONFIGS, config_id
+from tests.conftest import CONFIGS, SWEEPS, config_id
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
 
@@ -71,6 +77,7 @@ def test_shipped_config_trains_a_tiny_version(
               *example_data(path, tmp_path)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "warning:" not in result.output
     (folder,) = (tmp_path / "runs").iterdir()
     assert (folder / "summary.json").is_file() and (folder / "checkpoints" / "best.pt").is_file()
 
@@ -83,8 +90,9 @@ def test_shipped_config_reaches_its_target(path: Path, tmp_path: Path, request) 
     cfg = load_config(path, ["logging.progress=false", *example_data(path, tmp_path)[1::2]])
     data_dir = request.getfixturevalue("real_data_dir") if cfg.task in NEEDS_REAL_DATA else tmp_path
     torch.set_num_threads(2 if cfg.task == "mnist" else 1)  # as a student's run would use
+    output = io.StringIO()
     try:
-        console = Console(file=io.StringIO())
+        console = Console(file=output, width=300)
         summary = job.train(cfg, runs_dir=tmp_path, data_dir=data_dir, console=console).summary
     finally:
         torch.set_num_threads(1)
@@ -92,3 +100,93 @@ def test_shipped_config_reaches_its_target(path: Path, tmp_path: Path, request) 
     for metric, target in TARGETS[config_id(path)].items():
         low, high = target if isinstance(target, tuple) else (target, float("inf"))
         assert low <= summary.test[metric] <= high, (metric, summary.test)
+    warnings = [line for line in output.getvalue().splitlines() if line.startswith("warning:")]
+    assert warnings == []  # a shipped config is the example of a healthy run
+
+
+# ------------------------------------------------------------------ sweep files
+
+Check = Callable[[dict[str, Any]], bool]  # on a run's summary.json
+# sweep file -> {run label: (what the run shows, the check of its summary)}, as the README and
+# the file's comments state them
+SWEEP_TARGETS: dict[str, dict[str, tuple[str, Check]]] = {
+    "learning_rate.sweep.yaml": {
+        "lr-1e-05": ("too small: still far from the data", lambda s: on_test(s, "r2") < 0.5),
+        "lr-0.01": ("right: near the best R^2, 0.98", lambda s: on_test(s, "r2") > 0.95),
+        "lr-5": ("too large: diverges", lambda s: s["stop_reason"] == "diverged"),
+    },
+    "batch_size.sweep.yaml": {
+        "batch_size-full": ("20 smooth steps: on the way", lambda s: 0.5 < on_test(s, "r2") < 0.95),
+        "batch_size-32": ("380 noisy steps: fits", lambda s: on_test(s, "r2") > 0.95),
+        "batch_size-1": ("too noisy for this lr: stalls", lambda s: on_test(s, "r2") < 0.8),
+    },
+    "optimizers.sweep.yaml": {
+        "optim-sgd": ("barely started", lambda s: dev_loss(s, "best") > 0.5),
+        "optim-momentum": ("further", lambda s: 0.38 < dev_loss(s, "best") < 0.5),
+        "optim-rmsprop": ("there", lambda s: dev_loss(s, "best") < 0.38),
+        "optim-adam": ("there", lambda s: dev_loss(s, "best") < 0.38),
+    },
+    "activations.sweep.yaml": {
+        "activation-sigmoid": ("saturated, stuck", lambda s: on_test(s, "r2") < 0.3),
+        "activation-tanh": ("escapes slowly", lambda s: 0.6 < on_test(s, "r2") < 0.97),
+        "activation-relu": ("fits", lambda s: on_test(s, "r2") > 0.95),
+    },
+    "regularization.sweep.yaml": {
+        "none": ("over-fits: the dev loss ends far above its best",
+                 lambda s: dev_loss(s, "last") > 2 * dev_loss(s, "best")),
+        "l2": ("train and dev stay together",
+               lambda s: dev_loss(s, "last") < 1.2 * dev_loss(s, "best")),
+        "dropout": ("over-fits far less than none",
+                    lambda s: dev_loss(s, "last") < 1.6 * dev_loss(s, "best")),
+        "early_stopping": ("stops at the turn, keeps the best",
+                           lambda s: s["stop_reason"] == "early_stopping"
+                           and s["epochs_run"] < 20 and s["kept"] == "best"),
+    },
+    "split.sweep.yaml": {
+        "70-30": ("no test split to report", lambda s: s["test"] is None and s["dev"] is not None),
+        "60-20-20": ("an untouched test split", lambda s: on_test(s, "accuracy") > 0.8),
+    },
+}  # fmt: skip
+
+
+def on_test(summary: dict[str, Any], metric: str) -> float:
+    return float(summary["test"][metric])
+
+
+def dev_loss(summary: dict[str, Any], epoch: str) -> float:
+    return float(summary[epoch]["dev"]["loss"])
+
+
+def test_every_sweep_file_has_a_target_per_run() -> None:
+    assert sorted(path.name for path in SWEEPS) == sorted(SWEEP_TARGETS)
+    for path in SWEEPS:
+        labels = [combo.label for combo, _ in resolve(read_sweep_file(path))]
+        assert labels == list(SWEEP_TARGETS[path.name]), path.name
+
+
+def sweep_outcomes(path: Path, runs: Path, data_dir: Path, *overrides: str) -> dict[str, Any]:
+    """Run a sweep file; each run's summary by its label."""
+    spec = read_sweep_file(path)
+    spec.overrides += ["logging.progress=false", *overrides]
+    console = Console(file=io.StringIO(), width=300)
+    result = run_sweep(spec, runs_dir=runs, data_dir=data_dir, console=console)
+    return {row.run.config["name"]: row.run.summary for row in result.comparison.rows}
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_sweep_file_runs_a_tiny_version(path: Path, tiny_churn_dir: Path, tmp_path: Path) -> None:
+    found = sweep_outcomes(path, tmp_path / "runs", tiny_churn_dir, "train.epochs=1",
+                           "data.limit=200")  # fmt: skip
+    assert sorted(found) == sorted(SWEEP_TARGETS[path.name])
+    assert all(summary is not None for summary in found.values())
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_sweep_file_shows_what_it_teaches(path: Path, tmp_path: Path, request) -> None:
+    data_dir = request.getfixturevalue("real_data_dir")
+    found = sweep_outcomes(path, tmp_path, data_dir)
+    for label, (shows, check) in SWEEP_TARGETS[path.name].items():
+        assert check(found[label]), (label, shows, found[label])

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dlcourse.cli import configs, datasets, inspecting, numbers, training, using
+from dlcourse.cli import configs, datasets, experiments, inspecting, numbers, training, using
 from dlcourse.cli.common import DEBUG
 
 app = typer.Typer(
@@ -36,6 +36,11 @@ app.command("report")(using.report)
 app.command("forward")(numbers.forward)
 app.command("weights")(numbers.weights)
 app.command("gradcheck")(numbers.gradcheck)
+app.command("diagnose")(experiments.diagnose)
+app.command("lr-find")(experiments.lr_find)
+app.command("sweep")(experiments.sweep)
+app.command("compare")(experiments.compare)
+app.command("runs")(experiments.runs)
 config_app.command("validate")(configs.validate)
 config_app.command("show")(configs.show)
 data_app.command("make")(datasets.make)

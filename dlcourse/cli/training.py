@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dlcourse.cli.common import DataDirOption, SetOption, cli_errors, console, resolve_data_dir
+
+if TYPE_CHECKING:
+    from dlcourse.config import Config
+
+OverfitBatchOption = Annotated[
+    bool,
+    typer.Option(
+        "--overfit-batch",
+        help="Only check that the model can learn one small batch by heart (loss to about "
+        "zero); no run folder.",
+    ),
+]
+ResumeOption = Annotated[
+    Path | None,
+    typer.Option(
+        file_okay=False,
+        help="Continue this run folder from its last checkpoint (extend it with "
+        "--set train.epochs=N).",
+    ),
+]
 
 
 @cli_errors
@@ -28,14 +48,8 @@ def train(
     device: Annotated[
         str | None, typer.Option(help="auto, cpu or cuda (default: the config's device).")
     ] = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            file_okay=False,
-            help="Continue this run folder from its last checkpoint (extend it with "
-            "--set train.epochs=N).",
-        ),
-    ] = None,
+    overfit_batch: OverfitBatchOption = False,
+    resume: ResumeOption = None,
 ) -> None:
     """Train the model a config describes; results go to a new run folder."""
     from dlcourse.config import load_config
@@ -45,8 +59,9 @@ def train(
     if device is not None:
         overrides.append(f"device={json.dumps(device)}")
     if resume is not None:
-        if name is not None:
-            raise UserError("--name cannot be used with --resume: the run keeps its folder")
+        if name is not None or overfit_batch:
+            option = "--name" if name is not None else "--overfit-batch"
+            raise UserError(f"{option} cannot be used with --resume")
         from dlcourse.train.job import resume as resume_run
 
         resume_run(
@@ -59,7 +74,33 @@ def train(
     if name is not None:
         overrides.append(f"name={json.dumps(name)}")  # quoted: a name is always a string
     cfg = load_config(config, overrides)
+    if overfit_batch:
+        check_overfit_batch(cfg, resolve_data_dir(data_dir))
+        return
 
     from dlcourse.train.job import train as train_run
 
     train_run(cfg, runs_dir=runs_dir, data_dir=resolve_data_dir(data_dir), console=console())
+
+
+def check_overfit_batch(cfg: Config, data_dir: Path) -> None:
+    from dlcourse.tools.overfit_batch import ZERO, overfit_batch
+
+    result = overfit_batch(cfg, data_dir=data_dir, console=console())
+    steps = len(result.losses) - 1
+    typer.echo(
+        f"{result.examples} training examples, {cfg.optim.name} lr {cfg.optim.lr:g}, no dropout "
+        f"or penalties: loss {result.losses[0]:.4g} -> {result.final:.4g} in {steps} steps (a "
+        f"model that knows nothing: {result.baseline:.4g})"
+    )
+    if result.reached_zero:
+        typer.echo(
+            f"ok: the loss went to about zero (below {ZERO:.0%} of that), so the model, the "
+            "loss and the gradients work; train the real thing"
+        )
+    else:
+        typer.echo(
+            f"not learned: the loss stayed above {ZERO:.0%} of that. Likely causes: a learning "
+            f"rate too small or too large (optim.lr = {cfg.optim.lr:g}), a model too small to "
+            "memorize a few examples (model.hidden), or wrong targets"
+        )

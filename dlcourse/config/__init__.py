@@ -27,6 +27,7 @@ from dlcourse.config.show import (
     describe_config,
     dump_config,
     flat_config,
+    flatten,
 )
 from dlcourse.config.source import apply_overrides, parse_config, read_config_file
 from dlcourse.config.training import Optim, Schedule, Train
@@ -35,7 +36,7 @@ from dlcourse.errors import ConfigError
 __all__ = [
     "Augment", "Config", "ConfigError", "ConvBlock", "Data", "Model", "Optim", "Schedule",
     "Split", "Train", "apply_overrides", "config_data", "config_diff", "describe_config",
-    "dump_config", "flat_config", "load_config", "parse_config", "stored_config",
+    "dump_config", "flat_config", "flatten", "load_config", "parse_config", "stored_config",
     "validate_config",
 ]  # fmt: skip
 

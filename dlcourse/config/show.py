@@ -49,6 +49,11 @@ def describe_config(cfg: Config) -> str:
 
 def flat_config(cfg: Config) -> dict[str, Any]:
     """The config as {dotted key: value} (lists are values, not sections)."""
+    return flatten(cfg.model_dump(mode="json"))
+
+
+def flatten(data: dict[str, Any]) -> dict[str, Any]:
+    """Nested mappings (a config's data) as {dotted key: value}; lists are values."""
     flat: dict[str, Any] = {}
 
     def walk(value: Any, prefix: str) -> None:
@@ -58,7 +63,7 @@ def flat_config(cfg: Config) -> dict[str, Any]:
         else:
             flat[prefix[:-1]] = value
 
-    walk(cfg.model_dump(mode="json"), "")
+    walk(data, "")
     return flat
 
 

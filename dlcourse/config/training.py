@@ -138,6 +138,10 @@ class Train(Section):
     early_stopping: EarlyStopping = Field(
         default_factory=EarlyStopping, description="best-epoch selection and early stopping"
     )
+    restore_best: bool = Field(
+        True,
+        description="end with the weights of the best dev epoch (false: keep the last epoch's)",
+    )
     pos_weight: float | None = Field(
         None, gt=0, le=BIG, description="churn: weight of the positive class in the loss"
     )

@@ -1,6 +1,7 @@
 """Inside the network, in TensorBoard: activations, weights, gradients and updates per layer.
 
-Every `logging.insight_every` epochs (and at the last one) the logger
+Every `logging.insight_every` epochs (and at the last one, or the one early stopping ends the
+run at) the logger
   - records the gradients of the epoch's last training step, and the weights just before it;
   - runs a fixed probe batch from dev through the model in eval mode with forward hooks;
   - writes, per layer: histograms of activations, weights, biases and gradients; the scalars
@@ -40,7 +41,18 @@ class InsightLogger(Callback):
         self.weights_before: dict[str, torch.Tensor] = {}
 
     def due(self, trainer: Trainer, epoch: int) -> bool:
-        return epoch % self.every == 0 or epoch == trainer.cfg.train.epochs
+        """Every `every` epochs, at the last one, and at the one where early stopping ends
+        the run (after the epoch's dev evaluation, `should_stop` says so)."""
+        return (
+            epoch % self.every == 0
+            or epoch == trainer.cfg.train.epochs
+            or trainer.stopper.should_stop
+        )
+
+    def may_stop(self, trainer: Trainer) -> bool:
+        """Whether early stopping can end the run at the end of the epoch under way."""
+        stopper = trainer.stopper
+        return stopper.patience is not None and stopper.bad_epochs + 1 >= stopper.patience
 
     def on_fit_start(self, trainer: Trainer) -> None:
         split = "dev" if "dev" in trainer.data.splits else "train"
@@ -57,7 +69,7 @@ class InsightLogger(Callback):
 
     def on_before_step(self, trainer: Trainer) -> None:
         """The epoch's last step: keep its gradients and the weights it is about to change."""
-        if not self.due(trainer, trainer.epoch + 1):
+        if not (self.due(trainer, trainer.epoch + 1) or self.may_stop(trainer)):
             return
         self.grads, self.weights_before = {}, {}
         for name, param in trainer.model.named_parameters():

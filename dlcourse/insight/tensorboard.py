@@ -1,4 +1,6 @@
-"""Per-epoch scalars in TensorBoard: losses, every metric, the learning rate.
+"""Scalars in TensorBoard: per epoch the losses, every metric and the learning rate; per step
+(every k-th, at most ~2,000 per run) the training batch's loss, `loss/train_step` against the
+global step, where mini-batch noise shows; and the hyper-parameters with the final metrics.
 
 The SummaryWriter is created by the caller (one per run, in the run's tb/ folder) and closed by
 it on every exit path; this callback only writes.
@@ -11,7 +13,7 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from dlcourse.config import Config, dump_config
+from dlcourse.config import Config, config_data, dump_config, flatten
 from dlcourse.train.callbacks import Callback
 from dlcourse.train.records import EpochRow, Summary
 from dlcourse.train.trainer import Trainer
@@ -24,6 +26,12 @@ class TensorBoardScalars(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         if trainer.epoch == 0 and trainer.progress is None:  # once per run, not on resume
             self.writer.add_text("config", _as_markdown(trainer.cfg), global_step=0)
+        elif trainer.folder is not None:
+            # A resumed writer purges every event at or after step epoch + 1 (its purge_step),
+            # of every tag: the per-step losses of the kept epochs beyond it are logged again.
+            for row in trainer.folder.read_metrics():
+                if row["epoch"] <= trainer.epoch:
+                    self.log_step_losses(EpochRow.from_json(row), after=trainer.epoch)
 
     def on_epoch_end(self, trainer: Trainer, row: EpochRow) -> None:
         epoch = row.epoch
@@ -33,7 +41,13 @@ class TensorBoardScalars(Callback):
                     self.writer.add_scalar(f"{name}/{split}", value, epoch)
         self.writer.add_scalar("lr", row.lr, epoch)
         self.writer.add_scalar("seconds_per_epoch", row.seconds, epoch)
+        self.log_step_losses(row)
         self.writer.flush()
+
+    def log_step_losses(self, row: EpochRow, after: int = 0) -> None:
+        for step, loss in row.step_losses or []:
+            if step > after:
+                self.writer.add_scalar("loss/train_step", loss, int(step))
 
     def on_fit_end(self, trainer: Trainer, summary: Summary) -> None:
         """The hyper-parameters and final metrics, for TensorBoard's HParams tab.
@@ -60,25 +74,19 @@ class TensorBoardScalars(Callback):
         self.writer.flush()
 
 
+# Keys that do not change what a run computes: left out of the hyper-parameters.
+NOT_HYPERPARAMETERS = ("name", "device", "logging.", "train.threads", "train.fused_adam")
+
+
 def hyperparameters(cfg: Config) -> dict[str, Any]:
-    """The knobs a student compares runs by, flattened to TensorBoard's scalar/string values."""
-    values = {
-        "task": cfg.task,
-        "seed": cfg.seed,
-        "model.hidden": str(cfg.model.hidden),
-        "model.conv": str([block.channels for block in cfg.model.conv or []]),
-        "model.activation": cfg.model.activation,
-        "model.dropout": cfg.model.dropout,
-        "model.init": cfg.model.init,
-        "optim.name": cfg.optim.name,
-        "optim.lr": cfg.optim.lr,
-        "optim.weight_decay": cfg.optim.weight_decay,
-        "optim.schedule": cfg.optim.schedule.name,
-        "regularization.l2": cfg.regularization.l2,
-        "regularization.l1": cfg.regularization.l1,
-        "train.batch_size": str(cfg.train.batch_size),
-        "train.epochs": cfg.train.epochs,
-    }
+    """Every key of the resolved config that changes what a run computes (those the config's
+    choices apply), so that any key two runs differ in is a column of the HParams tab; lists
+    become strings, as TensorBoard takes only numbers, strings and booleans."""
+    values: dict[str, Any] = {}
+    for key, value in flatten(config_data(cfg)).items():
+        if key.startswith(NOT_HYPERPARAMETERS) or value is None:
+            continue
+        values[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     return values
 
 

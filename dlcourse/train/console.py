@@ -99,18 +99,18 @@ class ConsoleReporter(Callback):
 
     def on_fit_end(self, trainer: Trainer, summary: Summary) -> None:
         self.stop()
-        epochs, best = summary.epochs_run, summary.best_epoch
+        epochs = summary.epochs_run
         if summary.train is None:  # not one epoch completed
             self.console.print(f"{summary.stop_reason} before the first epoch ended")
             return
         self.console.print(summary_table(summary))
-        kept = f"the weights of epoch {best} are kept"
+        kept = kept_note(summary)
         note = {
             "completed": f"trained {plural(epochs, 'epoch')}; {kept}",
             "early_stopping": f"stopped early after epoch {epochs}: no dev improvement in "
             f"{plural(trainer.cfg.train.early_stopping.patience or 0, 'epoch')}; {kept}",
-            "diverged": f"diverged during epoch {epochs + 1}; the table shows epoch {best}",
-            "interrupted": f"interrupted during epoch {epochs + 1}; the table shows epoch {best}",
+            "diverged": f"diverged during epoch {epochs + 1}; {kept}",
+            "interrupted": f"interrupted during epoch {epochs + 1}; {kept}",
         }[summary.stop_reason]
         self.console.print(f"{note} ({summary.seconds:.1f}s)", highlight=False)
 
@@ -124,15 +124,40 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
+def kept_note(summary: Summary) -> str:
+    """Which weights the model ended with, and how to get the others."""
+    if summary.kept == "last":
+        return (
+            f"the last epoch's weights are kept (train.restore_best: false; the best dev epoch "
+            f"was {summary.best_epoch})"
+        )
+    if summary.last is None or summary.last.epoch == summary.best_epoch:
+        return f"the weights of epoch {summary.best_epoch} are kept"
+    return (
+        f"the weights of the best dev epoch, {summary.best_epoch}, are restored and kept "
+        f"(train.restore_best: false keeps the last epoch's)"
+    )
+
+
 def summary_table(summary: Summary) -> Table:
-    """train/dev/test rows by metric columns."""
+    """The kept weights on train/dev/test, then the other epoch's weights (last or best) on
+    train and dev, by metric columns."""
+    kept = summary.best if summary.kept == "best" else summary.last
+    kept_epoch = kept.epoch if kept is not None else summary.best_epoch
     splits = {"train": summary.train, "dev": summary.dev, "test": summary.test}
-    rows = {name: metrics for name, metrics in splits.items() if metrics}
-    metric_names = list(next(iter(rows.values()))) if rows else []
-    table = Table(title=f"best epoch {summary.best_epoch}")
+    rows = [(split, kept_epoch, summary.kept, m) for split, m in splits.items() if m]
+    other = summary.last if summary.kept == "best" else summary.best
+    if other is not None and other.epoch != kept_epoch:
+        label = "last" if summary.kept == "best" else "best"
+        pairs = (("train", other.train), ("dev", other.dev))
+        rows += [(split, other.epoch, label, m) for split, m in pairs if m]
+    metric_names = list(rows[0][3]) if rows else []
+    table = Table(title=f"kept: the weights of epoch {kept_epoch} ({summary.kept})")
     table.add_column("split")
+    table.add_column("weights")
     for name in metric_names:
         table.add_column(name, justify="right")
-    for split, metrics in rows.items():
-        table.add_row(split, *(format_metric(k, metrics[k]) for k in metric_names))
+    for split, epoch, label, metrics in rows:
+        weights = f"epoch {epoch} ({label})"
+        table.add_row(split, weights, *(format_metric(k, metrics.get(k)) for k in metric_names))
     return table

@@ -2,7 +2,8 @@
 
 `train()` is the whole job in order: seed, load the data onto the device, build the model,
 make the run folder (locked while training), train, write the summary and the best weights
-(model.safetensors). `resume()` reopens a run folder and continues it from
+(model.safetensors), and print the bias/variance diagnosis. `resume()` reopens a run folder
+and continues it from
 checkpoints/last.pt. Both take extra callbacks, which see every epoch as the console and
 TensorBoard do.
 """
@@ -25,8 +26,10 @@ from dlcourse.config import Config, dump_config
 from dlcourse.data import TaskData, load_task_data
 from dlcourse.errors import UserError
 from dlcourse.insight import boundary
+from dlcourse.insight.warnings import TrainingWarnings
 from dlcourse.models import build_model, count_parameters
 from dlcourse.runs import RunFolder
+from dlcourse.tools.diagnose import diagnose_summary
 from dlcourse.train.callbacks import Callback
 from dlcourse.train.console import ConsoleReporter, plural
 from dlcourse.train.export import ExportWeights
@@ -101,14 +104,17 @@ def resume(
 def train_in(
     trainer: Trainer, console: Console, resumed: bool = False, callbacks: Sequence[Callback] = ()
 ) -> TrainResult:
-    """Train in the trainer's run folder, with the console, TensorBoard and insight attached."""
+    """Train in the trainer's run folder, with the console, its warnings, TensorBoard and
+    insight attached; print the diagnosis of a run that ends normally."""
     cfg, folder = trainer.cfg, trainer.folder
     assert folder is not None
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     reporter = ConsoleReporter(console, cfg.logging.progress)
-    # model.safetensors first; the symmetry line after the epoch's line
-    trainer.callbacks += [ExportWeights(), reporter, SymmetryWarning(console), *callbacks]
+    # model.safetensors first; the warnings after the epoch's line
+    trainer.callbacks += [
+        ExportWeights(), reporter, SymmetryWarning(console), TrainingWarnings(console), *callbacks
+    ]
     writer = None
     try:
         if cfg.logging.tensorboard:
@@ -129,7 +135,9 @@ def train_in(
             boundaries = boundary.DecisionBoundary(writer, folder.path, cfg.logging.insight_every)
             trainer.callbacks.append(boundaries)
         with stop_on_signals(trainer):
-            return TrainResult(folder, trainer.fit())
+            summary = trainer.fit()
+        console.print(diagnose_summary(summary.to_json()).line(), highlight=False)
+        return TrainResult(folder, summary)
     finally:
         reporter.stop()
         if writer is not None:

@@ -48,6 +48,14 @@ class EpochProgress:
         sizes[-1] = self.examples_done - (self.batch - 1) * self.batch_size
         return float((self.losses[: self.batch] * sizes).sum()) / self.examples_done
 
+    def sampled_losses(self, first_step: int, every: int) -> list[list[float]]:
+        """[[global step, batch loss], ...] of the steps that are multiples of `every`;
+        `first_step` is the global step of this epoch's first batch. One host copy."""
+        steps = torch.arange(first_step, first_step + len(self.losses))
+        keep = steps % every == 0
+        losses = self.losses[keep.to(self.losses.device)].tolist()
+        return [[step, loss] for step, loss in zip(steps[keep].tolist(), losses, strict=True)]
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "order": self.order.cpu(),

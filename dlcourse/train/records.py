@@ -23,6 +23,9 @@ class EpochRow:
     lr: float
     seconds: float
     best: bool  # the monitored dev metric improved: these weights are now the best
+    # [[global step, batch loss], ...] of every k-th step, k chosen so that a run logs at
+    # most ~2,000 points (the noisy per-step curve; train.loss above is the epoch's mean)
+    step_losses: list[list[float]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -30,6 +33,15 @@ class EpochRow:
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> EpochRow:
         return cls(**{name: row.get(name) for name in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+@dataclass
+class EpochMetrics:
+    """The weights of one epoch measured on the train and dev splits."""
+
+    epoch: int
+    train: Metrics
+    dev: Metrics | None
 
 
 @dataclass
@@ -47,6 +59,11 @@ class Summary:
     confusion_matrix: dict[str, Any] | None = None  # classification: labels, test counts
     reference: dict[str, float] = field(default_factory=dict)  # known limits (best R^2)
     seconds: float = 0.0
+    kind: str | None = None  # multiclass, binary or regression (tasks.KIND_METRICS)
+    kept: str = "best"  # whose weights train/dev/test measure: "best" (restored) or "last"
+    best: EpochMetrics | None = None  # the best epoch's weights; None when no epoch completed
+    last: EpochMetrics | None = None  # the last epoch's; None when the run diverged or was
+    # interrupted (its last weights are not an epoch's)
 
     @property
     def stopped_early(self) -> bool:
@@ -55,7 +72,7 @@ class Summary:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["stopped_early"] = self.stopped_early
-        for optional in ("confusion_matrix", "reference"):
+        for optional in ("confusion_matrix", "reference", "best", "last"):
             if not data[optional]:
                 del data[optional]
         return data

@@ -26,7 +26,8 @@ from dlcourse.train.trainer import Trainer
 
 # Keys a resume may change: they do not change what the run computes, or extend it.
 RESUMABLE_CHANGES = {
-    "train.epochs", "train.early_stopping.patience", "device", "logging.progress",
+    "train.epochs", "train.early_stopping.patience", "train.restore_best", "device",
+    "logging.progress",
 }  # fmt: skip
 PLANNED_OVER_EPOCHS = {"onecycle", "cosine"}  # schedules whose shape depends on train.epochs
 

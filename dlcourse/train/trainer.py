@@ -31,7 +31,8 @@ from dlcourse.runs import RunFolder
 from dlcourse.train.callbacks import Callback
 from dlcourse.train.checkpoint import save_checkpoint
 from dlcourse.train.early_stopping import EarlyStopping
-from dlcourse.train.evaluate import evaluate, final_metrics
+from dlcourse.train.evaluate import evaluate
+from dlcourse.train.kept import keep_weights
 from dlcourse.train.metrics import compute_metrics, loss_function
 from dlcourse.train.optim import PER_BATCH, build_optimizer, build_scheduler
 from dlcourse.train.progress import EpochProgress, epoch_order, ordered_split
@@ -40,6 +41,7 @@ from dlcourse.train.regularization import add_penalty_gradients, penalty, weight
 from dlcourse.train.state import TrainingState, restore_training_state, training_state
 
 SYNC_SECONDS = 0.2  # how often the loop reads losses back from the device mid-epoch
+STEP_POINTS = 2000  # per-step losses kept per run, at most (every k-th step)
 
 
 class Trainer:
@@ -61,6 +63,7 @@ class Trainer:
         size = cfg.train.batch_size
         self.batch_size = self.n_train if size == "full" else min(int(size), self.n_train)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
+        self.step_loss_every = math.ceil(cfg.train.epochs * self.steps_per_epoch / STEP_POINTS)
         stopping = cfg.train.early_stopping
         self.stopper = EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
         self.optimizer = build_optimizer(cfg.optim, model)
@@ -120,14 +123,17 @@ class Trainer:
         train = self.train_one_epoch()
         if train is None:
             return False
-        seconds = time.perf_counter() - started + (self.progress.seconds if self.progress else 0)
+        assert self.progress is not None
+        seconds = time.perf_counter() - started + self.progress.seconds
+        first_step = self.global_step - self.steps_per_epoch + 1
+        step_losses = self.progress.sampled_losses(first_step, self.step_loss_every)
         self.progress = None
         dev = self.evaluate("dev") if "dev" in self.data.splits else None
         self.epoch += 1
         improved = self.track_best(dev)
         self.step_scheduler_per_epoch(dev)
         lr = self.optimizer.param_groups[0]["lr"]
-        row = EpochRow(self.epoch, train, dev, lr, round(seconds, 3), improved)
+        row = EpochRow(self.epoch, train, dev, lr, round(seconds, 3), improved, step_losses)
         # The row and the logs go out before the checkpoint: a crash in between makes a resume
         # redo this epoch and replace them, never skip them.
         if self.folder:
@@ -316,15 +322,14 @@ class Trainer:
         )
 
     def finish(self, stop_reason: str) -> Summary:
-        """Restore the best weights, measure every split, and report."""
+        """Keep the best weights (or the last: train.restore_best), measure every split, and
+        report."""
         monitor = f"dev {self.stopper.monitor}" if "dev" in self.data.splits else None
         summary = Summary(self.data.task, self.epoch, self.stopper.best_epoch, stop_reason,
-                          monitor, reference=dict(self.data.reference))  # fmt: skip
+                          monitor, reference=dict(self.data.reference),
+                          kind=self.data.kind)  # fmt: skip
         if self.best_state is not None:  # at least one epoch completed
-            self.model.load_state_dict(self.best_state)
-            for name, metrics in final_metrics(summary, self.model, self.data, self.loss_fn,
-                                               self.prepare).items():  # fmt: skip
-                setattr(summary, name, metrics)
+            keep_weights(self, summary)
         summary.seconds = round(self.elapsed_seconds(), 2)
         if self.folder:
             self.folder.write_summary(summary.to_json())

@@ -1,0 +1,239 @@
+"""`dlcourse compare`: runs side by side, as a table of what differs and what it gave, and one
+picture of their train and dev loss curves.
+
+The columns are the config keys whose values differ between the runs, then the monitored
+dev metric of the best epoch and of the last (far apart: over-fitting), the test metric,
+epochs, time and how the run ended; the best run comes first. `compare.png` overlays every
+run's curves, one colour per run, the legend naming its values of the differing keys. Reads
+run folders only: no torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlcourse.config.applies import OPTIONS
+from dlcourse.errors import UserError
+from dlcourse.fileio import write_text_atomic
+from dlcourse.runs import RunFolder
+from dlcourse.tasks import MAXIMIZED
+from dlcourse.tools.runinfo import MAIN_METRIC, RunInfo, read_run
+
+# Keys that never explain a difference in results: left out of the differing keys.
+NOT_COMPARED = ("name", "device", "logging.", "train.threads", "train.fused_adam")
+
+
+@dataclass
+class CompareRow:
+    run: RunInfo
+    values: dict[str, str]  # differing key -> this run's value, as text
+    dev: float | None  # the best dev epoch's monitored metric
+    last_dev: float | None  # the last epoch's (far from the best: over-fitting)
+    test: float | None  # the kept weights' test metric
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # train/dev loss
+
+    @property
+    def label(self) -> str:
+        """The legend entry: the differing values, or the run's name when none differ."""
+        if not self.values:
+            return self.run.name
+        return ", ".join(
+            value if short == "variant" else f"{short}={value}"
+            for short, value in self.values.items()
+        )
+
+
+@dataclass
+class Comparison:
+    keys: list[str]  # the columns: config keys whose values differ, dotted; "variant" first
+    # when the runs are named variants (a sweep's)
+    monitor: str  # the dev metric the rows are ordered by
+    metric: str  # the test metric shown
+    rows: list[CompareRow]  # best first
+    figure: Path
+    table: Path  # the CSV
+
+
+def differing_keys(runs: list[RunInfo]) -> list[str]:
+    """The dotted config keys whose values are not the same in every run, in config order.
+
+    A key that only some choices read (optim.betas: adam and adamw) and that some runs lack
+    follows from a key that differs already (optim.name): it is left out.
+    """
+    flats = [run.flat_config() for run in runs]
+    keys: list[str] = []
+    for flat in flats:
+        keys += [key for key in flat if key not in keys]
+    return [
+        key
+        for key in keys
+        if not key.startswith(NOT_COMPARED)
+        and len({repr(flat.get(key)) for flat in flats}) > 1
+        and not (key in OPTIONS and any(key not in flat for flat in flats))
+    ]
+
+
+def short_key(key: str) -> str:
+    """How a key reads in a column or a run name: its last part (optim.lr -> lr), or the one
+    before a last part `name` (optim.name -> optim, optim.schedule.name -> schedule)."""
+    parts = key.split(".")
+    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each key by its short name (short_key) where that is unambiguous, else in full."""
+    short = [short_key(key) for key in keys]
+    return {
+        key: part if short.count(part) == 1 else key for key, part in zip(keys, short, strict=True)
+    }
+
+
+def shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value.values())
+    return "-" if value is None else str(value)
+
+
+def loss_curves(run: RunInfo) -> dict[str, list[tuple[int, float]]]:
+    """(epoch, loss) of the train and dev splits from metrics.jsonl; non-finite losses end a
+    curve (a diverging run)."""
+    curves: dict[str, list[tuple[int, float]]] = {"train": [], "dev": []}
+    for row in RunFolder(run.path).read_metrics():
+        for split in curves:
+            loss = (row.get(split) or {}).get("loss")
+            if isinstance(loss, (int, float)) and math.isfinite(loss):
+                curves[split].append((int(row["epoch"]), float(loss)))
+    return curves
+
+
+def order_key(monitor: str, value: float | None) -> tuple[int, float]:
+    if value is None or not math.isfinite(value):
+        return (1, 0.0)  # runs without a result (diverged, running) last
+    return (0, -value if monitor in MAXIMIZED else value)
+
+
+def compare_runs(
+    paths: list[Path],
+    out: Path | None = None,
+    table_name: str = "compare.csv",
+    keys: list[str] | None = None,
+    variants: list[str] | None = None,
+) -> Comparison:
+    """Compare run folders: the table (also written as CSV) and compare.png, into `out`
+    (default: the folder that holds the runs). The columns are `keys` (default: the keys that
+    differ), after each run's variant name when `variants` gives them (in paths' order)."""
+    if not paths:
+        raise UserError("give at least one run folder to compare")
+    runs = [read_run(path) for path in paths]
+    keys = differing_keys(runs) if keys is None else keys
+    columns = (["variant"] if variants else []) + keys
+    names = short_names(columns)
+    monitors = {run.monitor for run in runs}
+    monitor = monitors.pop() if len(monitors) == 1 else "loss"
+    metric = MAIN_METRIC[runs[0].kind]
+    rows = []
+    for index, run in enumerate(runs):
+        flat = {**run.flat_config(), "variant": variants[index] if variants else None}
+        values = {names[key]: shown(flat.get(key)) for key in columns}
+        dev, last_dev = run.metric("dev", monitor), run.metric("last_dev", monitor)
+        test = run.metric("test", metric)
+        rows.append(CompareRow(run, values, dev, last_dev, test, loss_curves(run)))
+    rows.sort(key=lambda row: order_key(monitor, row.dev))
+    folder = out or common_folder(paths)
+    comparison = Comparison(columns, monitor, metric, rows, folder / "compare.png",
+                            folder / table_name)  # fmt: skip
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot create the folder ({exc.strerror})") from None
+    write_text_atomic(comparison.table, table_csv(comparison))
+    plot_curves(comparison)
+    return comparison
+
+
+def common_folder(paths: list[Path]) -> Path:
+    parents = {path.resolve().parent for path in paths}
+    return parents.pop() if len(parents) == 1 else Path(".")
+
+
+def table_csv(comparison: Comparison) -> str:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    names = list(short_names(comparison.keys).values())
+    writer.writerow(
+        [
+            *comparison.keys,
+            f"best_dev_{comparison.monitor}",
+            f"last_dev_{comparison.monitor}",
+            f"test_{comparison.metric}",
+            "epochs",
+            "seconds",
+            "status",
+            "run",
+        ]
+    )
+    for row in comparison.rows:
+        run = row.run
+        writer.writerow(
+            [
+                *(row.values[name] for name in names),
+                _cell(row.dev),
+                _cell(row.last_dev),
+                _cell(row.test),
+                _cell(run.epochs),
+                _cell(run.seconds),
+                run.status,
+                str(run.path),
+            ]
+        )
+    return text.getvalue()
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def plot_curves(comparison: Comparison) -> None:
+    """compare.png: train loss and dev loss per epoch, one colour per run; a run that ended
+    without a curve (diverged in its first epoch) is still in the legend."""
+    from matplotlib.ticker import MaxNLocator
+
+    from dlcourse.tools.figures import pyplot, save_figure
+
+    plt = pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, sharey=True)
+    rows = comparison.rows
+    colours = plt.get_cmap("tab10" if len(rows) <= 10 else "viridis")
+    values = []
+    for index, row in enumerate(rows):
+        colour = colours(index if len(rows) <= 10 else index / len(rows))
+        ended = row.run.status in ("completed", "early_stopping")
+        label = row.label + ("" if ended else f" ({row.run.status})")
+        for axis, split in zip(axes, ("train", "dev"), strict=True):
+            points = row.curves.get(split) or []
+            values += [loss for _, loss in points]
+            epochs, losses = zip(*points, strict=True) if points else ((), ())
+            axis.plot(epochs, losses, color=colour, linewidth=1.6,
+                      marker="." if len(points) < 30 else None,
+                      label=label if split == "train" else None)  # fmt: skip
+    positive = [v for v in values if v > 0]
+    for axis, split in zip(axes, ("train", "dev"), strict=True):
+        axis.set_title(f"{split} loss")
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+        if positive and max(positive) / min(positive) > 30:
+            axis.set_yscale("log")  # a run 100x worse than the best would flatten the others
+    axes[0].set_ylabel("loss")
+    longest = max(len(axis_label) for axis_label in (row.label for row in rows)) + 12
+    columns = max(1, min(len(rows), 150 // longest))  # legend entries side by side
+    figure.legend(loc="lower center", ncol=columns, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.055 * math.ceil(len(rows) / columns), 1, 1))
+    save_figure(figure, comparison.figure)

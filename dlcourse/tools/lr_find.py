@@ -1,0 +1,241 @@
+"""`dlcourse lr-find`: the learning-rate range test (Leslie Smith 2015; fastai's lr_find).
+
+From the config's initial weights, one optimizer step per mini-batch while the learning rate
+grows exponentially from `start` to `end`. Each batch's loss is smoothed (a bias-corrected
+exponential moving average) and the test stops when the smoothed loss blows up (BLOW_UP times
+its lowest, or a loss that is not finite). From the smoothed curve:
+
+    too small  below the lr where the loss has fallen (for good) by a tenth of its total fall
+    right      from there up to the lr of the lowest smoothed loss
+    too large  above it: the loss rises, then blows up
+    suggested  the lr of the lowest smoothed loss / 10 (fastai's "minimum / 10"), raised to
+               the start of the right region when that is higher
+
+Everything is seeded (weights, batch order), so the same config gives the same suggestion.
+The outputs (lr_find.csv, lr_find.png, tb/) are written only once the test has run, into a
+new folder: nothing is left half-made by a failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from dlcourse.config import Config
+from dlcourse.data import TaskData, load_task_data
+from dlcourse.errors import UserError
+from dlcourse.fileio import write_text_atomic
+from dlcourse.models import build_model
+from dlcourse.tools.figures import pyplot, save_figure
+from dlcourse.train.job import prepare_model, resolve_device, seed_everything
+from dlcourse.train.metrics import loss_function
+from dlcourse.train.optim import build_optimizer
+from dlcourse.train.regularization import add_penalty_gradients, weight_parameters
+
+SMOOTHING = 0.9  # beta of the moving average: about the last 10 batches
+BLOW_UP = 4.0  # the test stops when the smoothed loss passes this multiple of its lowest
+FALL = 0.1  # share of the total fall after which the lr is no longer too small
+
+
+@dataclass
+class LrFindResult:
+    lrs: list[float]  # one per step run
+    losses: list[float]  # each batch's loss
+    smoothed: list[float]
+    suggested: float
+    lowest: float  # lr of the lowest smoothed loss: above it the lr is too large
+    too_small: float  # below this lr the loss barely moves
+    blew_up: bool  # the test stopped before `end` because the loss blew up
+    out: Path  # the folder with lr_find.csv, lr_find.png and tb/
+
+
+def lr_schedule(start: float, end: float, steps: int) -> list[float]:
+    """`steps` learning rates growing exponentially from start to end (both included)."""
+    if not (0 < start < end <= 1e6) or steps < 2:
+        raise UserError(
+            f"--start {start:g} --end {end:g} --steps {steps}: need 0 < start < end <= 1e6 and "
+            "at least 2 steps"
+        )
+    return [start * (end / start) ** (i / (steps - 1)) for i in range(steps)]
+
+
+def smooth(losses: list[float], beta: float = SMOOTHING) -> list[float]:
+    """Bias-corrected exponential moving average (the first values are not pulled to 0)."""
+    average, smoothed = 0.0, []
+    for i, loss in enumerate(losses, start=1):
+        average = beta * average + (1 - beta) * loss
+        smoothed.append(average / (1 - beta**i))
+    return smoothed
+
+
+def regions(lrs: list[float], smoothed: list[float]) -> tuple[float, float, float]:
+    """(too small below, too large above, suggested lr) from a smoothed curve.
+
+    The start level is the mean of the first tenth of the curve, and the right region begins
+    after the last point before the lowest that is still within FALL of the total fall from
+    it: mini-batch noise can dip below that early, a sustained fall does not come back.
+    """
+    low = min(range(len(smoothed)), key=smoothed.__getitem__)
+    head = smoothed[: max(1, len(smoothed) // 10)]
+    level = sum(head) / len(head)
+    fallen = level - FALL * (level - smoothed[low])
+    still = [i for i in range(low) if smoothed[i] >= fallen]
+    start = still[-1] + 1 if still else 0
+    return lrs[start], lrs[low], max(lrs[low] / 10, lrs[start])
+
+
+def lr_find(
+    cfg: Config,
+    *,
+    data_dir: Path,
+    runs_dir: Path,
+    console: Console,
+    start: float = 1e-7,
+    end: float = 10.0,
+    steps: int = 100,
+    out: Path | None = None,
+) -> LrFindResult:
+    """Run the range test for the config's model, data and optimizer; write the outputs."""
+    lrs = lr_schedule(start, end, steps)
+    folder = out or runs_dir / f"lr-find-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UserError(f"{folder}: already exists and is not an empty folder; name a new one")
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg)
+    data = load_task_data(cfg, data_dir).to(device)
+    model = prepare_model(cfg, build_model(cfg.model, data.input_shape, data.n_outputs), device)
+    losses = range_test(cfg, data, model, lrs, console)
+    if len(losses) < 2:
+        raise UserError(f"the loss blew up at the first step (lr {start:g}); start lower (--start)")
+    smoothed = smooth(losses)
+    too_small, lowest, suggested = regions(lrs, smoothed)
+    result = LrFindResult(lrs[: len(losses)], losses, smoothed, suggested, lowest, too_small,
+                          len(losses) < steps, folder)  # fmt: skip
+    write_outputs(result, cfg)
+    return result
+
+
+def range_test(
+    cfg: Config, data: TaskData, model: torch.nn.Module, lrs: list[float], console: Console
+) -> list[float]:
+    """Each step's batch loss, until the smoothed loss blows up or the rates run out."""
+    step = step_function(cfg, data, model)
+    losses: list[float] = []
+    lowest, average = math.inf, 0.0
+    columns = (
+        TextColumn("lr-find"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[at]}"),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("lr", total=len(lrs), at="")
+        for index, lr in enumerate(lrs):
+            loss = step(index, lr)
+            if not math.isfinite(loss):
+                break
+            losses.append(loss)
+            average = SMOOTHING * average + (1 - SMOOTHING) * loss  # as smooth() does
+            smoothed = average / (1 - SMOOTHING ** len(losses))
+            lowest = min(lowest, smoothed)
+            bar.update(task, advance=1, at=f"lr {lr:.1e}  loss {smoothed:.4g}")
+            if smoothed > BLOW_UP * lowest:
+                break
+    return losses
+
+
+def step_function(
+    cfg: Config, data: TaskData, model: torch.nn.Module
+) -> Callable[[int, float], float]:
+    """step(index, lr): one optimizer step at that lr on the index-th mini-batch of a seeded
+    order of the training split (around it again when the test is longer); the batch's loss."""
+    train = data.splits["train"]
+    n = len(train)
+    size = n if cfg.train.batch_size == "full" else min(int(cfg.train.batch_size), n)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    order = order.to(train.x.device)
+    loss_fn = loss_function(data.kind, cfg.train.pos_weight)
+    optimizer = build_optimizer(cfg.optim, model)
+    reg, weights = cfg.regularization, weight_parameters(model)
+    layout = torch.channels_last if cfg.model.conv else torch.contiguous_format
+    model.train()
+
+    def step(index: int, lr: float) -> float:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        start = index * size % n
+        rows = order[start : start + size]
+        loss = loss_fn(model(train.x[rows].contiguous(memory_format=layout)), train.y[rows])
+        loss.backward()
+        if reg.l1 or reg.l2:
+            add_penalty_gradients(weights, reg.l2, reg.l1, n)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())  # one host sync per step: the test decides after each
+
+    return step
+
+
+def write_outputs(result: LrFindResult, cfg: Config) -> None:
+    """lr_find.csv, lr_find.png and the curve in TensorBoard (tb/), into a new folder."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    try:
+        result.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{result.out}: cannot create the folder ({exc.strerror})") from None
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["step", "lr", "loss", "smoothed_loss"])
+    for step, row in enumerate(zip(result.lrs, result.losses, result.smoothed, strict=True)):
+        writer.writerow([step, *(f"{value:.6g}" for value in row)])
+    write_text_atomic(result.out / "lr_find.csv", table.getvalue())
+    plot(result, cfg, result.out / "lr_find.png")
+    with SummaryWriter(log_dir=str(result.out / "tb")) as tb:
+        for step, (lr, loss, smoothed) in enumerate(
+            zip(result.lrs, result.losses, result.smoothed, strict=True)
+        ):
+            tb.add_scalar("lr_find/loss", loss, step)
+            tb.add_scalar("lr_find/smoothed_loss", smoothed, step)
+            tb.add_scalar("lr_find/lr", lr, step)
+        tb.add_text("lr_find", describe(result), 0)
+
+
+def describe(result: LrFindResult) -> str:
+    return (
+        f"suggested lr {result.suggested:.2g} (lowest smoothed loss at {result.lowest:.2g}, / 10); "
+        f"too small below {result.too_small:.2g}, too large above {result.lowest:.2g}"
+    )
+
+
+def plot(result: LrFindResult, cfg: Config, path: Path) -> None:
+    """The smoothed loss against the lr (log scale), the regions shaded, the suggestion."""
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    first, last = result.lrs[0], result.lrs[-1]
+    axes.axvspan(first, result.too_small, color="0.85", label="too small")
+    axes.axvspan(result.too_small, result.lowest, color="#c8e6c9", label="right")
+    axes.axvspan(result.lowest, last, color="#ffcdd2", label="too large")
+    axes.plot(result.lrs, result.losses, color="0.6", linewidth=0.8, label="batch loss")
+    axes.plot(result.lrs, result.smoothed, color="C0", linewidth=2, label="smoothed loss")
+    axes.axvline(result.suggested, color="C3", linestyle="--",
+                 label=f"suggested lr {result.suggested:.2g}")  # fmt: skip
+    axes.set_xscale("log")
+    axes.set_xlim(first, last)
+    top = max(result.smoothed[0], min(result.smoothed)) * 1.5
+    axes.set_ylim(min(min(result.losses), min(result.smoothed)) * 0.9, top)
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("training loss")
+    axes.set_title(f"lr-find: {cfg.name} ({cfg.optim.name}, batch {cfg.train.batch_size})")
+    axes.legend(fontsize=8, loc="upper left")
+    figure.tight_layout()
+    save_figure(figure, path)

@@ -1,0 +1,269 @@
+"""`dlcourse sweep`: every combination of a grid of config values as its own run, then the
+comparison of them all.
+
+    runs/<sweep name>/
+      sweep.yaml           the base config, fixed overrides, grid and variants of the last start
+      <label>-<time>/      one run folder per combination (label: its values, e.g. lr-0.01)
+      sweep.csv  compare.png
+
+All runs train in this one process (torch is imported once). Every combination's config is
+validated before the first run starts. A sweep started again with the same folder skips the
+runs that finished (completed, stopped early, or diverged: a seeded run would diverge again),
+resumes the interrupted ones, and trains the rest; a run belongs to a combination when its
+config.yaml is that combination's resolved config.
+
+A sweep file (`*.sweep.yaml`) describes a sweep:
+
+    config: ../transactions_regression.yaml   # the base config, relative to this file
+    name: lr                                  # the sweep folder (default: the file's name)
+    set: {optim.name: sgd}                    # overrides of every run
+    grid: {optim.lr: [0.001, 0.05, 5]}        # every combination of these values
+    variants:                                 # named sets of overrides, crossed with the grid
+      none: {}
+      l2: {regularization.l2: 1.0}
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from dlcourse.config import Config, config_data, load_config
+from dlcourse.config.source import read_config_file
+from dlcourse.errors import DivergedError, InterruptedRun, UserError
+from dlcourse.fileio import write_text_atomic
+from dlcourse.tools.compare import Comparison, compare_runs, short_key
+from dlcourse.tools.runinfo import FINISHED, RunInfo, read_run
+
+SWEEP_SUFFIX = ".sweep.yaml"
+SWEEP_KEYS = ("config", "name", "set", "grid", "variants")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class SweepSpec:
+    config: Path  # the base training config
+    name: str  # the sweep folder's name
+    overrides: list[str] = field(default_factory=list)  # KEY=VALUE for every run
+    grid: dict[str, list[str]] = field(default_factory=dict)  # key -> values (YAML text)
+    variants: dict[str, list[str]] = field(default_factory=dict)  # name -> KEY=VALUE
+
+
+@dataclass
+class Combination:
+    label: str  # the run's name: its values, e.g. l2_lr-0.01
+    overrides: list[str]  # KEY=VALUE of this combination
+    variant: str = ""  # the variant's name, if the sweep has variants
+
+
+@dataclass
+class SweepResult:
+    folder: Path
+    comparison: Comparison
+    skipped: list[str]  # labels of runs found finished
+    diverged: list[str]  # labels of runs that diverged this time
+
+
+def split_values(text: str) -> list[str]:
+    """V1,V2,... split at the commas outside brackets, braces and quotes."""
+    values, depth, quote, current = [], 0, "", ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            values.append(current.strip())
+            current = ""
+            continue
+        current += char
+    values.append(current.strip())
+    return values
+
+
+def parse_grid(options: list[str]) -> dict[str, list[str]]:
+    """--grid KEY=V1,V2,... options as {key: [value text, ...]}."""
+    grid: dict[str, list[str]] = {}
+    for option in options:
+        key, sep, text = option.partition("=")
+        values = split_values(text) if sep else []
+        if not key.strip() or not values or not all(values):
+            raise UserError(f"--grid {option!r}: expected KEY=V1,V2,... e.g. optim.lr=0.001,0.01")
+        grid[key.strip()] = values
+    return grid
+
+
+def read_sweep_file(path: Path) -> SweepSpec:
+    """A *.sweep.yaml file; UserError naming the key that is wrong."""
+    data, _ = read_config_file(path)
+    unknown = sorted(set(data) - set(SWEEP_KEYS))
+    if unknown:
+        raise UserError(
+            f"{path}: unknown key {unknown[0]!r}; a sweep file has {', '.join(SWEEP_KEYS)}"
+        )
+    if not isinstance(data.get("config"), str):
+        raise UserError(f"{path}: config: the base training config's path is missing")
+    grid, variants = data.get("grid") or {}, data.get("variants") or {}
+    fixed = _mapping(path, "set", data.get("set") or {})
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise UserError(f"{path}: grid: must map each key to a non-empty list of values")
+    if not isinstance(variants, dict):
+        raise UserError(f"{path}: variants: must map each variant's name to its overrides")
+    name = str(data.get("name") or path.name.removesuffix(SWEEP_SUFFIX))
+    return SweepSpec(
+        config=(path.parent / data["config"]),
+        name=name,
+        overrides=[f"{key}={json.dumps(value)}" for key, value in fixed.items()],
+        grid={str(key): [json.dumps(v) for v in values] for key, values in grid.items()},
+        variants={
+            str(variant): [
+                f"{k}={json.dumps(v)}"
+                for k, v in _mapping(path, f"variants.{variant}", overrides).items()
+            ]
+            for variant, overrides in variants.items()
+        },
+    )
+
+
+def _mapping(path: Path, key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: {key}: must be a mapping of config keys to values")
+    return value
+
+
+def combinations(spec: SweepSpec) -> list[Combination]:
+    """Every variant crossed with every combination of the grid's values, in order."""
+    variants = list(spec.variants.items()) or [("", [])]
+    keys = list(spec.grid)
+    found = []
+    for (variant, fixed), values in itertools.product(
+        variants, itertools.product(*spec.grid.values())
+    ):
+        parts = [variant] if variant else []
+        parts += [
+            f"{short_key(key)}-{label_of(value)}" for key, value in zip(keys, values, strict=True)
+        ]
+        label = _UNSAFE.sub("_", "_".join(parts) or "run").strip("_.-")[:80] or "run"
+        overrides = fixed + [f"{key}={value}" for key, value in zip(keys, values, strict=True)]
+        found.append(Combination(label, overrides, variant))
+    return found
+
+
+def label_of(value: str) -> str:
+    """A grid value as it reads in a run name: the text without quotes."""
+    return value.strip().strip("'\"")
+
+
+def resolve(spec: SweepSpec) -> list[tuple[Combination, Config]]:
+    """Every combination with its validated config (all checked before any run starts)."""
+    if not spec.grid and not spec.variants:
+        raise UserError("a sweep needs at least one --grid KEY=V1,V2,... (or variants)")
+    resolved, seen = [], set()
+    for combo in combinations(spec):
+        while combo.label in seen:  # two values that read the same in a run name
+            combo.label += "_"
+        seen.add(combo.label)
+        name = f"name={json.dumps(combo.label)}"
+        cfg = load_config(spec.config, [*spec.overrides, *combo.overrides, name])
+        resolved.append((combo, cfg))
+    return resolved
+
+
+def comparable(data: dict[str, Any]) -> dict[str, Any]:
+    """A config's data without the keys that do not change a run's results."""
+    data = json.loads(json.dumps(data))  # plain lists, not tuples
+    data.get("logging", {}).pop("progress", None)
+    return data
+
+
+def find_run(folder: Path, cfg: Config) -> Path | None:
+    """The newest run folder in the sweep folder whose config is `cfg`, if any."""
+    wanted = comparable(config_data(cfg))
+    found = None
+    for path in sorted(folder.glob(f"{cfg.name}-*")):  # names end with the time: oldest first
+        if (path / "config.yaml").is_file():
+            data, _ = read_config_file(path / "config.yaml")
+            if comparable(data) == wanted:
+                found = path
+    return found
+
+
+def run_sweep(spec: SweepSpec, *, runs_dir: Path, data_dir: Path, console: Console) -> SweepResult:
+    """Train every combination not yet finished, then compare them all (sweep.csv,
+    compare.png in the sweep folder)."""
+    resolved = resolve(spec)
+    folder = runs_dir / spec.name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot create the sweep folder ({exc.strerror})") from None
+    write_text_atomic(folder / "sweep.yaml", describe_spec(spec))
+    skipped, diverged, paths = [], [], []
+    for index, (combo, cfg) in enumerate(resolved, start=1):
+        path = find_run(folder, cfg)
+        run = read_run(path) if path is not None else None
+        head = f"[bold]sweep {spec.name}: run {index}/{len(resolved)}, {combo.label}[/bold]"
+        if run is not None and run.status in FINISHED:
+            console.print(f"{head}: {run.status} already ({run.path.name}), skipped",
+                          highlight=False)  # fmt: skip
+            skipped.append(combo.label)
+            paths.append(run.path)
+            continue
+        console.rule(head)
+        if train_combination(run, cfg, folder, data_dir, console):
+            diverged.append(combo.label)
+        found = find_run(folder, cfg)
+        assert found is not None  # the run just made its folder
+        paths.append(found)
+    variants = [combo.variant for combo, _ in resolved] if spec.variants else None
+    comparison = compare_runs(paths, folder, "sweep.csv", list(spec.grid), variants)
+    return SweepResult(folder, comparison, skipped, diverged)
+
+
+def train_combination(
+    run: RunInfo | None, cfg: Config, folder: Path, data_dir: Path, console: Console
+) -> bool:
+    """Resume the combination's unfinished run, or train it anew; True if it diverged."""
+    from dlcourse.train import job
+
+    if run is not None and run.status == "running":
+        raise UserError(f"{run.path}: another process is training it (the same sweep twice?)")
+    try:
+        if run is not None and (run.path / "checkpoints" / "last.pt").is_file():
+            try:
+                job.resume(run.path, data_dir=data_dir, console=console)
+                return False
+            except UserError as exc:  # e.g. killed after its last epoch, before its summary
+                console.print(f"cannot resume it ({exc}); training it anew", highlight=False)
+        job.train(cfg, runs_dir=folder, data_dir=data_dir, console=console)
+    except DivergedError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return True
+    except InterruptedRun as exc:
+        raise InterruptedRun(
+            f"{exc}\nThe sweep stopped; run the same command again to continue it (finished "
+            "runs are skipped, this one resumes)."
+        ) from None
+    return False
+
+
+def describe_spec(spec: SweepSpec) -> str:
+    """sweep.yaml: what the sweep was started with (for people; runs are matched by config)."""
+    data = {
+        "config": str(spec.config),
+        "set": spec.overrides,
+        "grid": {key: [label_of(v) for v in values] for key, values in spec.grid.items()},
+        "variants": spec.variants,
+    }
+    return yaml.safe_dump(data, sort_keys=False)
