@@ -33,6 +33,21 @@ def config_id(path: Path) -> str:
     return path.relative_to(REPO / "configs").as_posix()
 
 
+def example_data(path: Path, folder: Path) -> list[str]:
+    """`--set data.path=...` for a csv config, its example CSV made into folder."""
+    from dlcourse.config import load_config
+
+    cfg = load_config(path)
+    if cfg.task != "csv" or cfg.data.path is None:
+        return []
+    from dlcourse.data.examples import EXAMPLES
+    from dlcourse.tools.make_data import make_example
+
+    (name,) = [name for name, e in EXAMPLES.items() if e.file_name == Path(cfg.data.path).name]
+    made = make_example(name, folder / EXAMPLES[name].file_name)
+    return ["--set", f"data.path={made.path}"]
+
+
 def write_idx(path: Path, tensor: torch.Tensor) -> None:
     """Write a uint8 tensor as an IDX file (the format of the MNIST files)."""
     magic = 0x800 + tensor.dim()

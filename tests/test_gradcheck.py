@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from dlcourse.cli import app
 from dlcourse.models import activations
 from dlcourse.tools.gradcheck import THRESHOLD, check_gradients, gradient_check, relative_error
-from tests.conftest import CONFIGS, REPO, config_id
+from tests.conftest import CONFIGS, REPO, config_id, example_data
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
 
@@ -36,8 +36,9 @@ def assert_passes(result) -> None:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=config_id)
-def test_every_shipped_config_passes(path: Path, data_dir: Path) -> None:
-    result = gradient_check(path, data_dir=data_dir, samples=4)
+def test_every_shipped_config_passes(path: Path, data_dir: Path, tmp_path: Path) -> None:
+    overrides = example_data(path, tmp_path)[1::2]  # the values of its --set pairs
+    result = gradient_check(path, data_dir=data_dir, overrides=overrides, samples=4)
     assert_passes(result)
     assert result.batch == 8 and result.eps == 1e-5
 

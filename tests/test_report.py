@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import math
 import re
 import shutil
 from html.parser import HTMLParser
@@ -104,8 +105,8 @@ def test_the_html_report_is_self_contained_and_every_image_decodes(
         assert source.startswith("data:image/png;base64,")
         with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as image:
             image.verify()
-    expected = ["Run", "Config", "Data", "Training", "Final metrics", "Results on the test split",
-                "Activations"]  # fmt: skip
+    expected = ["Run", "Config", "Data", "Training", "Final metrics", "Diagnosis",
+                "Results on the test split", "Activations"]  # fmt: skip
     assert document.headings == expected
 
 
@@ -134,6 +135,13 @@ def test_the_numbers_in_the_report_are_those_of_the_run(
     assert float(epochs[-1][dev_loss][1] or "nan") == last["dev"]["loss"]
     sizes = {row[0][0]: int(row[1][1] or 0) for row in document.table("split")[1:]}
     assert sum(sizes.values()) == sum(len(best_rows) for best_rows in split_rows(run))
+    metric = "r2" if task == "transactions" else "accuracy"  # the error is 1 - metric
+    gaps = {row[0][0]: float(row[1][1] or "nan") for row in document.table("error")[1:]}
+    assert gaps["train error"] == 1 - best["train"][metric]
+    if best["train"][metric] > 0:  # else no better than the mean: variance is not judged
+        assert gaps["variance"] == pytest.approx(best["train"][metric] - best["dev"][metric])
+    else:
+        assert math.isnan(gaps["variance"])
     if "confusion_matrix" in best:
         counts = document.table("true \\ predicted")[1:]
         assert [[int(value or -1) for _, value in row[1:]] for row in counts] == (

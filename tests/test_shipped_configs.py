@@ -23,7 +23,7 @@ from dlcourse.cli import app
 from dlcourse.config import load_config
 from dlcourse.tools.sweep import read_sweep_file, resolve, run_sweep
 from dlcourse.train import job
-from tests.conftest import CONFIGS, SWEEPS, config_id
+from tests.conftest import CONFIGS, SWEEPS, config_id, example_data
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
 
@@ -45,19 +45,6 @@ TARGETS: dict[str, dict[str, float | tuple[float, float]]] = {
     "examples/perceptron.yaml": {"accuracy": 0.99},
 }
 NEEDS_REAL_DATA = {"mnist", "churn"}  # tasks that read files (the others generate theirs)
-
-
-def example_data(path: Path, folder: Path) -> list[str]:
-    """`--set data.path=...` for a csv config, its example CSV made into folder."""
-    cfg = load_config(path)
-    if cfg.task != "csv" or cfg.data.path is None:
-        return []
-    from dlcourse.data.examples import EXAMPLES
-    from dlcourse.tools.make_data import make_example
-
-    (name,) = [name for name, e in EXAMPLES.items() if e.file_name == Path(cfg.data.path).name]
-    made = make_example(name, folder / EXAMPLES[name].file_name)
-    return ["--set", f"data.path={made.path}"]
 
 
 def test_every_shipped_config_has_a_target() -> None:
@@ -122,7 +109,9 @@ SWEEP_TARGETS: dict[str, dict[str, tuple[str, Check]]] = {
     },
     "optimizers.sweep.yaml": {
         "optim-sgd": ("barely started", lambda s: dev_loss(s, "best") > 0.5),
-        "optim-momentum": ("further", lambda s: 0.38 < dev_loss(s, "best") < 0.5),
+        "optim-momentum": ("the same length of step: barely started",
+                           lambda s: dev_loss(s, "best") > 0.5),
+        "optim-sgd_momentum": ("further", lambda s: 0.38 < dev_loss(s, "best") < 0.5),
         "optim-rmsprop": ("there", lambda s: dev_loss(s, "best") < 0.38),
         "optim-adam": ("there", lambda s: dev_loss(s, "best") < 0.38),
     },

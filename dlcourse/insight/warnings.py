@@ -118,6 +118,8 @@ def initial_loss_warning(trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> 
     outputs = model_outputs(trainer.model, x, trainer.prepare)
     initial = float(trainer.loss_fn(outputs, y))
     baseline = know_nothing_loss(data.kind, y, trainer.loss_fn, data.n_outputs)
+    if baseline <= 0:  # a criterion that is zero for a know-nothing model (the perceptron's)
+        return None
     if math.isfinite(initial) and initial <= FAR_OFF[data.kind] * baseline:
         return None
     if data.kind == "regression":

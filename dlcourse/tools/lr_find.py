@@ -179,7 +179,7 @@ def step_function(
         if reg.l1 or reg.l2:
             add_penalty_gradients(weights, reg.l2, reg.l1, n)
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         return float(loss.detach())  # one host sync per step: the test decides after each
 
     return step

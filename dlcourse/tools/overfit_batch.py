@@ -73,6 +73,6 @@ def overfit_batch(
                 break
             loss.backward()
             optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
     reached = math.isfinite(losses[-1]) and losses[-1] <= ZERO * baseline
     return OverfitResult(len(y), losses, baseline, reached)

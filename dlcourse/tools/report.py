@@ -26,6 +26,7 @@ from dlcourse.insight.visualize import default_indices, visualize_activations
 from dlcourse.restore import RestoredRun, open_run
 from dlcourse.runs import RunFolder
 from dlcourse.tasks import KIND_METRICS
+from dlcourse.tools.diagnose import diagnose_summary
 from dlcourse.tools.evaluate import Evaluation, evaluate_split, most_confident_errors
 from dlcourse.tools.inference import refuse_training_file
 from dlcourse.tools.report_format import (
@@ -64,7 +65,7 @@ def write_report(
         training_section(rows, metrics, summary["best_epoch"]),
         final_metrics_section(summary, rows, metrics),
     ]
-    diagnosis = diagnosis_section(folder)
+    diagnosis = diagnosis_section(summary)
     if diagnosis is not None:
         sections.append(diagnosis)
     split = "test" if "test" in data.splits else "dev"
@@ -223,12 +224,31 @@ def final_metrics_section(
     ])  # fmt: skip
 
 
-def diagnosis_section(folder: RunFolder) -> Section | None:
-    """The run's diagnosis line, as a section; None leaves the section out of the report.
-
-    dlcourse has no diagnosis of a run in this version, so the section is always left out.
-    """
-    return None
+def diagnosis_section(summary: dict[str, Any]) -> Section | None:
+    """The bias/variance diagnosis of the kept weights (what `dlcourse diagnose` prints, with
+    its default baseline); None, leaving the section out, when the run has no train metrics."""
+    try:
+        diagnosis = diagnose_summary(summary)
+    except UserError:
+        return None
+    rows = [
+        ("train error", diagnosis.train_error),
+        ("dev error", diagnosis.dev_error),
+        ("baseline error", diagnosis.baseline_error),
+        ("avoidable bias", diagnosis.avoidable_bias),
+        ("variance", diagnosis.variance),
+    ]
+    table = [[Cell(name), Cell("-" if value is None else f"{value:.1%}", value)]
+             for name, value in rows]  # fmt: skip
+    blocks: list[Any] = [
+        Paragraph(f"Verdict: {diagnosis.verdict}. Error = {diagnosis.error}; baseline: "
+                  f"{diagnosis.baseline}; a gap above {diagnosis.threshold:.0%} is high."),
+        TableBlock(["error", "share"], table, "avoidable bias = train - baseline error; "
+                   "variance = dev - train error"),
+    ]  # fmt: skip
+    if diagnosis.remedies:
+        blocks.append(Paragraph("What to try: " + "; ".join(diagnosis.remedies) + "."))
+    return Section("Diagnosis", blocks)
 
 
 def results_section(opened: RestoredRun, data: TaskData, split: str) -> Section:
