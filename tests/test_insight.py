@@ -121,6 +121,9 @@ def test_cnn_run_logs_every_layer(cnn_run: Path) -> None:
     assert {"feature_maps/conv1_relu", "feature_maps/conv2_relu", "filters/conv1"} <= images
     assert {"loss/train", "loss/dev", "accuracy/train", "accuracy/dev", "lr"} <= scalars
     assert tags["graph"] is True
+    nodes = [node.name for node in events(cnn_run).Graph().node]
+    for layer in CNN_PARAMETER_LAYERS:  # the layers by their names, with their weights
+        assert any(f"[{layer}]/weight" in name for name in nodes), (layer, nodes[:20])
 
 
 def test_insight_is_logged_every_epoch_by_default(cnn_run: Path) -> None:

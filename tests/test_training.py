@@ -285,3 +285,37 @@ def test_regularized_run_logs_the_penalty_separately() -> None:
         absolutes = sum(float(w.abs().sum()) for w in weights)
         assert logged == pytest.approx(1.0 / (2 * m) * squares + 0.5 / (2 * m) * absolutes)
         assert logged > 0
+
+
+def test_final_train_metrics_measure_a_fixed_sample_of_a_large_split() -> None:
+    from dlcourse.train.console import summary_table
+    from dlcourse.train.evaluate import TRAIN_SAMPLE, evaluate, final_metrics, train_sample
+    from dlcourse.train.metrics import loss_function
+    from dlcourse.train.records import Summary
+
+    generator = torch.Generator().manual_seed(0)
+    n = TRAIN_SAMPLE + 5_000
+    x = torch.randn(n, 2, generator=generator)
+    y = x[:, 0] + 0.5 * torch.randn(n, generator=generator)
+    train = SplitData(x, y, torch.arange(n))
+    sample = train_sample(train)
+    assert len(sample) == TRAIN_SAMPLE
+    assert sample.rows.unique().numel() == TRAIN_SAMPLE  # distinct examples, in split order
+    assert bool((sample.rows.diff() > 0).all())
+    assert torch.equal(sample.x, x[sample.rows]) and torch.equal(
+        train_sample(train).rows, sample.rows
+    )
+    small = SplitData(x[:100], y[:100], torch.arange(100))
+    assert train_sample(small) is small
+
+    data = TaskData("csv", "regression", {"train": train, "dev": small}, (2,), 1, ["a", "b"],
+                    [], {}, "test")  # fmt: skip
+    model, loss_fn = nn.Linear(2, 1), loss_function("regression", None, "sgd")
+    summary = Summary("csv", 1, 1, "completed", "dev loss", kind="regression")
+    found = final_metrics(summary, model, data, loss_fn, lambda batch: batch)
+    assert summary.train_sample == {"examples": TRAIN_SAMPLE, "of": n}
+    assert found["train"] == evaluate(model, sample, "regression", loss_fn)
+    assert found["train"] != evaluate(model, train, "regression", loss_fn)
+    summary.train = found["train"]
+    caption = str(summary_table(summary).caption)
+    assert caption == f"train: a fixed random sample of 10,000 of the {n:,} training examples"

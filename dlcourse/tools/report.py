@@ -214,8 +214,13 @@ def final_metrics_section(
         [Cell(name), *(metric_cell(name, values.get(name)) for _, values in columns)]
         for name in metrics
     ]
+    sample = summary.get("train_sample")
+    measured = "each whole split"
+    if isinstance(sample, dict):
+        measured = (f"each split (train: a fixed random sample of {sample.get('examples')} of "
+                    f"its {sample.get('of')} examples)")  # fmt: skip
     note = (
-        f"best: the kept weights (epoch {summary['best_epoch']}) measured on each whole split "
+        f"best: the kept weights (epoch {summary['best_epoch']}) measured on {measured} "
         f"(summary.json). last epoch: epoch {last.get('epoch', '-')} as metrics.jsonl recorded "
         "it (train measured during the epoch)."
     )

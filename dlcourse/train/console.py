@@ -160,4 +160,8 @@ def summary_table(summary: Summary) -> Table:
     for split, epoch, label, metrics in rows:
         weights = f"epoch {epoch} ({label})"
         table.add_row(split, weights, *(format_metric(k, metrics.get(k)) for k in metric_names))
+    if summary.train_sample:
+        sample = summary.train_sample
+        table.caption = (f"train: a fixed random sample of {sample['examples']:,} of the "
+                         f"{sample['of']:,} training examples")  # fmt: skip
     return table

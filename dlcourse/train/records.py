@@ -64,6 +64,9 @@ class Summary:
     best: EpochMetrics | None = None  # the best epoch's weights; None when no epoch completed
     last: EpochMetrics | None = None  # the last epoch's; None when the run diverged or was
     # interrupted (its last weights are not an epoch's)
+    # {"examples": n, "of": N} when the train metrics measure a fixed random sample of the
+    # N training examples (evaluate.TRAIN_SAMPLE); None when they measure all of them
+    train_sample: dict[str, int] | None = None
 
     @property
     def stopped_early(self) -> bool:
@@ -72,7 +75,7 @@ class Summary:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["stopped_early"] = self.stopped_early
-        for optional in ("confusion_matrix", "reference", "best", "last"):
+        for optional in ("confusion_matrix", "reference", "best", "last", "train_sample"):
             if not data[optional]:
                 del data[optional]
         return data

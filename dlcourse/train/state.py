@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError
 
+from dlcourse.config import config_data
 from dlcourse.errors import UserError
 from dlcourse.train.progress import EpochProgress
 
@@ -169,11 +170,24 @@ def state_mismatch(
     return None
 
 
+def model_checkpoint(
+    trainer: Trainer, weights: dict[str, torch.Tensor] | None = None, epoch: int | None = None
+) -> dict[str, Any]:
+    """What evaluating or using the model needs (ModelCheckpoint's fields): the given weights
+    of the given epoch, by default the model's now."""
+    return {
+        "config": config_data(trainer.cfg),  # the run's config.yaml, in the file itself
+        "data": trainer.data.info(),
+        "epoch": trainer.epoch if epoch is None else epoch,
+        "model": trainer.model.state_dict() if weights is None else weights,
+    }
+
+
 def training_state(trainer: Trainer) -> dict[str, Any]:
     """Everything needed to continue a run exactly where it is (last.pt: TrainingState's
     fields, which are checked when the run resumes)."""
     return {
-        **trainer.model_checkpoint(),
+        **model_checkpoint(trainer),
         "global_step": trainer.global_step,
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlcourse.config import Config, config_data
+from dlcourse.config import Config
 from dlcourse.data import TaskData
 from dlcourse.data.augment import augment_images
 from dlcourse.errors import DivergedError, InterruptedRun
@@ -31,17 +31,26 @@ from dlcourse.runs import RunFolder
 from dlcourse.train.callbacks import Callback
 from dlcourse.train.checkpoint import save_checkpoint
 from dlcourse.train.early_stopping import EarlyStopping
-from dlcourse.train.evaluate import evaluate
+from dlcourse.train.evaluate import evaluate, train_sample
 from dlcourse.train.kept import keep_weights
 from dlcourse.train.metrics import compute_metrics, loss_function
 from dlcourse.train.optim import PER_BATCH, build_optimizer, build_scheduler
 from dlcourse.train.progress import EpochProgress, epoch_order, ordered_split
 from dlcourse.train.records import EpochRow, Metrics, Summary
 from dlcourse.train.regularization import add_penalty_gradients, penalty, weight_parameters
-from dlcourse.train.state import TrainingState, restore_training_state, training_state
+from dlcourse.train.state import (
+    TrainingState,
+    model_checkpoint,
+    restore_training_state,
+    training_state,
+)
 
 SYNC_SECONDS = 0.2  # how often the loop reads losses back from the device mid-epoch
 STEP_POINTS = 2000  # per-step losses kept per run, at most (every k-th step)
+# best.pt and last.pt are written at most this often (and always after the first epoch, at
+# the end, on an interrupt): a small run's 60 epochs of 50 ms would otherwise spend more time
+# writing files than training. A crash loses at most these seconds of training.
+CHECKPOINT_SECONDS = 2.0
 
 
 class Trainer:
@@ -84,6 +93,9 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.global_step = 0
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_saved = True  # best.pt holds best_state (or there is none yet)
+        self.saved_epoch: int | None = None  # the epoch in last.pt, written by this trainer
+        self.saved_at = -math.inf  # when last.pt was written (time.perf_counter)
         self.progress: EpochProgress | None = None  # the epoch under way, if any
         self.stop_requested = False  # set (e.g. by a signal handler) to stop at the next batch
         self.in_epochs = False  # True while the epochs run: a stop request is honoured then
@@ -109,9 +121,12 @@ class Trainer:
                     raise self.interrupted()
         except DivergedError:
             self.in_epochs = False
+            self.save_best()  # last.pt keeps the last finite weights it was given
             self.finish("diverged")
             raise
         self.in_epochs = False
+        if self.saved_epoch != self.epoch:
+            self.save_checkpoints(improved=False, now=True)
         return self.finish("early_stopping" if self.stopper.should_stop else "completed")
 
     def run_epoch(self) -> bool:
@@ -233,7 +248,7 @@ class Trainer:
             return
         batch = int((~finite).nonzero()[0]) + 1
         kept = (
-            f"The checkpoints of epoch {self.epoch} and before are kept as they were."
+            f"best.pt keeps the weights of the best epoch, {self.stopper.best_epoch}."
             if self.epoch
             else "No epoch had completed, so there is no checkpoint."
         )
@@ -247,8 +262,11 @@ class Trainer:
         )
 
     def evaluate(self, split: str) -> Metrics:
-        return evaluate(self.model, self.data.splits[split], self.data.kind, self.loss_fn,
-                        self.prepare, self.data.target_scale)  # fmt: skip
+        """The model's metrics on a split (train: on evaluate.train_sample's examples)."""
+        data = self.data.splits[split]
+        data = train_sample(data) if split == "train" else data
+        return evaluate(self.model, data, self.data.kind, self.loss_fn, self.prepare,
+                        self.data.target_scale)  # fmt: skip
 
     # ------------------------------------------------------------------ best epoch, schedule
 
@@ -279,21 +297,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints, summary
 
-    def save_checkpoints(self, improved: bool) -> None:
+    def save_checkpoints(self, improved: bool, *, now: bool = False) -> None:
+        """best.pt (when the weights improved) and last.pt, at most every CHECKPOINT_SECONDS
+        unless `now`; best.pt always goes first, so last.pt never points past it."""
+        self.best_saved = self.best_saved and not improved
         if self.folder is None:
             return
-        if improved:
-            save_checkpoint(self.folder.best, self.model_checkpoint())
+        if not now and time.perf_counter() - self.saved_at < CHECKPOINT_SECONDS:
+            return
+        self.save_best()
         save_checkpoint(self.folder.last, self.state_dict())
+        self.saved_epoch, self.saved_at = self.epoch, time.perf_counter()
 
-    def model_checkpoint(self) -> dict[str, Any]:
-        """What evaluating or using the model needs (state.ModelCheckpoint's fields)."""
-        return {
-            "config": config_data(self.cfg),  # the run's config.yaml, in the file itself
-            "data": self.data.info(),
-            "epoch": self.epoch,
-            "model": self.model.state_dict(),
-        }
+    def save_best(self) -> None:
+        """Write best.pt from the kept copy of the best weights, if not written yet."""
+        if self.folder is None or self.best_saved or self.best_state is None:
+            return
+        checkpoint = model_checkpoint(self, self.best_state, self.stopper.best_epoch)
+        save_checkpoint(self.folder.best, checkpoint)
+        self.best_saved = True
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly where it is (`last.pt`)."""
@@ -308,8 +330,7 @@ class Trainer:
 
     def interrupted(self) -> InterruptedRun:
         """Save where the run is (mid-epoch included) to last.pt, report, and say how to go on."""
-        if self.folder:
-            save_checkpoint(self.folder.last, self.state_dict())
+        self.save_checkpoints(improved=False, now=True)
         self.finish("interrupted")
         where = f"epoch {self.epoch + 1}"
         if self.progress is not None:
