@@ -49,7 +49,7 @@ def summary_kind(summary: dict[str, Any]) -> str:
     if kind in KIND_METRICS:
         return str(kind)
     task = TASKS.get(str(summary.get("task")))
-    if task is not None:
+    if task is not None and task.kind is not None:  # csv: decided by the data
         return task.kind
     metrics = set(summary.get("train") or {})
     return "regression" if "r2" in metrics else "binary" if "roc_auc" in metrics else "multiclass"
@@ -81,7 +81,7 @@ class RunInfo:
         if self.summary is not None:
             return summary_kind(self.summary)
         task = TASKS.get(str(self.config.get("task")))
-        return task.kind if task else "multiclass"
+        return task.kind if task and task.kind else "multiclass"
 
     @property
     def monitor(self) -> str:

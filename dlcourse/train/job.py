@@ -113,7 +113,11 @@ def train_in(
     reporter = ConsoleReporter(console, cfg.logging.progress)
     # model.safetensors first; the warnings after the epoch's line
     trainer.callbacks += [
-        ExportWeights(), reporter, SymmetryWarning(console), TrainingWarnings(console), *callbacks
+        ExportWeights(),
+        reporter,
+        SymmetryWarning(console),
+        TrainingWarnings(console),
+        *callbacks,
     ]
     writer = None
     try:
