@@ -1,3 +1,48 @@
-"""dlcourse: a PyTorch training CLI for the assignments of an introductory deep-learning course."""
+"""dlcourse: a PyTorch training CLI for the assignments of an introductory deep-learning course.
+
+From Python, `dlcourse.train`, `dlcourse.open_run` and `dlcourse.compare` (and the `Run` they
+return) are the API of dlcourse/api/. They load on first use: `import dlcourse` (and with it
+`dlcourse --help`) does not import torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import ModuleType
+from typing import Any
 
 __version__ = "0.1.0"
+
+_API = ("Comparison", "History", "Run", "compare", "open_run", "train")
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from dlcourse import api
+
+        value = getattr(api, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dlcourse' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+class _Package(ModuleType):
+    """The dlcourse module, whose `train` stays the API function.
+
+    Importing the subpackage dlcourse.train would otherwise set the attribute `train` of this
+    module to that subpackage. Imports of dlcourse.train.* are unaffected: they go through
+    sys.modules.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "train" and isinstance(value, ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -6,6 +6,8 @@ library stays usable (and testable) from Python.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class DlcourseError(Exception):
     """Base class: a problem the user can act on, reported as one message without a traceback."""
@@ -41,6 +43,13 @@ class DivergedError(DlcourseError):
 
 
 class InterruptedRun(DlcourseError):
-    """The user stopped training with Ctrl-C or SIGTERM (exit 130); the run can be resumed."""
+    """The user stopped training with Ctrl-C or SIGTERM (exit 130); the run can be resumed.
+
+    `path` is the run folder to resume (None when training had no folder).
+    """
 
     exit_code = 130
+
+    def __init__(self, message: str, path: Path | None = None):
+        super().__init__(message)
+        self.path = path

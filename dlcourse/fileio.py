@@ -94,3 +94,8 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def resolve_data_dir(given: Path | None) -> Path:
+    """The data folder: the one given, else $DLCOURSE_DATA_DIR, else data/."""
+    return given or Path(os.environ.get("DLCOURSE_DATA_DIR") or "data")

@@ -33,7 +33,8 @@ def test_no_source_file_is_ignored_by_git() -> None:
      "dlcourse.train.resume", "dlcourse.runs", "dlcourse.data", "dlcourse.train.trainer",
      "dlcourse.insight.logger", "dlcourse.insight.warnings", "dlcourse.train.kept",
      "dlcourse.tools.diagnose", "dlcourse.tools.lr_find", "dlcourse.tools.sweep",
-     "dlcourse.tools.compare", "dlcourse.tools.runs_list", "dlcourse.tools.overfit_batch"],
+     "dlcourse.tools.compare", "dlcourse.tools.runs_list", "dlcourse.tools.overfit_batch",
+     "dlcourse.api"],
 )  # fmt: skip
 def test_each_entry_module_imports_in_a_fresh_interpreter(module: str) -> None:
     """An import cycle only shows when a module is the first one imported (CliRunner tests

@@ -7,7 +7,6 @@ and their exit code, never a traceback (unless --debug asks for one).
 from __future__ import annotations
 
 import functools
-import os
 import traceback
 from collections.abc import Callable
 from enum import Enum
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+
+from dlcourse.fileio import resolve_data_dir as resolve_data_dir  # the commands import it here
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG = {"traceback": False}  # set by `dlcourse --debug`
@@ -51,10 +52,6 @@ class Split(str, Enum):
 class Checkpoint(str, Enum):
     best = "best"
     last = "last"
-
-
-def resolve_data_dir(option: Path | None) -> Path:
-    return option or Path(os.environ.get("DLCOURSE_DATA_DIR") or "data")
 
 
 def console() -> Any:

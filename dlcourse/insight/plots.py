@@ -7,7 +7,6 @@ API: a Figure renders with the Agg canvas, so there is no pyplot state and no di
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,15 +23,16 @@ ANNOTATED_CLASSES = 20  # write the count in each cell of a confusion matrix up 
 
 
 def new_figure(width: float, height: float) -> Figure:
-    from matplotlib.figure import Figure
+    """An empty figure (one a notebook displays: pngfigure.py)."""
+    from dlcourse.insight.pngfigure import PngFigure
 
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return PngFigure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
 def png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    from dlcourse.insight.pngfigure import png_bytes
+
+    return png_bytes(figure)
 
 
 def confusion_png(counts: list[list[int]], labels: list[str], title: str) -> bytes:
@@ -97,6 +97,11 @@ def scatter_png(predicted: torch.Tensor, true: torch.Tensor, title: str) -> byte
 
 
 def curves_png(rows: list[dict[str, Any]], metrics: Sequence[str], best_epoch: int) -> bytes:
+    """curves_figure as PNG bytes."""
+    return png(curves_figure(rows, metrics, best_epoch))
+
+
+def curves_figure(rows: list[dict[str, Any]], metrics: Sequence[str], best_epoch: int) -> Figure:
     """One panel per metric: its train and dev values epoch by epoch (metrics.jsonl rows)."""
     columns = min(3, len(metrics))
     panels = math.ceil(len(metrics) / columns)
@@ -115,7 +120,7 @@ def curves_png(rows: list[dict[str, Any]], metrics: Sequence[str], best_epoch: i
         axes.set(title=name, xlabel="epoch")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
-    return png(figure)
+    return figure
 
 
 def scale_to_the_values_that_matter(axes: Any, name: str, rows: list[dict[str, Any]]) -> None:

@@ -15,14 +15,17 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlcourse.config.applies import OPTIONS
 from dlcourse.errors import UserError
-from dlcourse.fileio import write_text_atomic
+from dlcourse.fileio import write_bytes_atomic, write_text_atomic
 from dlcourse.runs import RunFolder
 from dlcourse.tasks import MAXIMIZED
 from dlcourse.tools.runinfo import MAIN_METRIC, RunInfo, read_run
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Keys that never explain a difference in results: left out of the differing keys.
 NOT_COMPARED = ("name", "device", "logging.", "train.threads", "train.fused_adam")
@@ -163,36 +166,32 @@ def common_folder(paths: list[Path]) -> Path:
     return parents.pop() if len(parents) == 1 else Path(".")
 
 
+def table_rows(comparison: Comparison) -> list[dict[str, Any]]:
+    """The table as one mapping per run, best first: each differing key (dotted), the metrics,
+    epochs, seconds, status and the run folder; compare.csv holds the same."""
+    names = short_names(comparison.keys)
+    monitor, metric = comparison.monitor, comparison.metric
+    return [
+        {
+            **{key: row.values[names[key]] for key in comparison.keys},
+            f"best_dev_{monitor}": row.dev,
+            f"last_dev_{monitor}": row.last_dev,
+            f"test_{metric}": row.test,
+            "epochs": row.run.epochs,
+            "seconds": row.run.seconds,
+            "status": row.run.status,
+            "run": str(row.run.path),
+        }
+        for row in comparison.rows
+    ]
+
+
 def table_csv(comparison: Comparison) -> str:
+    rows = table_rows(comparison)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    names = list(short_names(comparison.keys).values())
-    writer.writerow(
-        [
-            *comparison.keys,
-            f"best_dev_{comparison.monitor}",
-            f"last_dev_{comparison.monitor}",
-            f"test_{comparison.metric}",
-            "epochs",
-            "seconds",
-            "status",
-            "run",
-        ]
-    )
-    for row in comparison.rows:
-        run = row.run
-        writer.writerow(
-            [
-                *(row.values[name] for name in names),
-                _cell(row.dev),
-                _cell(row.last_dev),
-                _cell(row.test),
-                _cell(run.epochs),
-                _cell(run.seconds),
-                run.status,
-                str(run.path),
-            ]
-        )
+    writer.writerow(list(rows[0]))
+    writer.writerows([_cell(value) for value in row.values()] for row in rows)
     return text.getvalue()
 
 
@@ -201,16 +200,24 @@ def _cell(value: Any) -> str:
 
 
 def plot_curves(comparison: Comparison) -> None:
-    """compare.png: train loss and dev loss per epoch, one colour per run; a run that ended
-    without a curve (diverged in its first epoch) is still in the legend."""
+    """compare.png: curves_figure, written atomically."""
+    from dlcourse.insight.pngfigure import png_bytes
+
+    write_bytes_atomic(comparison.figure, png_bytes(curves_figure(comparison)))
+
+
+def curves_figure(comparison: Comparison) -> Figure:
+    """Train loss and dev loss per epoch, one colour per run; a run that ended without a
+    curve (diverged in its first epoch) is still in the legend."""
+    from matplotlib import colormaps
     from matplotlib.ticker import MaxNLocator
 
-    from dlcourse.tools.figures import pyplot, save_figure
+    from dlcourse.insight.pngfigure import PngFigure
 
-    plt = pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, sharey=True)
+    figure = PngFigure(figsize=(11, 4.2), dpi=110)
+    axes = figure.subplots(1, 2, sharey=True)
     rows = comparison.rows
-    colours = plt.get_cmap("tab10" if len(rows) <= 10 else "viridis")
+    colours = colormaps["tab10" if len(rows) <= 10 else "viridis"]
     values = []
     for index, row in enumerate(rows):
         colour = colours(index if len(rows) <= 10 else index / len(rows))
@@ -236,4 +243,4 @@ def plot_curves(comparison: Comparison) -> None:
     columns = max(1, min(len(rows), 150 // longest))  # legend entries side by side
     figure.legend(loc="lower center", ncol=columns, fontsize=8, frameon=False)
     figure.tight_layout(rect=(0, 0.055 * math.ceil(len(rows) / columns), 1, 1))
-    save_figure(figure, comparison.figure)
+    return figure

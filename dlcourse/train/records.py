@@ -79,3 +79,12 @@ class Summary:
             if not data[optional]:
                 del data[optional]
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Summary:
+        """summary.json's contents read back (older summaries lack kind, kept, best, last)."""
+        fields = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        for name in ("best", "last"):
+            if isinstance(fields.get(name), dict):
+                fields[name] = EpochMetrics(**fields[name])
+        return cls(**fields)

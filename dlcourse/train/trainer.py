@@ -339,7 +339,8 @@ class Trainer:
             return InterruptedRun(f"interrupted during {where}")
         return InterruptedRun(
             f"interrupted during {where}; everything so far is saved in {self.folder.last}.\n"
-            f"Resume with: dlcourse train --resume {self.folder.path}"
+            f"Resume with: dlcourse train --resume {self.folder.path}",
+            self.folder.path,
         )
 
     def finish(self, stop_reason: str) -> Summary:

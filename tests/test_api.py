@@ -1,0 +1,142 @@
+"""The Python API (dlcourse.train, open_run, compare, Run): the commands' results as objects."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dlcourse
+from dlcourse.errors import ConfigError, InterruptedRun, UserError
+from dlcourse.train.callbacks import Callback
+from dlcourse.train.records import Summary
+from tests.conftest import REPO
+
+CHURN = REPO / "configs" / "churn_mlp.yaml"
+QUICK = {"train.epochs": 3, "model.hidden": [6], "logging.tensorboard": False}
+
+
+@pytest.fixture(scope="module")
+def churn(tmp_path_factory: pytest.TempPathFactory) -> dlcourse.Run:
+    """A churn MLP trained through the API for 3 epochs on 400 made-up customers."""
+    from tests.conftest import CHURN_HEADER, churn_rows, write_csv
+
+    root = tmp_path_factory.mktemp("api")
+    write_csv(root / "data" / "churn" / "Churn_Modelling.csv", CHURN_HEADER, churn_rows(400))
+    return dlcourse.train(CHURN, set=QUICK, runs_dir=root / "runs", data_dir=root / "data",
+                          progress=False, quiet=True)  # fmt: skip
+
+
+def test_train_returns_the_run_and_open_run_reads_the_same(churn: dlcourse.Run) -> None:
+    on_disk = json.loads((churn.path / "summary.json").read_text())
+    assert isinstance(churn.summary, Summary)
+    assert churn.summary.to_json() == on_disk
+    reopened = dlcourse.open_run(churn.path, data_dir=churn.data_dir)
+    assert reopened.summary == churn.summary
+    assert reopened.history == churn.history
+    assert [row["epoch"] for row in churn.history] == [1, 2, 3]
+    assert churn.config.optim.lr == 0.001 and churn.config.model.hidden == [6]
+
+
+def test_evaluate_equals_summary_json(churn: dlcourse.Run) -> None:
+    summary = churn.summary
+    assert summary is not None
+    for split in ("test", "dev"):
+        assert churn.evaluate(split).metrics == getattr(summary, split)
+
+
+def test_plot_draws_the_loss_and_the_main_metric(churn: dlcourse.Run) -> None:
+    figure = churn.plot()
+    assert [axes.get_title() for axes in figure.axes] == ["loss", "accuracy"]
+    assert figure._repr_png_().startswith(b"\x89PNG")  # what a notebook displays
+
+
+def test_predict_and_forward_take_a_row_as_a_dict(churn: dlcourse.Run) -> None:
+    row = {"CreditScore": 600, "Geography": "Germany", "Gender": "Male", "Age": 60,
+           "Tenure": 3, "Balance": 1000.0, "NumOfProducts": 1, "HasCrCard": 1,
+           "IsActiveMember": 0, "EstimatedSalary": 50000}  # fmt: skip
+    (record,) = churn.predict(row).records()
+    assert len(record["probabilities"]) == 2
+    forward = churn.forward(row)
+    assert forward.prediction.predicted == record["prediction"]
+    assert churn.forward("test=0").layers
+
+
+def test_compare_gives_the_table_and_the_picture(churn: dlcourse.Run) -> None:
+    other = dlcourse.train(CHURN, set={**QUICK, "optim.lr": 0.01}, runs_dir=churn.path.parent,
+                           data_dir=churn.data_dir, progress=False, quiet=True)  # fmt: skip
+    comparison = dlcourse.compare([churn, other])
+    assert sorted(row["optim.lr"] for row in comparison.table) == ["0.001", "0.01"]
+    assert comparison.figure.is_file() and comparison.csv.is_file()
+    assert [axes.get_title() for axes in comparison.plot().axes] == ["train loss", "dev loss"]
+    assert "<table>" in comparison._repr_html_()
+
+
+def test_a_dict_config_is_validated_naming_the_bad_key(tmp_path: Path) -> None:
+    config = {"name": "t", "task": "transactions", "optim": {"name": "adam", "lr": -1}}
+    with pytest.raises(ConfigError, match=r"optim\.lr") as error:
+        dlcourse.train(config, runs_dir=tmp_path, quiet=True)
+    assert [key for key, _ in error.value.problems] == ["optim.lr"]
+    with pytest.raises(ConfigError, match=r"train\.epochz"):
+        dlcourse.train(CHURN, set={"train.epochz": 3}, runs_dir=tmp_path, quiet=True)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_a_missing_run_folder_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such run folder"):
+        dlcourse.open_run(tmp_path / "nope")
+    with pytest.raises(UserError, match="not a run folder"):
+        dlcourse.open_run(tmp_path)
+
+
+class InterruptAtFirstBatch(Callback):
+    """Ctrl-C, as a notebook's "interrupt kernel" sends it, once, at the first step."""
+
+    sent = False
+
+    def on_before_step(self, trainer: object) -> None:
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_an_interrupted_run_raises_and_resumes(tmp_path: Path) -> None:
+    config = {"name": "t", "task": "transactions", "train": {"epochs": 2}}
+    with pytest.raises(InterruptedRun, match=r"dlcourse\.open_run\(.*\)\.resume\(\)") as error:
+        dlcourse.train(config, set={"logging.tensorboard": False}, runs_dir=tmp_path,
+                       quiet=True, callbacks=[InterruptAtFirstBatch()])  # fmt: skip
+    assert error.value.path is not None
+    run = dlcourse.open_run(error.value.path)
+    assert run.summary is not None and run.summary.stop_reason == "interrupted"
+    run.resume(quiet=True)
+    assert run.summary.stop_reason == "completed" and len(run.history) == 2
+
+
+def test_history_to_pandas_needs_pandas(churn: dlcourse.Run) -> None:
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install pandas"):
+            churn.history.to_pandas()
+        return
+    frame = churn.history.to_pandas()
+    assert len(frame) == 3 and "dev.loss" in frame.columns
+
+
+def test_import_dlcourse_does_not_import_torch_and_the_cli_not_the_api() -> None:
+    """`dlcourse --help` stays fast; dlcourse.train is the API function even after the
+    dlcourse.train subpackage was imported."""
+    code = (
+        "import sys, dlcourse, dlcourse.cli; print('torch' in sys.modules, "
+        "'dlcourse.api' in sys.modules); import dlcourse.train.records; "
+        "print(sorted(dlcourse.__all__), dlcourse.train.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    api = ["Comparison", "History", "Run", "__version__", "compare", "open_run", "train"]
+    assert out.stdout.split("\n")[:2] == ["False False", f"{api} dlcourse.api.run"]
