@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import platform
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
+import whole_process  # noqa: E402
 import workloads  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -102,25 +102,6 @@ def first_batch_seconds(script: str, argument: str | None = None, runs: int = 3)
     return statistics.median(times)
 
 
-def shipped_mnist() -> tuple[float, float, float]:
-    """Wall seconds, test accuracy and peak memory (GB) of `dlcourse train` on the shipped
-    MNIST config, in a fresh process as a student runs it."""
-    import json
-
-    with tempfile.TemporaryDirectory() as runs_dir:
-        started = time.perf_counter()
-        subprocess.run(
-            [str(Path(PYTHON).parent / "dlcourse"), "train", "configs/mnist_cnn.yaml",
-             "--runs-dir", runs_dir, "--set", "logging.progress=false"],
-            cwd=ROOT, capture_output=True, check=True,
-        )  # fmt: skip
-        wall = time.perf_counter() - started
-        (run,) = Path(runs_dir).iterdir()
-        accuracy = json.loads((run / "summary.json").read_text())["test"]["accuracy"]
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # KB -> GB
-    return wall, accuracy, peak
-
-
 def main() -> None:
     quick = "--quick" in sys.argv
     console = Console(width=120)
@@ -162,12 +143,22 @@ def main() -> None:
     table.add_row(
         "", "dlcourse: torch imported -> first batch", f"{first:.2f}", f"{first / by_hand:.2f}x"
     )
-    wall, accuracy, peak = shipped_mnist()
-    table.add_row(
-        "configs/mnist_cnn.yaml", f"test accuracy {100 * accuracy:.2f}%, peak {peak:.2f} GB",
-        f"{wall:.1f}", "",
-    )  # fmt: skip
     console.print(table)
+    console.print(whole_process_table(quick))
+
+
+def whole_process_table(quick: bool) -> Table:
+    """The whole process, as the student waits for it (bench/whole_process.py)."""
+    table = Table(title="whole processes (medians of interleaved runs; ratio < 1: dlcourse faster)")
+    for column in ("workload", "variant", "seconds", "peak GB", "ratio"):
+        table.add_column(column, justify="left" if column in ("workload", "variant") else "right")
+    for row in whole_process.whole_process_rows(DATA_DIR, 1 if quick else 3):
+        ratio = f"{row.wall / row.reference:.2f}x" if row.reference else ""
+        table.add_row(row.workload, row.variant, f"{row.wall:.2f}", f"{row.rss:.2f}", ratio)
+    wall, rss, accuracy = whole_process.shipped_mnist(DATA_DIR)
+    table.add_row("configs/mnist_cnn.yaml", f"test accuracy {100 * accuracy:.2f}%",
+                  f"{wall:.1f}", f"{rss:.2f}", "")  # fmt: skip
+    return table
 
 
 def add_rows(table: Table, workload: str, times: dict[str, list[float]]) -> None:

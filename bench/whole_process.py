@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,3 +63,60 @@ def write_config(cfg: object, folder: Path, name: str) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(dump_config(cfg))  # type: ignore[arg-type]
     return path
+
+
+@dataclass
+class Row:
+    workload: str
+    variant: str
+    wall: float  # seconds, median
+    rss: float  # GB, median of the peaks
+    reference: float | None = None  # the wall time this one is compared with
+
+
+def whole_process_rows(data_dir: Path, runs: int) -> list[Row]:
+    """Every comparison of the whole-process table, measured interleaved in one pass."""
+    import workloads
+
+    with tempfile.TemporaryDirectory() as configs:
+        w1 = write_config(workloads.w1_config(insight=False), Path(configs), "w1")
+        w2 = write_config(workloads.w2_config(), Path(configs), "w2")
+        data = ["--data-dir", str(data_dir)]
+        variants: dict[str, Callable[[str], list[str]]] = {
+            "import torch": lambda _: [PYTHON, "-c", "import torch"],
+            "transactions": lambda runs: dlcourse_train(
+                "configs/transactions_regression.yaml", runs
+            ),
+            "w2 hand": lambda _: [PYTHON, "bench/hand_w2.py", str(data_dir)],
+            "w2 dlcourse": lambda runs: dlcourse_train(w2, runs, *data),
+            "w1 hand": lambda _: [PYTHON, "bench/hand_w1.py", str(data_dir)],
+            "w1 dlcourse": lambda runs: dlcourse_train(w1, runs, *data),
+            "help": lambda _: [DLCOURSE, "--help"],
+        }
+        found = {name: medians(results) for name, results in measure(variants, runs).items()}
+    torch_wall = found["import torch"][0]
+    return [
+        Row("startup", "python -c 'import torch'", *found["import torch"]),
+        Row("", "dlcourse --help", *found["help"]),
+        Row("configs/transactions_regression.yaml", "dlcourse train", *found["transactions"],
+            reference=torch_wall),
+        Row(f"W2 churn MLP, {workloads.W2_EPOCHS} epochs", "bench/hand_w2.py",
+            *found["w2 hand"]),
+        Row("", "dlcourse train", *found["w2 dlcourse"], reference=found["w2 hand"][0]),
+        Row(f"W1 MNIST CNN, {workloads.W1_BATCHES} batches, then the test set",
+            "bench/hand_w1.py", *found["w1 hand"]),
+        Row("", "dlcourse train", *found["w1 dlcourse"], reference=found["w1 hand"][0]),
+    ]  # fmt: skip
+
+
+def shipped_mnist(data_dir: Path) -> tuple[float, float, float]:
+    """Wall seconds, peak memory (GB) and test accuracy of the shipped MNIST config, one
+    process as a student runs it."""
+    import json
+
+    with tempfile.TemporaryDirectory() as runs:
+        command = dlcourse_train("configs/mnist_cnn.yaml", runs, "--data-dir", str(data_dir))
+        wall, rss = run_process(command)
+        (run,) = Path(runs).iterdir()
+        accuracy = json.loads((run / "summary.json").read_text())["test"]["accuracy"]
+    return wall, rss, accuracy

@@ -174,3 +174,19 @@ def test_help_and_python_m_do_not_import_torch() -> None:
         [sys.executable, "-m", "dlcourse", "--help"], cwd=REPO, capture_output=True, text=True
     )
     assert module.returncode == 0 and "train" in module.stdout
+
+
+def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
+    for i in range(1000):  # a table far larger than a pipe's buffer
+        folder = tmp_path / f"run-{i:04d}"
+        folder.mkdir()
+        (folder / "config.yaml").write_text("task: transactions\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dlcourse", "runs", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith(b"1000 runs in ")
+    process.stdout.close()  # as `| head -1` does
+    errors = process.stderr.read().decode()
+    assert process.wait() == 0 and errors == ""

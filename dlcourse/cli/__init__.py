@@ -22,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 config_app = typer.Typer(help="Check a config, or print it fully resolved.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
