@@ -46,7 +46,8 @@ def read(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 def test_step_losses_every_kth_step_at_most_2000(tmp_path: Path) -> None:
     # 180 training rows, batch 1: 12 epochs are 2,160 steps, so every 2nd step is logged.
-    run = train(tmp_path, "train.batch_size=1", "train.epochs=12", "logging.insight=false")
+    run = train(tmp_path, "train.batch_size=1", "train.epochs=12", "logging.insight=false",
+                "train.early_stopping.patience=null")  # fmt: skip
     steps = [event.step for event in events(run).Scalars("loss/train_step")]
     assert steps == list(range(2, 2161, 2))
     _, rows = read(run)
