@@ -205,7 +205,7 @@ def print_outputs(comparison: Comparison) -> None:
 @cli_errors
 def runs(
     runs_dir: Annotated[
-        Path, typer.Argument(metavar="[RUNS_DIR]", help="The folder to list (default: runs).")
+        Path, typer.Argument(metavar="RUNS_DIR", help="The folder to list (default: runs).")
     ] = Path("runs"),
     sort: Annotated[
         str,

@@ -36,6 +36,7 @@ def train(
     config: Annotated[
         Path | None,
         typer.Argument(
+            metavar="CONFIG",
             exists=True,
             dir_okay=False,
             help="The experiment config (YAML); optional with --resume.",
