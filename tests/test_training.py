@@ -17,6 +17,7 @@ from dlcourse.data import SplitData, TaskData
 from dlcourse.errors import UserError
 from dlcourse.models import build_model
 from dlcourse.train import job as training
+from dlcourse.train.callbacks import Callback
 from dlcourse.train.checkpoint import load_checkpoint
 from dlcourse.train.early_stopping import EarlyStopping
 from dlcourse.train.metrics import binary_metrics, confusion_matrix, regression_metrics, roc_auc
@@ -319,3 +320,32 @@ def test_final_train_metrics_measure_a_fixed_sample_of_a_large_split() -> None:
     summary.train = found["train"]
     caption = str(summary_table(summary).caption)
     assert caption == f"train: a fixed random sample of 10,000 of the {n:,} training examples"
+
+
+def test_small_mlps_train_on_one_thread_and_the_caller_keeps_its_own(tmp_path: Path) -> None:
+    from dlcourse.train.threads import SMALL_MODEL, threads_for
+
+    mlp = validate_config({"task": "transactions"})
+    assert threads_for(mlp, build_model(mlp.model, (2,), 1)) == 1
+    wide = validate_config({"task": "transactions", "model": {"hidden": [SMALL_MODEL // 2]}})
+    assert threads_for(wide, build_model(wide.model, (2,), 1)) is None  # 100,000 weights
+    cnn = validate_config({"task": "mnist"})
+    assert threads_for(cnn, build_model(cnn.model, (1, 28, 28), 10)) is None
+    chosen = validate_config({"task": "transactions", "train": {"threads": 2}})
+    assert threads_for(chosen, build_model(chosen.model, (2,), 1)) == 2
+
+    torch.set_num_threads(2)
+    seen = []
+
+    class Threads(Callback):
+        def on_epoch_end(self, trainer: Trainer, row: object) -> None:
+            seen.append(torch.get_num_threads())
+
+    try:
+        cfg = validate_config({"task": "transactions", "data": {"n_samples": 100},
+                               "train": {"epochs": 1}, "logging": {"progress": False}})  # fmt: skip
+        training.train(cfg, runs_dir=tmp_path, data_dir=tmp_path, console=Console(
+            file=io.StringIO()), callbacks=[Threads()])  # fmt: skip
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)  # the test suite's

@@ -7,8 +7,6 @@ the outputs turned into probabilities, labels and values in the target's units.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import torch
 from dlcourse.errors import UserError
 from dlcourse.restore import RestoredRun, open_run, open_weights
 from dlcourse.train.evaluate import Prepare, model_outputs, same_layout
+from dlcourse.train.threads import cpu_threads, threads_for
 
 # Files training writes in a run folder: no command that reads a run ever replaces them.
 TRAINING_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "split.pt", "model.safetensors")
@@ -36,22 +35,6 @@ def open_trained(path: Path) -> RestoredRun:
     return open_weights(path)
 
 
-@contextmanager
-def training_threads(threads: int | None) -> Iterator[None]:
-    """torch's CPU threads as training set them (train.threads), restored afterwards.
-
-    The order of a matrix product's additions depends on how it is split between threads,
-    so the same thread count is part of reproducing training's numbers.
-    """
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run_model(opened: RestoredRun, x: torch.Tensor) -> torch.Tensor:
     """The model's raw outputs (N, outputs) for preprocessed inputs x (N, ...), computed as the
     trainer computes them: a CNN in channels-last layout (see Trainer.prepare), eval mode,
@@ -61,7 +44,7 @@ def run_model(opened: RestoredRun, x: torch.Tensor) -> torch.Tensor:
     if opened.cfg.model.conv:
         model = model.to(memory_format=torch.channels_last)  # in place: it stays so
         prepare = channels_last
-    with training_threads(opened.cfg.train.threads):
+    with cpu_threads(threads_for(opened.cfg, model)):
         return model_outputs(model, x, prepare)
 
 

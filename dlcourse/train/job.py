@@ -36,6 +36,7 @@ from dlcourse.train.export import ExportWeights
 from dlcourse.train.optim import check_schedule
 from dlcourse.train.records import Summary
 from dlcourse.train.symmetry import SymmetryWarning
+from dlcourse.train.threads import cpu_threads, threads_for
 from dlcourse.train.trainer import Trainer
 
 
@@ -108,8 +109,6 @@ def train_in(
     insight attached; print the diagnosis of a run that ends normally."""
     cfg, folder = trainer.cfg, trainer.folder
     assert folder is not None
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
     reporter = ConsoleReporter(console, cfg.logging.progress)
     # model.safetensors first; the warnings after the epoch's line
     trainer.callbacks += [
@@ -138,7 +137,7 @@ def train_in(
         if cfg.logging.insight and boundary.applies(trainer.data.input_shape, trainer.data.kind):
             boundaries = boundary.DecisionBoundary(writer, folder.path, cfg.logging.insight_every)
             trainer.callbacks.append(boundaries)
-        with stop_on_signals(trainer):
+        with stop_on_signals(trainer), cpu_threads(threads_for(cfg, trainer.model)):
             summary = trainer.fit()
         console.print(diagnose_summary(summary.to_json()).line(), highlight=False)
         return TrainResult(folder, summary)
