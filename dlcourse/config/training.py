@@ -146,7 +146,10 @@ class Train(Section):
         None, gt=0, le=BIG, description="churn: weight of the positive class in the loss"
     )
     threads: int | None = Field(
-        None, ge=1, le=256, description="CPU threads for torch (default: 1 for a small MLP, else all cores)"
+        None,
+        ge=1,
+        le=256,
+        description="CPU threads for torch (default: 1 for a small MLP, else all cores)",
     )
 
     @field_validator("batch_size", mode="before")
