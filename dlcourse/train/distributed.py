@@ -81,8 +81,13 @@ class Group:
                 )
             torch.cuda.set_device(device)
         if not dist.is_initialized():
+            # torchrun's store outlives a restart of the workers (--max-restarts), and gloo
+            # would read the dead workers' addresses from it (connection refused): each
+            # attempt gets keys of its own.
+            store, _, _ = next(dist.rendezvous("env://", timeout=TIMEOUT))
             dist.init_process_group(
-                backend_for(device), timeout=TIMEOUT,
+                backend_for(device), timeout=TIMEOUT, rank=rank, world_size=world,
+                store=dist.PrefixStore(f"dlcourse-attempt-{restart_count()}", store),
                 device_id=device if device.type == "cuda" else None,
             )  # fmt: skip
         return cls(rank, world, local_rank, device)
