@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import QUIET, REPO, write_tiny_mnist
 from typer.testing import CliRunner
 
-from conftest import QUIET, REPO, write_tiny_mnist
 from dlcourse.cli import app
 from dlcourse.data import SplitData, TaskData
 from dlcourse.errors import UserError
@@ -297,9 +297,9 @@ def test_one_process_checkpoint_resumes_in_two_and_divergence_exits_3(
 @pytest.mark.ddp
 def test_a_killed_worker_recovers_under_max_restarts(tmp_path: Path, data_dir: Path) -> None:
     runs = tmp_path / "runs"
-    result = dlcourse(train_args(runs, data_dir, "train.epochs=3", "logging.tensorboard=false"),
-                      env={KILL_ENV: "1:2"},
-                      torchrun=["--standalone", "--nproc-per-node=2", "--max-restarts=1"])  # fmt: skip
+    torchrun = ["--standalone", "--nproc-per-node=2", "--max-restarts=1"]
+    args = train_args(runs, data_dir, "train.epochs=3", "logging.tensorboard=false")
+    result = dlcourse(args, env={KILL_ENV: "1:2"}, torchrun=torchrun)
     assert result.returncode == 0, result.stdout + result.stderr
     folder = only_run(runs)
     assert "resuming" in result.stdout and "at epoch 2" in result.stdout
