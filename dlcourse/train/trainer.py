@@ -223,32 +223,23 @@ class Trainer:
         self.global_step += 1
         return recorded.detach(), outputs.detach()
 
-    # The hooks where training in several processes differs (distributed_trainer.py); here,
-    # those of one process.
+    # Hooks where several processes differ (distributed_trainer.py); here, one process's.
 
-    def stopping(self) -> bool:
-        """Whether to stop at this batch boundary (Ctrl-C or SIGTERM asked for it)."""
+    def stopping(self) -> bool:  # stop at this batch boundary (Ctrl-C or SIGTERM asked)?
         return self.stop_requested
 
-    def local_batch(
-        self, x: torch.Tensor, y: torch.Tensor, start: int, end: int
-    ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        """The part of the batch of examples [start, end) of the order this process trains on."""
-        return x, y, start, end
+    def local_batch(self, x: torch.Tensor, y: torch.Tensor, start: int, end: int) -> Any:
+        return x, y, start, end  # the part of the batch [start, end) this process trains on
 
-    def batch_loss(
-        self, outputs: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss to differentiate, and the batch's loss to record."""
+    def batch_loss(self, outputs: torch.Tensor, y: torch.Tensor) -> Any:
         loss = self.loss_fn(outputs, y)
-        return loss, loss
+        return loss, loss  # the loss to differentiate, the batch loss to record
 
-    def sync_due(self, done: int, last_sync: float) -> bool:
-        """Whether to read the losses back now, `done` batches into the epoch."""
+    def sync_due(self, done: int, last_sync: float) -> bool:  # read the losses back now?
         return time.perf_counter() - last_sync > SYNC_SECONDS
 
     def gather_progress(self, done: int) -> None:
-        """Make the epoch's records of the first `done` batches complete (one process has)."""
+        """Complete the epoch's records of its first `done` batches (one process has)."""
 
     def augmented(self, x: torch.Tensor) -> torch.Tensor:
         """The batch, randomly transformed if the config augments, in the model's layout."""
