@@ -71,7 +71,8 @@ def cli_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except DlcourseError as exc:
-            typer.echo(f"error: {exc}" if exc.exit_code == 2 else str(exc), err=True)
+            if str(exc):  # (silent: another of torchrun's processes reports it)
+                typer.echo(f"error: {exc}" if exc.exit_code == 2 else str(exc), err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)

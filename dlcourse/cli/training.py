@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dlcourse.cli.common import DataDirOption, SetOption, cli_errors, console, resolve_data_dir
+from dlcourse.cli.common import (
+    DEBUG,
+    DataDirOption,
+    SetOption,
+    cli_errors,
+    console,
+    resolve_data_dir,
+)
 
 if TYPE_CHECKING:
     from dlcourse.config import Config
@@ -19,6 +26,22 @@ OverfitBatchOption = Annotated[
         "--overfit-batch",
         help="Only check that the model can learn one small batch by heart (loss to about "
         "zero); no run folder.",
+    ),
+]
+NprocOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Train in N processes with DistributedDataParallel (one per GPU, or on the CPU): "
+        "runs torchrun --standalone --nproc-per-node=N -m dlcourse train ...",
+    ),
+]
+DeterministicOption = Annotated[
+    bool,
+    typer.Option(
+        "--deterministic",
+        help="Reproducible GPU runs: deterministic algorithms only (slower; an operation "
+        "without one fails), cuDNN deterministic, CUBLAS_WORKSPACE_CONFIG=:4096:8.",
     ),
 ]
 ResumeOption = Annotated[
@@ -51,11 +74,19 @@ def train(
     ] = None,
     overfit_batch: OverfitBatchOption = False,
     resume: ResumeOption = None,
+    nproc: NprocOption = None,
+    deterministic: DeterministicOption = False,
 ) -> None:
     """Train the model a config describes; results go to a new run folder."""
     from dlcourse.config import load_config
     from dlcourse.errors import UserError
 
+    if nproc is not None:
+        launch_workers(nproc, locals())
+    if deterministic:
+        from dlcourse.train.device import make_deterministic
+
+        make_deterministic()
     overrides = list(set_ or [])
     if device is not None:
         overrides.append(f"device={json.dumps(device)}")
@@ -63,8 +94,7 @@ def train(
         if name is not None or overfit_batch:
             option = "--name" if name is not None else "--overfit-batch"
             raise UserError(f"{option} cannot be used with --resume")
-        from dlcourse.train.job import resume as resume_run
-
+        resume_run = job_function("resume")
         resume_run(
             resume, data_dir=resolve_data_dir(data_dir), console=console(), config=config,
             overrides=overrides,
@@ -79,9 +109,43 @@ def train(
         check_overfit_batch(cfg, resolve_data_dir(data_dir))
         return
 
-    from dlcourse.train.job import train as train_run
-
+    train_run = job_function("train")
     train_run(cfg, runs_dir=runs_dir, data_dir=resolve_data_dir(data_dir), console=console())
+
+
+def job_function(name: str) -> Any:
+    """train or resume: in this process, or as one of torchrun's processes (distributed)."""
+    from dlcourse.train.distributed import launched
+
+    if not launched():
+        from dlcourse.train import job
+
+        return getattr(job, name)
+    from dlcourse.train import distributed_job
+
+    return getattr(distributed_job, f"{name}_worker")
+
+
+def launch_workers(nproc: int, options: dict[str, Any]) -> None:
+    """`--nproc N`: this same command in N processes through torchrun; exit with their code."""
+    from dlcourse.config import load_config
+    from dlcourse.errors import UserError
+    from dlcourse.train.distributed import launched
+    from dlcourse.train.launch import launch, worker_args
+
+    if launched():
+        raise UserError("--nproc: this process was started by torchrun already")
+    if options["overfit_batch"]:
+        raise UserError("--nproc cannot be used with --overfit-batch")
+    if options["config"] is not None and options["resume"] is None:
+        load_config(options["config"], list(options["set_"] or []))  # bad config: no launch
+    args = worker_args(
+        config=options["config"], sets=list(options["set_"] or []), name=options["name"],
+        runs_dir=options["runs_dir"], data_dir=resolve_data_dir(options["data_dir"]),
+        device=options["device"], resume=options["resume"],
+        deterministic=options["deterministic"], debug=DEBUG["traceback"],
+    )  # fmt: skip
+    raise typer.Exit(launch(nproc, args))
 
 
 def check_overfit_batch(cfg: Config, data_dir: Path) -> None:

@@ -151,6 +151,11 @@ class Train(Section):
         le=256,
         description="CPU threads for torch (default: 1 for a small MLP, else all cores)",
     )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="arithmetic of the training steps: fp32, or mixed precision bf16 (GPU or "
+        "CPU) or fp16 (GPU only, with a gradient scaler); evaluation is always fp32",
+    )
 
     @field_validator("batch_size", mode="before")
     @classmethod

@@ -32,6 +32,7 @@ from dlcourse.runs import RunFolder
 from dlcourse.tools.diagnose import diagnose_summary
 from dlcourse.train.callbacks import Callback
 from dlcourse.train.console import ConsoleReporter, plural
+from dlcourse.train.device import check_precision, place_data, tune_backends
 from dlcourse.train.export import ExportWeights
 from dlcourse.train.optim import check_schedule
 from dlcourse.train.records import Summary
@@ -66,7 +67,7 @@ def train(
         folder.write_splits({name: split.rows for name, split in data.splits.items()})
         describe(console, cfg, data, network, device, folder)
         model = prepare_model(cfg, network, device)
-        trainer = Trainer(cfg, data.to(device), model, device=device, folder=folder)
+        trainer = Trainer(cfg, place_data(data, device), model, device=device, folder=folder)
         return train_in(trainer, console, callbacks=callbacks)
 
 
@@ -186,6 +187,14 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(cfg: Config) -> torch.device:
+    """The device to train on (checked against train.precision), its backends set up."""
+    device = pick_device(cfg)
+    check_precision(cfg.train.precision, device)
+    tune_backends(device)
+    return device
+
+
+def pick_device(cfg: Config) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if cfg.device == "cuda" and not torch.cuda.is_available():

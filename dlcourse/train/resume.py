@@ -6,6 +6,7 @@ A resume continues the run exactly, so the config may change only where that sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from dlcourse.config import (
 from dlcourse.errors import UserError
 from dlcourse.restore import RestoredRun, open_run
 from dlcourse.runs import RunFolder
+from dlcourse.train.device import place_data
 from dlcourse.train.job import prepare_model, resolve_device, seed_everything
 from dlcourse.train.state import TrainingState, checked
 from dlcourse.train.trainer import Trainer
@@ -27,15 +29,21 @@ from dlcourse.train.trainer import Trainer
 # Keys a resume may change: they do not change what the run computes, or extend it.
 RESUMABLE_CHANGES = {
     "train.epochs", "train.early_stopping.patience", "train.restore_best", "device",
-    "logging.progress",
+    "logging.progress", "train.precision",
 }  # fmt: skip
 PLANNED_OVER_EPOCHS = {"onecycle", "cosine"}  # schedules whose shape depends on train.epochs
 
 
 def prepare_resume(
-    folder: RunFolder, data_dir: Path, config: Path | None, overrides: list[str]
+    folder: RunFolder,
+    data_dir: Path,
+    config: Path | None,
+    overrides: list[str],
+    build: Callable[..., Trainer] = Trainer,
 ) -> tuple[Trainer, list[dict[str, Any]]]:
-    """A trainer restored from last.pt and the metrics rows to keep; nothing is written."""
+    """A trainer restored from last.pt and the metrics rows to keep; nothing is written.
+
+    `build` makes the trainer (Trainer's arguments; distributed_job gives its own)."""
     if not folder.last.is_file():
         raise UserError(
             f"{folder.last}: no checkpoint to resume from (the run never completed an epoch); "
@@ -50,7 +58,7 @@ def prepare_resume(
     device = resolve_device(cfg)
     data = opened.load_data(data_dir)
     model = prepare_model(cfg, opened.model.train(), device)
-    trainer = Trainer(cfg, data.to(device), model, device=device, folder=folder)
+    trainer = build(cfg, place_data(data, device), model, device=device, folder=folder)
     trainer.load_state_dict(state, folder.last)
     return trainer, rows
 

@@ -30,6 +30,7 @@ from dlcourse.errors import DivergedError, InterruptedRun
 from dlcourse.runs import RunFolder
 from dlcourse.train.callbacks import Callback
 from dlcourse.train.checkpoint import save_checkpoint
+from dlcourse.train.device import Precision
 from dlcourse.train.early_stopping import EarlyStopping
 from dlcourse.train.evaluate import evaluate, train_sample
 from dlcourse.train.kept import keep_weights
@@ -83,6 +84,8 @@ class Trainer:
         # Schedules that move the learning rate every step (onecycle), else None.
         self.batch_scheduler = self.scheduler if cfg.optim.schedule.name in PER_BATCH else None
         self.parameters = list(model.parameters())
+        self.forward_model: nn.Module = model  # what training steps call (DDP wraps the model)
+        self.precision = Precision(cfg.train.precision, device, self.parameters)
         self.weights = weight_parameters(model)
         self.regularized = bool((cfg.regularization.l1 or cfg.regularization.l2) and self.weights)
         augment = cfg.data.augment
@@ -116,7 +119,7 @@ class Trainer:
         self.in_epochs = True
         try:
             while self.epoch < self.cfg.train.epochs and not self.stopper.should_stop:
-                if self.stop_requested or not self.run_epoch():
+                if self.stopping() or not self.run_epoch():
                     self.in_epochs = False
                     raise self.interrupted()
         except DivergedError:
@@ -175,7 +178,7 @@ class Trainer:
         reordered = self.cfg.train.shuffle and self.batch_size < self.n_train
         ordered = ordered_split(train, progress.order, reordered)
         for batch in range(progress.batch, self.steps_per_epoch):
-            if self.stop_requested:
+            if self.stopping():
                 progress.seconds += time.perf_counter() - started
                 return None
             start, end = batch * self.batch_size, (batch + 1) * self.batch_size
@@ -184,15 +187,18 @@ class Trainer:
             else:
                 rows = progress.order[start:end]
                 x, y = train.x[rows], train.y[rows]
-            loss, outputs = self.train_step(self.augmented(x), y, batch == self.steps_per_epoch - 1)
+            x, y, start, end = self.local_batch(self.augmented(x), y, start, end)
+            loss, outputs = self.train_step(x, y, batch == self.steps_per_epoch - 1)
             progress.losses[batch] = loss
             progress.outputs[start:end] = outputs
             progress.batch = batch + 1
-            if time.perf_counter() - last_sync > SYNC_SECONDS:  # one host sync per interval
+            if self.sync_due(batch + 1, last_sync):  # one host sync per interval
+                self.gather_progress(batch + 1)
                 self.check_finite()
                 for callback in self.callbacks:
                     callback.on_sync(self, batch + 1)
                 last_sync = time.perf_counter()
+        self.gather_progress(self.steps_per_epoch)
         self.check_finite()
         return self.epoch_train_metrics(progress)
 
@@ -212,22 +218,43 @@ class Trainer:
         self, x: torch.Tensor, y: torch.Tensor, last: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, loss, backward (+ penalty gradients), update; the detached loss and outputs."""
-        outputs = self.model(x)
-        loss = self.loss_fn(outputs, y)
-        loss.backward()
+        with self.precision.autocast():  # fp32: no autocast at all
+            outputs = self.forward_model(x)
+            loss, recorded = self.batch_loss(outputs, y)
+        self.precision.backward(loss)
+        if self.regularized or last:
+            self.precision.unscale()  # fp16: true gradients for the penalties and callbacks
         if self.regularized:
             reg = self.cfg.regularization
             add_penalty_gradients(self.weights, reg.l2, reg.l1, self.n_train)
         if last:
             for callback in self.callbacks:
                 callback.on_before_step(self)
-        self.optimizer.step()
+        self.precision.step(self.optimizer)
         for parameter in self.parameters:  # zero_grad(set_to_none=True), without its overhead
             parameter.grad = None
         if self.batch_scheduler is not None:
             self.batch_scheduler.step()
         self.global_step += 1
-        return loss.detach(), outputs.detach()
+        return recorded.detach(), outputs.detach()
+
+    # Hooks where several processes differ (distributed_trainer.py); here, one process's.
+
+    def stopping(self) -> bool:  # stop at this batch boundary (Ctrl-C or SIGTERM asked)?
+        return self.stop_requested
+
+    def local_batch(self, x: torch.Tensor, y: torch.Tensor, start: int, end: int) -> Any:
+        return x, y, start, end  # the part of the batch [start, end) this process trains on
+
+    def batch_loss(self, outputs: torch.Tensor, y: torch.Tensor) -> Any:
+        loss = self.loss_fn(outputs, y)
+        return loss, loss  # the loss to differentiate, the batch loss to record
+
+    def sync_due(self, done: int, last_sync: float) -> bool:  # read the losses back now?
+        return time.perf_counter() - last_sync > SYNC_SECONDS
+
+    def gather_progress(self, done: int) -> None:
+        """Complete the epoch's records of its first `done` batches (one process has)."""
 
     def augmented(self, x: torch.Tensor) -> torch.Tensor:
         """The batch, randomly transformed if the config augments, in the model's layout."""

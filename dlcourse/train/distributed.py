@@ -1,0 +1,185 @@
+"""Several training processes through torch.distributed, as torchrun starts them.
+
+torchrun (or `dlcourse train --nproc N`, which runs torchrun) starts one process per device
+and tells each its place in the environment: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT.
+`Group.start` joins them into one process group: nccl between GPUs, gloo between CPU
+processes. Everything the other modules need from torch.distributed is here: who is rank 0,
+a barrier, sums over the ranks, rank 0's answer shared with the others, the shard of a batch
+each rank trains on, and a check that every rank holds the same weights.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from dlcourse.errors import DlcourseError, UserError
+
+T = TypeVar("T")
+# A rank stuck waiting for the others (one hangs, or died without torchrun noticing) fails
+# after this long instead of forever.
+TIMEOUT = timedelta(minutes=30)
+
+
+def launched() -> bool:
+    """Whether this process is one of several that torchrun started (WORLD_SIZE set)."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def restart_count() -> int:
+    """How many times torchrun restarted the workers after one failed (--max-restarts)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
+def backend_for(device: torch.device) -> str:
+    """nccl between GPUs, gloo between CPU processes."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """The device of the process with this local rank: its own GPU, or the CPU."""
+    if device.type == "cuda":
+        return torch.device("cuda", local_rank)
+    return device
+
+
+@dataclass
+class Group:
+    """This process's place among the training processes (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that makes the run folder, prints, logs and saves."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 or dist.is_initialized()
+
+    @classmethod
+    def start(cls, device: torch.device) -> Group:
+        """Join the process group torchrun's environment describes, on `device`'s backend."""
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = rank_device(device, local_rank)
+        if device.type == "cuda":
+            if local_rank >= torch.cuda.device_count():
+                raise UserError(
+                    f"local rank {local_rank} has no GPU: this machine has "
+                    f"{torch.cuda.device_count()}; start at most that many processes per node"
+                )
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            # torchrun's store outlives a restart of the workers (--max-restarts), and gloo
+            # would read the dead workers' addresses from it (connection refused): each
+            # attempt gets keys of its own.
+            store, _, _ = next(dist.rendezvous("env://", timeout=TIMEOUT))
+            dist.init_process_group(
+                backend_for(device), timeout=TIMEOUT, rank=rank, world_size=world,
+                store=dist.PrefixStore(f"dlcourse-attempt-{restart_count()}", store),
+                device_id=device if device.type == "cuda" else None,
+            )  # fmt: skip
+        return cls(rank, world, local_rank, device)
+
+    def stop(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum `tensor` over the ranks, in place (every rank gets the total)."""
+        if self.distributed and tensor.numel():
+            dist.all_reduce(tensor)
+        return tensor
+
+    def any(self, flag: bool) -> bool:
+        """Whether any rank's flag is set: the same answer on every rank (one host sync)."""
+        if not self.distributed:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value)
+        return bool(value.item() > 0)
+
+    def share(self, value: T) -> T:
+        """Rank 0's value (any picklable object), on every rank."""
+        if not self.distributed:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def on_main(self, make: Callable[[], T]) -> T:
+        """Run `make` on rank 0 only and give its result to every rank; when it raises one of
+        dlcourse's errors, every rank raises it (so no rank waits for an answer forever)."""
+        result: tuple[Any, tuple[int, str] | None] = (None, None)
+        if self.is_main:
+            try:
+                result = (make(), None)
+            except DlcourseError as exc:
+                if not self.distributed:
+                    raise
+                self.share((None, (exc.exit_code, str(exc))))
+                raise
+        value, error = self.share(result)
+        if error is not None:
+            raise RankError(*error)
+        return value
+
+    def check_same_weights(self, model: torch.nn.Module) -> None:
+        """Raise if any rank's parameters differ from rank 0's (DDP keeps them equal, so this
+        is a bug or a hardware fault; one all-gather of two numbers per parameter)."""
+        if not self.distributed:
+            return
+        mine = weights_fingerprint(model).to(self.device)
+        every = [torch.empty_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(every, mine)
+        different = [rank for rank, theirs in enumerate(every) if not torch.equal(theirs, every[0])]
+        if different:
+            raise RuntimeError(
+                f"the weights of rank(s) {different} differ from rank 0's after training: the "
+                "processes no longer train one model"
+            )
+
+
+class RankError(DlcourseError):
+    """Another rank's error, here with its exit code: every rank stops with the same."""
+
+    def __init__(self, exit_code: int, message: str):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def weights_fingerprint(model: torch.nn.Module) -> torch.Tensor:
+    """The sum and the sum of squares of every parameter, in float64: equal weights give
+    equal numbers, and weights that differ almost surely do not."""
+    parts = []
+    for parameter in model.parameters():
+        values = parameter.detach().double()
+        parts += [values.sum(), values.square().sum()]
+    return torch.stack(parts) if parts else torch.zeros(1, dtype=torch.float64)
+
+
+def shard(start: int, end: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The part [lo, hi) of the global batch [start, end) that `rank` trains on.
+
+    Contiguous parts whose sizes differ by at most one, in rank order, so the parts of all
+    ranks are disjoint and together are the batch; a batch smaller than world_size leaves
+    some ranks an empty part.
+    """
+    size, extra = divmod(end - start, world_size)
+    lo = start + rank * size + min(rank, extra)
+    return lo, lo + size + (1 if rank < extra else 0)
