@@ -115,9 +115,10 @@ class DistributedTrainer(Trainer):
         stopping, plateau schedule) are then the same everywhere, whatever the rounding."""
         return self.group.share(super().evaluate(split))
 
-    def save_checkpoints(self, improved: bool) -> None:
-        """Rank 0 saves; every rank waits for it, and checks that all hold the same weights."""
-        super().save_checkpoints(improved)
+    def save_checkpoints(self, improved: bool, *, now: bool = False) -> None:
+        """Rank 0 saves (when due); every rank waits for it, and checks that all hold the
+        same weights. Every rank calls this at the same points, whatever rank 0 writes."""
+        super().save_checkpoints(improved, now=now)
         self.group.check_same_weights(self.model)
 
     def load_state_dict(self, state: TrainingState, path: Path) -> None:

@@ -128,8 +128,7 @@ class Trainer:
             self.finish("diverged")
             raise
         self.in_epochs = False
-        if self.saved_epoch != self.epoch:
-            self.save_checkpoints(improved=False, now=True)
+        self.save_checkpoints(improved=False, now=True)
         return self.finish("early_stopping" if self.stopper.should_stop else "completed")
 
     def run_epoch(self) -> bool:
@@ -328,8 +327,8 @@ class Trainer:
         """best.pt (when the weights improved) and last.pt, at most every CHECKPOINT_SECONDS
         unless `now`; best.pt always goes first, so last.pt never points past it."""
         self.best_saved = self.best_saved and not improved
-        if self.folder is None:
-            return
+        if self.folder is None or (self.saved_epoch == self.epoch and self.progress is None):
+            return  # no folder, or nothing new since the last save
         if not now and time.perf_counter() - self.saved_at < CHECKPOINT_SECONDS:
             return
         self.save_best()
