@@ -18,7 +18,7 @@ from rich.console import Console
 
 from dlcourse.config import load_config
 from dlcourse.insight.logger import InsightLogger
-from dlcourse.train import job
+from dlcourse.training import job
 
 CONFIGS = ["mnist_cnn.yaml", "churn_mlp.yaml", "transactions_regression.yaml"]
 HOOKS = ["on_fit_start", "on_before_step", "on_epoch_end"]  # during training; the graph is

@@ -56,7 +56,7 @@ FIRST_BATCH = """
 import os, sys, time
 import torch
 torch_done = time.perf_counter()
-from dlcourse.train import trainer
+from dlcourse.training import trainer
 def first_step(self, *args, **kwargs):
     print(f"FIRST_BATCH {time.perf_counter() - torch_done:.3f}", flush=True)
     os._exit(0)

@@ -7,8 +7,6 @@ return) are the API of dlcourse/api/. They load on first use: `import dlcourse` 
 
 from __future__ import annotations
 
-import sys
-from types import ModuleType
 from typing import Any
 
 __version__ = "0.1.0"
@@ -29,20 +27,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-class _Package(ModuleType):
-    """The dlcourse module, whose `train` stays the API function.
-
-    Importing the subpackage dlcourse.train would otherwise set the attribute `train` of this
-    module to that subpackage. Imports of dlcourse.train.* are unaffected: they go through
-    sys.modules.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "train" and isinstance(value, ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -21,10 +21,10 @@ from dlcourse.data import TaskData, load_task_data
 from dlcourse.errors import UserError
 from dlcourse.models import build_model
 from dlcourse.runs import RunFolder
-from dlcourse.train.checkpoint import load_checkpoint
-from dlcourse.train.export import FILE_NAME as WEIGHTS_FILE
-from dlcourse.train.export import load_weights
-from dlcourse.train.state import ModelCheckpoint, checked
+from dlcourse.training.checkpoint import load_checkpoint
+from dlcourse.training.export import FILE_NAME as WEIGHTS_FILE
+from dlcourse.training.export import load_weights
+from dlcourse.training.state import ModelCheckpoint, checked
 
 # Sections whose keys decide what the weights mean: the network and the data it sees.
 MODEL_DEFINING = ("task", "seed", "data.", "model.")

@@ -84,7 +84,7 @@ class RunFolder:
         """split.pt: the example indices of each split, checked before they index anything."""
         import torch
 
-        from dlcourse.train.checkpoint import require_safe_torch
+        from dlcourse.training.checkpoint import require_safe_torch
 
         require_safe_torch()
         if not self.splits.exists():

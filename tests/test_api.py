@@ -13,8 +13,8 @@ import pytest
 
 import dlcourse
 from dlcourse.errors import ConfigError, InterruptedRun, UserError
-from dlcourse.train.callbacks import Callback
-from dlcourse.train.records import Summary
+from dlcourse.training.callbacks import Callback
+from dlcourse.training.records import Summary
 from tests.conftest import REPO
 
 CHURN = REPO / "configs" / "churn_mlp.yaml"
@@ -129,11 +129,11 @@ def test_history_to_pandas_needs_pandas(churn: dlcourse.Run) -> None:
 
 
 def test_import_dlcourse_does_not_import_torch_and_the_cli_not_the_api() -> None:
-    """`dlcourse --help` stays fast; dlcourse.train is the API function even after the
-    dlcourse.train subpackage was imported."""
+    """`dlcourse --help` stays fast; dlcourse.train is the API function, also once the
+    training package (dlcourse.training) is imported."""
     code = (
         "import sys, dlcourse, dlcourse.cli; print('torch' in sys.modules, "
-        "'dlcourse.api' in sys.modules); import dlcourse.train.records; "
+        "'dlcourse.api' in sys.modules); import dlcourse.training.records; "
         "print(sorted(dlcourse.__all__), dlcourse.train.__module__)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

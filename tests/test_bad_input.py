@@ -377,7 +377,7 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
 def test_unexpected_errors_exit_1_with_the_traceback_only_under_debug(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dlcourse.train import job as training
+    from dlcourse.training import job as training
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("something inside broke")
@@ -395,7 +395,7 @@ def test_unexpected_errors_exit_1_with_the_traceback_only_under_debug(
 
 def test_checkpoints_are_not_loaded_with_an_unsafe_torch() -> None:
     from dlcourse.errors import UserError
-    from dlcourse.train.checkpoint import require_safe_torch
+    from dlcourse.training.checkpoint import require_safe_torch
 
     require_safe_torch("2.10.0")
     require_safe_torch("2.14.1+cu130")

@@ -15,7 +15,7 @@ from dlcourse.cli import app
 from dlcourse.config import validate_config
 from dlcourse.data import load_task_data
 from dlcourse.errors import UserError
-from dlcourse.train.metrics import regression_metrics
+from dlcourse.training.metrics import regression_metrics
 from tests.conftest import write_csv
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})

@@ -16,8 +16,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from dlcourse.config import load_config
 from dlcourse.errors import InterruptedRun
-from dlcourse.train import job
-from dlcourse.train import trainer as trainer_module
+from dlcourse.training import job
+from dlcourse.training import trainer as trainer_module
 from tests.conftest import REPO
 
 EVERYTHING = {"images": 0, "histograms": 0, "scalars": 0, "tensors": 0}

@@ -21,12 +21,12 @@ from typer.testing import CliRunner
 from dlcourse.cli import app
 from dlcourse.data import SplitData, TaskData
 from dlcourse.errors import UserError
-from dlcourse.train import device as device_module
-from dlcourse.train.checkpoint import load_checkpoint, save_checkpoint
-from dlcourse.train.distributed import backend_for, rank_device, shard, weights_fingerprint
-from dlcourse.train.distributed_job import KILL_ENV
-from dlcourse.train.launch import torchrun_args, worker_args
-from dlcourse.train.progress import epoch_order
+from dlcourse.training import device as device_module
+from dlcourse.training.checkpoint import load_checkpoint, save_checkpoint
+from dlcourse.training.distributed import backend_for, rank_device, shard, weights_fingerprint
+from dlcourse.training.distributed_job import KILL_ENV
+from dlcourse.training.launch import torchrun_args, worker_args
+from dlcourse.training.progress import epoch_order
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 # A small MLP (no batch norm: on the CPU each rank would normalize its half of the batch).
@@ -137,7 +137,7 @@ def test_precision_autocast_on_the_cpu() -> None:
 
 @CUDA
 def test_fp16_steps_with_a_gradient_scaler() -> None:
-    from dlcourse.train.optimizers import Optimizer, sgd
+    from dlcourse.training.optimizers import Optimizer, sgd
 
     layer = torch.nn.Linear(4, 1).cuda()
     fp16 = device_module.Precision("fp16", torch.device("cuda"), list(layer.parameters()))

@@ -21,8 +21,8 @@ from dlcourse.cli import app
 from dlcourse.errors import UserError
 from dlcourse.restore import open_run
 from dlcourse.tools.evaluate import evaluate_run, evaluate_split, most_confident_errors
-from dlcourse.train.checkpoint import load_checkpoint
-from dlcourse.train.export import load_weights, save_weights
+from dlcourse.training.checkpoint import load_checkpoint
+from dlcourse.training.export import load_weights, save_weights
 from tests.conftest import REPO
 from tests.trained_runs import last_row, summary, trained_run, training_files
 
@@ -253,7 +253,7 @@ def test_the_help_of_the_new_commands_does_not_import_torch() -> None:
 
 @pytest.mark.parametrize(
     "module", ["dlcourse.tools.evaluate", "dlcourse.tools.predict", "dlcourse.tools.report",
-               "dlcourse.train.export"],
+               "dlcourse.training.export"],
 )  # fmt: skip
 def test_each_tool_module_imports_in_a_fresh_interpreter(module: str) -> None:
     """An import cycle only shows when the module is the first one imported."""

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from dlcourse.cli import app
 from dlcourse.config import load_config
 from dlcourse.insight.probe import capture_activations, layer_stats
-from dlcourse.train import job as training
+from dlcourse.training import job as training
 from tests.conftest import REPO
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})

@@ -16,9 +16,9 @@ from dlcourse.config import validate_config
 from dlcourse.data import SplitData, TaskData, load_task_data
 from dlcourse.errors import DivergedError, UserError
 from dlcourse.models import build_model, count_parameters
-from dlcourse.train import job
-from dlcourse.train.symmetry import identical_layers
-from dlcourse.train.trainer import Trainer
+from dlcourse.training import job
+from dlcourse.training.symmetry import identical_layers
+from dlcourse.training.trainer import Trainer
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
 QUIET = {"logging": {"tensorboard": False, "progress": False}}
@@ -258,8 +258,8 @@ def test_forward_shows_the_perceptrons_step(tiny_churn_dir: Path, tmp_path: Path
 
 
 def test_every_learning_rule_with_its_own_loss_is_an_optimizer() -> None:
-    from dlcourse.train.metrics import RULE_LOSSES
-    from dlcourse.train.optim import OPTIMIZERS
+    from dlcourse.training.metrics import RULE_LOSSES
+    from dlcourse.training.optim import OPTIMIZERS
 
     assert set(RULE_LOSSES) <= set(OPTIMIZERS)
     assert OPTIMIZERS["perceptron"][0] is OPTIMIZERS["sgd"][0]  # the rule's step is plain SGD

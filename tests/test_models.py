@@ -63,8 +63,8 @@ def test_every_configurable_name_has_an_implementation() -> None:
     from dlcourse.config.training import OptimizerName, ScheduleName
     from dlcourse.models.init import INITS
     from dlcourse.tasks import KIND_METRICS, TASKS, data_module
-    from dlcourse.train.metrics import LOSSES, PREDICTIONS
-    from dlcourse.train.optim import OPTIMIZERS, SCHEDULES
+    from dlcourse.training.metrics import LOSSES, PREDICTIONS
+    from dlcourse.training.optim import OPTIMIZERS, SCHEDULES
 
     assert set(ACTIVATIONS) == set(get_args(ActivationName))
     assert set(OPTIMIZERS) == set(get_args(OptimizerName))

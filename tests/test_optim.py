@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from dlcourse.config import Optim, validate_config
-from dlcourse.train.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
-from dlcourse.train.optimizers import Optimizer, Step
+from dlcourse.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from dlcourse.training.optimizers import Optimizer, Step
 from tests.conftest import REPO
 
 SHAPES = [(3,), (4, 5), (2, 3, 3, 3), (1,)]
@@ -445,7 +445,7 @@ except SystemExit as exit:
     assert not exit.code, exit.code
 import torch
 from dlcourse.config import validate_config
-from dlcourse.train.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from dlcourse.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 for name in set(OPTIMIZERS) - {"perceptron"}:  # every optimizer and schedule, stepped
     for schedule in SCHEDULES:
         config = {"task": "churn", "optim": {"name": name, "schedule": {"name": schedule}}}

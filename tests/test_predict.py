@@ -257,7 +257,7 @@ def test_real_mnist_test_digits_saved_as_pictures_are_read_right(
     from rich.console import Console
 
     from dlcourse.config import load_config
-    from dlcourse.train import job
+    from dlcourse.training import job
 
     cfg = load_config(
         Path(__file__).parent.parent / "configs" / "mnist_cnn.yaml",

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from dlcourse.cli import app
 from dlcourse.data.tabular import Table, TabularEncoder
 from dlcourse.tools.report import table_columns
-from dlcourse.train.console import format_metric
+from dlcourse.training.console import format_metric
 from tests.trained_runs import last_row, summary, trained_run, training_files
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})

@@ -29,9 +29,9 @@ def test_no_source_file_is_ignored_by_git() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["dlcourse.restore", "dlcourse.insight.visualize", "dlcourse.train.job",
-     "dlcourse.train.resume", "dlcourse.runs", "dlcourse.data", "dlcourse.train.trainer",
-     "dlcourse.insight.logger", "dlcourse.insight.warnings", "dlcourse.train.kept",
+    ["dlcourse.restore", "dlcourse.insight.visualize", "dlcourse.training.job",
+     "dlcourse.training.resume", "dlcourse.runs", "dlcourse.data", "dlcourse.training.trainer",
+     "dlcourse.insight.logger", "dlcourse.insight.warnings", "dlcourse.training.kept",
      "dlcourse.tools.diagnose", "dlcourse.tools.lr_find", "dlcourse.tools.sweep",
      "dlcourse.tools.compare", "dlcourse.tools.runs_list", "dlcourse.tools.overfit_batch",
      "dlcourse.api"],

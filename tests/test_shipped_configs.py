@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from dlcourse.cli import app
 from dlcourse.config import load_config
 from dlcourse.tools.sweep import read_sweep_file, resolve, run_sweep
-from dlcourse.train import job
+from dlcourse.training import job
 from tests.conftest import CONFIGS, SWEEPS, config_id, example_data
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})

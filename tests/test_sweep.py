@@ -99,7 +99,7 @@ def test_a_restart_trains_only_what_is_missing(tmp_path: Path) -> None:
 def test_an_interrupted_sweep_resumes_its_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dlcourse.train import trainer as trainer_module
+    from dlcourse.training import trainer as trainer_module
 
     original = trainer_module.Trainer.train_step
     calls = {"steps": 0}

@@ -21,8 +21,8 @@ from dlcourse.insight.warnings import (
     vanishing_warning,
 )
 from dlcourse.models import build_model
-from dlcourse.train import job
-from dlcourse.train.metrics import loss_function
+from dlcourse.training import job
+from dlcourse.training.metrics import loss_function
 from tests.conftest import REPO
 
 runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})

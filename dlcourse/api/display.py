@@ -7,8 +7,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from dlcourse.train.console import format_metric
-from dlcourse.train.records import Summary
+from dlcourse.training.console import format_metric
+from dlcourse.training.records import Summary
 
 SPLITS = ("train", "dev", "test")
 

@@ -23,7 +23,7 @@ from dlcourse.errors import InterruptedRun, UserError
 from dlcourse.fileio import resolve_data_dir
 from dlcourse.runs import RunFolder
 from dlcourse.tools.runinfo import MAIN_METRIC, read_summary, summary_kind
-from dlcourse.train.records import Summary
+from dlcourse.training.records import Summary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from dlcourse.tools.evaluate import Evaluation
     from dlcourse.tools.forward import ForwardResult
     from dlcourse.tools.predict import Predictions
-    from dlcourse.train.callbacks import Callback
+    from dlcourse.training.callbacks import Callback
 
 ConfigSource = str | Path | Mapping[str, Any]
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -163,7 +163,7 @@ class Run:
     ) -> Run:
         """`dlcourse train --resume`: continue an interrupted run, or extend a finished one to
         `epochs` epochs; returns this run."""
-        from dlcourse.train.job import resume
+        from dlcourse.training.job import resume
 
         overrides = [] if epochs is None else [f"train.epochs={epochs}"]
         console = notebook_console(quiet)
@@ -198,7 +198,7 @@ def train(
     Raises ConfigError (naming each bad key), UserError, DivergedError, or InterruptedRun
     (interrupted: the run is saved, `dlcourse.open_run(path).resume()` continues it).
     """
-    from dlcourse.train.job import train as train_job
+    from dlcourse.training.job import train as train_job
 
     console = notebook_console(quiet)
     overrides = [

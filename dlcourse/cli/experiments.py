@@ -174,7 +174,7 @@ def comparison_table(comparison: Comparison) -> Table:
     from rich.table import Table
 
     from dlcourse.tools.compare import short_names
-    from dlcourse.train.console import format_metric
+    from dlcourse.training.console import format_metric
 
     table = Table()
     names = list(short_names(comparison.keys).values())
@@ -219,7 +219,7 @@ def runs(
     from rich.table import Table
 
     from dlcourse.tools.runs_list import list_runs
-    from dlcourse.train.console import format_metric
+    from dlcourse.training.console import format_metric
 
     found = list_runs(runs_dir, sort)
     for problem in found.problems:

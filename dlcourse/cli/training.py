@@ -84,7 +84,7 @@ def train(
     if nproc is not None:
         launch_workers(nproc, locals())
     if deterministic:
-        from dlcourse.train.device import make_deterministic
+        from dlcourse.training.device import make_deterministic
 
         make_deterministic()
     overrides = list(set_ or [])
@@ -115,13 +115,13 @@ def train(
 
 def job_function(name: str) -> Any:
     """train or resume: in this process, or as one of torchrun's processes (distributed)."""
-    from dlcourse.train.distributed import launched
+    from dlcourse.training.distributed import launched
 
     if not launched():
-        from dlcourse.train import job
+        from dlcourse.training import job
 
         return getattr(job, name)
-    from dlcourse.train import distributed_job
+    from dlcourse.training import distributed_job
 
     return getattr(distributed_job, f"{name}_worker")
 
@@ -130,8 +130,8 @@ def launch_workers(nproc: int, options: dict[str, Any]) -> None:
     """`--nproc N`: this same command in N processes through torchrun; exit with their code."""
     from dlcourse.config import load_config
     from dlcourse.errors import UserError
-    from dlcourse.train.distributed import launched
-    from dlcourse.train.launch import launch, worker_args
+    from dlcourse.training.distributed import launched
+    from dlcourse.training.launch import launch, worker_args
 
     if launched():
         raise UserError("--nproc: this process was started by torchrun already")

@@ -15,7 +15,7 @@ OptimizerName = Literal[
 ScheduleName = Literal["none", "step", "cosine", "plateau", "onecycle"]
 
 # Each optimizer's update of a weight W with gradient dW, as `config show` prints it next to
-# optim.name (dlcourse/train/optimizers.py computes exactly these). Weight decay, when set, is
+# optim.name (dlcourse/training/optimizers.py computes exactly these). Weight decay, when set, is
 # added to the gradient first (dW + weight_decay W), except in adamw.
 ADAM = (
     "m = beta1 m + (1 - beta1) dW; v = beta2 v + (1 - beta2) dW^2; bias-corrected "

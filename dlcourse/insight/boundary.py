@@ -20,14 +20,14 @@ import torch
 from torch import nn
 
 from dlcourse.fileio import write_atomic
-from dlcourse.train.callbacks import Callback
-from dlcourse.train.records import EpochRow, Summary
+from dlcourse.training.callbacks import Callback
+from dlcourse.training.records import EpochRow, Summary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch.utils.tensorboard import SummaryWriter
 
-    from dlcourse.train.trainer import Trainer
+    from dlcourse.training.trainer import Trainer
 
 GRID = 150  # points per side of the grid the model is evaluated on
 MAX_UNITS = 16  # first-layer units drawn

@@ -24,9 +24,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from dlcourse.insight.images import heat_map, scale_each, tile, upscale
 from dlcourse.insight.probe import activation_kind, capture_activations, layer_stats
-from dlcourse.train.callbacks import Callback
-from dlcourse.train.records import EpochRow, Summary
-from dlcourse.train.trainer import Trainer
+from dlcourse.training.callbacks import Callback
+from dlcourse.training.records import EpochRow, Summary
+from dlcourse.training.trainer import Trainer
 
 PROBE_SIZE = 128  # dev examples in the probe batch
 SHOWN_EXAMPLES = 4  # test examples whose conv feature maps are drawn

@@ -14,9 +14,9 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from dlcourse.config import Config, config_data, dump_config, flatten
-from dlcourse.train.callbacks import Callback
-from dlcourse.train.records import EpochRow, Summary
-from dlcourse.train.trainer import Trainer
+from dlcourse.training.callbacks import Callback
+from dlcourse.training.records import EpochRow, Summary
+from dlcourse.training.trainer import Trainer
 
 
 class TensorBoardScalars(Callback):

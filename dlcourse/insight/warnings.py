@@ -21,11 +21,11 @@ from dlcourse.insight.probe import (
     capture_activations,
     layer_stats,
 )
-from dlcourse.train.callbacks import Callback
-from dlcourse.train.evaluate import model_outputs
-from dlcourse.train.metrics import LossFn, predictions
-from dlcourse.train.records import EpochRow
-from dlcourse.train.trainer import Trainer
+from dlcourse.training.callbacks import Callback
+from dlcourse.training.evaluate import model_outputs
+from dlcourse.training.metrics import LossFn, predictions
+from dlcourse.training.records import EpochRow
+from dlcourse.training.trainer import Trainer
 
 PROBE_SIZE = 256  # dev examples looked at each epoch
 SATURATED = 0.9  # share of a sigmoid/tanh layer's outputs near a bound that counts as saturated

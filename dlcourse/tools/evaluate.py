@@ -24,9 +24,9 @@ from dlcourse.fileio import write_bytes_atomic
 from dlcourse.insight.plots import confusion_png, examples_png, scatter_png
 from dlcourse.restore import RestoredRun, open_run
 from dlcourse.tools.inference import class_names, in_target_units, probabilities, run_model
-from dlcourse.train.console import format_metric
-from dlcourse.train.metrics import compute_metrics, confusion_matrix, loss_function
-from dlcourse.train.records import Metrics
+from dlcourse.training.console import format_metric
+from dlcourse.training.metrics import compute_metrics, confusion_matrix, loss_function
+from dlcourse.training.records import Metrics
 
 WRONG_SHOWN = 24  # confidently wrong examples in the grid
 

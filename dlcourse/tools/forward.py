@@ -19,7 +19,7 @@ from torch import nn
 from dlcourse.errors import UserError
 from dlcourse.tools.forward_input import InputValue, read_example
 from dlcourse.tools.model_source import ModelSource, open_source
-from dlcourse.train.metrics import loss_function
+from dlcourse.training.metrics import loss_function
 
 # Layer type -> (kind, what it computes); activations are recognized by their layer's name.
 FORMULAS: dict[type[nn.Module], tuple[str, str]] = {

@@ -27,8 +27,8 @@ from torch import nn
 
 from dlcourse.models.activations import Step
 from dlcourse.tools.model_source import open_source
-from dlcourse.train.metrics import loss_function
-from dlcourse.train.regularization import weight_parameters
+from dlcourse.training.metrics import loss_function
+from dlcourse.training.regularization import weight_parameters
 
 EPS = 1e-5  # float64: truncation (eps^2) and rounding (1e-16 / eps) errors both near 1e-10
 THRESHOLD = 1e-7  # the largest relative error that passes, in float64

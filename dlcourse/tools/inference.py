@@ -14,8 +14,8 @@ import torch
 
 from dlcourse.errors import UserError
 from dlcourse.restore import RestoredRun, open_run, open_weights
-from dlcourse.train.evaluate import Prepare, model_outputs, same_layout
-from dlcourse.train.threads import cpu_threads, threads_for
+from dlcourse.training.evaluate import Prepare, model_outputs, same_layout
+from dlcourse.training.threads import cpu_threads, threads_for
 
 # Files training writes in a run folder: no command that reads a run ever replaces them.
 TRAINING_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "split.pt", "model.safetensors")

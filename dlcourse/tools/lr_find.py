@@ -36,10 +36,10 @@ from dlcourse.errors import UserError
 from dlcourse.fileio import write_text_atomic
 from dlcourse.models import build_model
 from dlcourse.tools.figures import pyplot, save_figure
-from dlcourse.train.job import prepare_model, resolve_device, seed_everything
-from dlcourse.train.metrics import loss_function
-from dlcourse.train.optim import build_optimizer
-from dlcourse.train.regularization import add_penalty_gradients, weight_parameters
+from dlcourse.training.job import prepare_model, resolve_device, seed_everything
+from dlcourse.training.metrics import loss_function
+from dlcourse.training.optim import build_optimizer
+from dlcourse.training.regularization import add_penalty_gradients, weight_parameters
 
 SMOOTHING = 0.9  # beta of the moving average: about the last 10 batches
 BLOW_UP = 4.0  # the test stops when the smoothed loss passes this multiple of its lowest

@@ -20,9 +20,9 @@ from dlcourse.config import Config, Model
 from dlcourse.data import load_task_data
 from dlcourse.insight.warnings import know_nothing_loss
 from dlcourse.models import build_model
-from dlcourse.train.job import prepare_model, resolve_device, seed_everything
-from dlcourse.train.metrics import loss_function
-from dlcourse.train.optim import build_optimizer
+from dlcourse.training.job import prepare_model, resolve_device, seed_everything
+from dlcourse.training.metrics import loss_function
+from dlcourse.training.optim import build_optimizer
 
 EXAMPLES = 16
 STEPS = 500

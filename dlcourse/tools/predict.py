@@ -35,7 +35,7 @@ from dlcourse.tools.inference import (
     probabilities,
     run_model,
 )
-from dlcourse.train.metrics import predictions
+from dlcourse.training.metrics import predictions
 
 
 @dataclass

@@ -39,7 +39,7 @@ from dlcourse.tools.report_format import (
     write_html,
     write_markdown,
 )
-from dlcourse.train.console import format_metric
+from dlcourse.training.console import format_metric
 
 SUMMARY_LIMIT = 2**20  # bytes; a summary is about 1 KB
 WRONG_ROWS = 10  # rows of the table of confidently wrong predictions (tables)

@@ -235,7 +235,7 @@ def train_combination(
     run: RunInfo | None, cfg: Config, folder: Path, data_dir: Path, console: Console
 ) -> bool:
     """Resume the combination's unfinished run, or train it anew; True if it diverged."""
-    from dlcourse.train import job
+    from dlcourse.training import job
 
     if run is not None and run.status == "running":
         raise UserError(f"{run.path}: another process is training it (the same sweep twice?)")

@@ -30,15 +30,15 @@ from dlcourse.insight.warnings import TrainingWarnings
 from dlcourse.models import build_model, count_parameters
 from dlcourse.runs import RunFolder
 from dlcourse.tools.diagnose import diagnose_summary
-from dlcourse.train.callbacks import Callback
-from dlcourse.train.console import ConsoleReporter, plural
-from dlcourse.train.device import check_precision, place_data, tune_backends
-from dlcourse.train.export import ExportWeights
-from dlcourse.train.optim import check_schedule
-from dlcourse.train.records import Summary
-from dlcourse.train.symmetry import SymmetryWarning
-from dlcourse.train.threads import cpu_threads, threads_for
-from dlcourse.train.trainer import Trainer
+from dlcourse.training.callbacks import Callback
+from dlcourse.training.console import ConsoleReporter, plural
+from dlcourse.training.device import check_precision, place_data, tune_backends
+from dlcourse.training.export import ExportWeights
+from dlcourse.training.optim import check_schedule
+from dlcourse.training.records import Summary
+from dlcourse.training.symmetry import SymmetryWarning
+from dlcourse.training.threads import cpu_threads, threads_for
+from dlcourse.training.trainer import Trainer
 
 
 @dataclass
@@ -85,7 +85,7 @@ def resume(
     Every check that can refuse the resume runs before the first byte in the folder changes,
     and the folder stays locked from the first check to the end of training.
     """
-    from dlcourse.train.resume import prepare_resume
+    from dlcourse.training.resume import prepare_resume
 
     folder = RunFolder(path)
     if not folder.config.is_file():

@@ -21,10 +21,10 @@ from dlcourse.config import (
 from dlcourse.errors import UserError
 from dlcourse.restore import RestoredRun, open_run
 from dlcourse.runs import RunFolder
-from dlcourse.train.device import place_data
-from dlcourse.train.job import prepare_model, resolve_device, seed_everything
-from dlcourse.train.state import TrainingState, checked
-from dlcourse.train.trainer import Trainer
+from dlcourse.training.device import place_data
+from dlcourse.training.job import prepare_model, resolve_device, seed_everything
+from dlcourse.training.state import TrainingState, checked
+from dlcourse.training.trainer import Trainer
 
 # Keys a resume may change: they do not change what the run computes, or extend it.
 RESUMABLE_CHANGES = {

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from dlcourse.data import SplitData, TaskData
-from dlcourse.train.metrics import LossFn, compute_metrics, confusion_matrix
-from dlcourse.train.records import Metrics, Summary
+from dlcourse.training.metrics import LossFn, compute_metrics, confusion_matrix
+from dlcourse.training.records import Metrics, Summary
 
 # Large enough to amortize per-call overhead on small inputs, small enough that a CNN's
 # feature maps stay in cache (on a 2-core CPU, 256 MNIST images per batch run 1.7x faster

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
-from dlcourse.train.optimizers import Optimizer
+from dlcourse.training.optimizers import Optimizer
 
 
 def cosine_anneal(start: float, end: float, fraction: float) -> float:

@@ -28,18 +28,18 @@ from dlcourse.data import TaskData
 from dlcourse.data.augment import augment_images
 from dlcourse.errors import DivergedError, InterruptedRun
 from dlcourse.runs import RunFolder
-from dlcourse.train.callbacks import Callback
-from dlcourse.train.checkpoint import save_checkpoint
-from dlcourse.train.device import Precision
-from dlcourse.train.early_stopping import EarlyStopping
-from dlcourse.train.evaluate import evaluate, train_sample
-from dlcourse.train.kept import keep_weights
-from dlcourse.train.metrics import compute_metrics, loss_function
-from dlcourse.train.optim import PER_BATCH, build_optimizer, build_scheduler
-from dlcourse.train.progress import EpochProgress, epoch_order, ordered_split
-from dlcourse.train.records import EpochRow, Metrics, Summary
-from dlcourse.train.regularization import add_penalty_gradients, penalty, weight_parameters
-from dlcourse.train.state import (
+from dlcourse.training.callbacks import Callback
+from dlcourse.training.checkpoint import save_checkpoint
+from dlcourse.training.device import Precision
+from dlcourse.training.early_stopping import EarlyStopping
+from dlcourse.training.evaluate import evaluate, train_sample
+from dlcourse.training.kept import keep_weights
+from dlcourse.training.metrics import compute_metrics, loss_function
+from dlcourse.training.optim import PER_BATCH, build_optimizer, build_scheduler
+from dlcourse.training.progress import EpochProgress, epoch_order, ordered_split
+from dlcourse.training.records import EpochRow, Metrics, Summary
+from dlcourse.training.regularization import add_penalty_gradients, penalty, weight_parameters
+from dlcourse.training.state import (
     TrainingState,
     model_checkpoint,
     restore_training_state,

@@ -27,11 +27,11 @@ from dlcourse.data import load_task_data
 from dlcourse.errors import DlcourseError, UserError
 from dlcourse.models import build_model
 from dlcourse.runs import RunFolder
-from dlcourse.train.callbacks import Callback
-from dlcourse.train.device import place_data
-from dlcourse.train.distributed import Group, RankError, restart_count
-from dlcourse.train.distributed_trainer import DistributedTrainer
-from dlcourse.train.job import (
+from dlcourse.training.callbacks import Callback
+from dlcourse.training.device import place_data
+from dlcourse.training.distributed import Group, RankError, restart_count
+from dlcourse.training.distributed_trainer import DistributedTrainer
+from dlcourse.training.job import (
     describe,
     prepare_model,
     resolve_device,
@@ -39,8 +39,8 @@ from dlcourse.train.job import (
     stop_on_signals,
     train_in,
 )
-from dlcourse.train.optim import check_schedule
-from dlcourse.train.trainer import Trainer
+from dlcourse.training.optim import check_schedule
+from dlcourse.training.trainer import Trainer
 
 # Test-only: "RANK:EPOCH" makes that rank die (os._exit) at the last step of that epoch, on
 # torchrun's first attempt only, to test the elastic restart.
@@ -118,7 +118,7 @@ def resume_in(
     config: Path | None,
     overrides: list[str],
 ) -> None:
-    from dlcourse.train.resume import prepare_resume
+    from dlcourse.training.resume import prepare_resume
 
     folder = RunFolder(path)
     if not folder.config.is_file():

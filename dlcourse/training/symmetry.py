@@ -14,11 +14,11 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from dlcourse.train.callbacks import Callback
+from dlcourse.training.callbacks import Callback
 
 if TYPE_CHECKING:
-    from dlcourse.train.records import EpochRow
-    from dlcourse.train.trainer import Trainer
+    from dlcourse.training.records import EpochRow
+    from dlcourse.training.trainer import Trainer
 
 # Identical units get bit-identical arithmetic almost everywhere; this leaves room for the
 # odd last-bit difference of a vectorized kernel, far below any difference training makes.

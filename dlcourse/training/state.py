@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError
 
 from dlcourse.config import config_data
 from dlcourse.errors import UserError
-from dlcourse.train.progress import EpochProgress
+from dlcourse.training.progress import EpochProgress
 
 if TYPE_CHECKING:
-    from dlcourse.train.trainer import Trainer
+    from dlcourse.training.trainer import Trainer
 
 Tensor = InstanceOf[torch.Tensor]
 Tensors = dict[str, Tensor]

@@ -19,11 +19,11 @@ import torch
 from dlcourse.config import config_data
 from dlcourse.errors import UserError
 from dlcourse.fileio import write_bytes_atomic
-from dlcourse.train.callbacks import Callback
+from dlcourse.training.callbacks import Callback
 
 if TYPE_CHECKING:
-    from dlcourse.train.records import Summary
-    from dlcourse.train.trainer import Trainer
+    from dlcourse.training.records import Summary
+    from dlcourse.training.trainer import Trainer
 
 FORMAT = "dlcourse-weights-1"
 FILE_NAME = "model.safetensors"

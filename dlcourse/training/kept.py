@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dlcourse.train.evaluate import final_metrics
-from dlcourse.train.records import EpochMetrics, Summary
+from dlcourse.training.evaluate import final_metrics
+from dlcourse.training.records import EpochMetrics, Summary
 
 if TYPE_CHECKING:
-    from dlcourse.train.trainer import Trainer
+    from dlcourse.training.trainer import Trainer
 
 FINISHED = ("completed", "early_stopping")  # stop reasons after which the last weights are
 # a whole epoch's (a diverged or interrupted run stopped mid-epoch)

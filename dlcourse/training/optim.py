@@ -15,9 +15,9 @@ from torch import nn
 
 from dlcourse.config import Config, Optim, Schedule
 from dlcourse.errors import UserError
-from dlcourse.train import optimizers as rules
-from dlcourse.train.optimizers import Optimizer
-from dlcourse.train.schedules import Cosine, OneCycle, Plateau, Scheduler, StepDecay
+from dlcourse.training import optimizers as rules
+from dlcourse.training.optimizers import Optimizer
+from dlcourse.training.schedules import Cosine, OneCycle, Plateau, Scheduler, StepDecay
 
 
 class Recipe(NamedTuple):

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dlcourse.train.records import EpochRow, Summary
-    from dlcourse.train.trainer import Trainer
+    from dlcourse.training.records import EpochRow, Summary
+    from dlcourse.training.trainer import Trainer
 
 
 class Callback:

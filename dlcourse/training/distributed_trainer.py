@@ -26,11 +26,11 @@ from torch.nn.parallel import DistributedDataParallel
 from dlcourse.config import Config
 from dlcourse.data import TaskData
 from dlcourse.runs import RunFolder
-from dlcourse.train.callbacks import Callback
-from dlcourse.train.distributed import Group, shard
-from dlcourse.train.records import Metrics
-from dlcourse.train.state import TrainingState
-from dlcourse.train.trainer import Trainer
+from dlcourse.training.callbacks import Callback
+from dlcourse.training.distributed import Group, shard
+from dlcourse.training.records import Metrics
+from dlcourse.training.state import TrainingState
+from dlcourse.training.trainer import Trainer
 
 # Ranks agree on stopping and read the losses every this many steps (a fixed count, so that
 # every rank syncs at the same step; a clock would differ between them).

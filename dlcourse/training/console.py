@@ -16,11 +16,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from dlcourse.train.callbacks import Callback
-from dlcourse.train.records import EpochRow, Summary
+from dlcourse.training.callbacks import Callback
+from dlcourse.training.records import EpochRow, Summary
 
 if TYPE_CHECKING:
-    from dlcourse.train.trainer import Trainer
+    from dlcourse.training.trainer import Trainer
 
 PERCENT = {"accuracy", "precision", "recall", "f1"}
 SHORT = {"accuracy": "acc", "precision": "prec", "recall": "rec", "roc_auc": "auc"}
