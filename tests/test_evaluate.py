@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from rich.console import Console
 from safetensors import safe_open
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
@@ -48,6 +49,26 @@ def test_evaluate_reproduces_summary_json_exactly(
     result = invoke("evaluate", copy, "--data-dir", data, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == expected["test"]
+
+
+def test_a_sampled_train_split_is_evaluated_on_the_same_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlcourse.config import validate_config
+    from dlcourse.training import evaluate as evaluation_module
+    from dlcourse.training import job
+
+    monkeypatch.setattr(evaluation_module, "TRAIN_SAMPLE", 50)  # of 180 training examples
+    cfg = validate_config({"task": "transactions", "data": {"n_samples": 300},
+                           "train": {"epochs": 2}, "logging": {"progress": False}})  # fmt: skip
+    quiet = Console(file=io.StringIO())
+    run = job.train(cfg, runs_dir=tmp_path, data_dir=tmp_path, console=quiet).folder.path
+    expected = summary(run)
+    assert expected["train_sample"] == {"examples": 50, "of": 180}
+    found = evaluate_run(run, data_dir=tmp_path, split="train", write=False)
+    assert found.metrics == expected["train"] and (len(found.targets), found.of) == (50, 180)
+    result = invoke("evaluate", run, "--split", "train", "--data-dir", tmp_path)
+    assert "a fixed random sample of 50 of the 180 examples, as in summary.json" in result.output
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -25,6 +25,7 @@ from dlcourse.insight.plots import confusion_png, examples_png, scatter_png
 from dlcourse.restore import RestoredRun, open_run
 from dlcourse.tools.inference import class_names, in_target_units, probabilities, run_model
 from dlcourse.training.console import format_metric
+from dlcourse.training.evaluate import train_sample
 from dlcourse.training.metrics import compute_metrics, confusion_matrix, loss_function
 from dlcourse.training.records import Metrics
 
@@ -43,6 +44,7 @@ class Evaluation:
     targets: torch.Tensor  # (N,) as the model was trained on them
     confusion: list[list[int]] | None  # [true class][predicted class]; None for regression
     figures: dict[str, bytes]  # file name -> PNG
+    of: int = 0  # examples in the whole split: more than len(targets) when a sample was measured
     written: list[Path] = field(default_factory=list)  # where the figures went
     not_written: str | None = None  # why they are not in the run folder (a read-only one)
 
@@ -80,8 +82,10 @@ def evaluate_run(
 
 
 def evaluate_split(opened: RestoredRun, data: TaskData, split: str, checkpoint: str) -> Evaluation:
-    """The metrics and figures of an opened run on one split of its data."""
-    examples = split_of(data, split)
+    """The metrics and figures of an opened run on one split of its data (the train split:
+    the fixed sample of its examples that summary.json measures, when it is larger)."""
+    whole = split_of(data, split)
+    examples = train_sample(whole) if split == "train" else whole
     outputs = run_model(opened, examples.x)
     loss_fn = loss_function(data.kind, opened.cfg.train.pos_weight)
     metrics = compute_metrics(data.kind, outputs, examples.y, loss_fn, data.target_scale)
@@ -91,7 +95,7 @@ def evaluate_split(opened: RestoredRun, data: TaskData, split: str, checkpoint: 
         confusion = confusion_matrix(data.kind, outputs, examples.y, len(names))
     evaluation = Evaluation(
         split, checkpoint, opened.checkpoint.epoch, data.kind, names, metrics, outputs,
-        examples.y, confusion, figures={},
+        examples.y, confusion, figures={}, of=len(whole),
     )  # fmt: skip
     evaluation.figures = draw_figures(evaluation, examples, data)
     return evaluation
@@ -193,6 +197,9 @@ def evaluation_tables(evaluation: Evaluation) -> list[RenderableType]:
     """What `dlcourse evaluate` prints: the metrics, and the confusion matrix."""
     title = f"{evaluation.split} split, {evaluation.checkpoint} weights (epoch {evaluation.epoch})"
     metrics = Table(title=title)
+    if evaluation.of > len(evaluation.targets):
+        metrics.caption = (f"a fixed random sample of {len(evaluation.targets):,} of the "
+                           f"{evaluation.of:,} examples, as in summary.json")  # fmt: skip
     metrics.add_column("metric")
     metrics.add_column("value", justify="right")
     for name, value in evaluation.metrics.items():

@@ -67,9 +67,10 @@ def evaluate(
     return compute_metrics(kind, outputs, split.y, loss_fn, target_scale)
 
 
-def train_sample(train: SplitData, limit: int = TRAIN_SAMPLE) -> SplitData:
-    """The training split, or a fixed random sample of `limit` of its examples (the same on
-    every call, in their split order) when it has more."""
+def train_sample(train: SplitData, limit: int | None = None) -> SplitData:
+    """The training split, or a fixed random sample of `limit` (default TRAIN_SAMPLE) of its
+    examples, the same on every call, in their split order, when it has more."""
+    limit = TRAIN_SAMPLE if limit is None else limit
     if len(train) <= limit:
         return train
     rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:limit]
