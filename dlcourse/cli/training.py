@@ -82,7 +82,18 @@ def train(
     from dlcourse.errors import UserError
 
     if nproc is not None:
-        launch_workers(nproc, locals())
+        if overfit_batch:
+            raise UserError("--nproc cannot be used with --overfit-batch")
+        if config is not None and resume is None:
+            load_config(config, list(set_ or []))  # a bad config is reported before the launch
+        from dlcourse.training.launch import worker_args
+
+        args = worker_args(
+            config=config, sets=list(set_ or []), name=name, runs_dir=runs_dir,
+            data_dir=resolve_data_dir(data_dir), device=device, resume=resume,
+            deterministic=deterministic, debug=DEBUG["traceback"],
+        )  # fmt: skip
+        launch_workers(nproc, args)
     if deterministic:
         from dlcourse.training.device import make_deterministic
 
@@ -126,25 +137,14 @@ def job_function(name: str) -> Any:
     return getattr(distributed_job, f"{name}_worker")
 
 
-def launch_workers(nproc: int, options: dict[str, Any]) -> None:
-    """`--nproc N`: this same command in N processes through torchrun; exit with their code."""
-    from dlcourse.config import load_config
+def launch_workers(nproc: int, args: list[str]) -> None:
+    """`--nproc N`: `dlcourse ARGS` in N processes through torchrun; exit with their code."""
     from dlcourse.errors import UserError
     from dlcourse.training.distributed import launched
-    from dlcourse.training.launch import launch, worker_args
+    from dlcourse.training.launch import launch
 
     if launched():
         raise UserError("--nproc: this process was started by torchrun already")
-    if options["overfit_batch"]:
-        raise UserError("--nproc cannot be used with --overfit-batch")
-    if options["config"] is not None and options["resume"] is None:
-        load_config(options["config"], list(options["set_"] or []))  # bad config: no launch
-    args = worker_args(
-        config=options["config"], sets=list(options["set_"] or []), name=options["name"],
-        runs_dir=options["runs_dir"], data_dir=resolve_data_dir(options["data_dir"]),
-        device=options["device"], resume=options["resume"],
-        deterministic=options["deterministic"], debug=DEBUG["traceback"],
-    )  # fmt: skip
     raise typer.Exit(launch(nproc, args))
 
 
