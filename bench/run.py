@@ -1,6 +1,8 @@
 """`make bench`: dlcourse against hand-written loops, in one run, as one table.
 
-    python bench/run.py [--quick]
+    python bench/run.py [--quick] [--whole]
+
+--quick runs each variant once; --whole prints only the whole-process table.
 
 Each workload runs several times, alternating dlcourse and its reference so that both see the
 same machine; the table gives medians and the ratio to the reference (below 1: dlcourse is
@@ -109,6 +111,9 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+    if "--whole" in sys.argv:  # the whole-process table alone
+        console.print(whole_process_table(quick))
+        return
     table = Table(title="dlcourse vs hand-written loops (medians; ratio < 1: dlcourse faster)")
     for column in ("workload", "variant", "seconds", "ratio"):
         table.add_column(column, justify="left" if column in ("workload", "variant") else "right")

@@ -5,12 +5,10 @@ wall time and peak memory (max RSS, from wait4) are medians over interleaved run
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +18,31 @@ PYTHON = sys.executable
 DLCOURSE = str(Path(PYTHON).parent / "dlcourse")
 
 
+# Runs a command and reports its wall time and peak memory. It is this small process that
+# forks the command: Linux counts a forked child's pages before exec in its max RSS, so a
+# command forked by the benchmark (torch imported, data loaded) would report the benchmark's.
+MEASURE = """
+import os, subprocess, sys, time
+started = time.perf_counter()
+process = subprocess.Popen(sys.argv[2:], stdout=sys.stdout, stderr=sys.stderr)
+_, status, usage = os.wait4(process.pid, 0)
+wall = time.perf_counter() - started
+with open(sys.argv[1], "w") as file:
+    file.write(f"{wall} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def run_process(args: list[str]) -> tuple[float, float]:
     """Wall seconds and peak resident memory (GB) of one process, which must succeed."""
-    with tempfile.TemporaryFile() as output:
-        started = time.perf_counter()
-        process = subprocess.Popen(args, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
-        if os.waitstatus_to_exitcode(status) != 0:
+    with tempfile.TemporaryFile() as output, tempfile.TemporaryDirectory() as folder:
+        measured = Path(folder) / "measured"
+        command = [PYTHON, "-c", MEASURE, str(measured), *args]
+        subprocess.run(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, check=True)
+        wall, rss_kb, code = measured.read_text().split()
+        if int(code) != 0:
             output.seek(0)
             raise RuntimeError(f"{' '.join(args)} failed:\n{output.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024**2  # KB -> GB
+    return float(wall), int(rss_kb) / 1024**2  # KB -> GB
 
 
 def dlcourse_train(config: Path | str, runs: str, *extra: str) -> list[str]:

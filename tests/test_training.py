@@ -319,7 +319,8 @@ def test_final_train_metrics_measure_a_fixed_sample_of_a_large_split() -> None:
     assert found["train"] != evaluate(model, train, "regression", loss_fn)
     summary.train = found["train"]
     caption = str(summary_table(summary).caption)
-    assert caption == f"train: a fixed random sample of 10,000 of the {n:,} training examples"
+    expected = f"train: a fixed random sample of {TRAIN_SAMPLE:,} of the {n:,} training examples"
+    assert caption == expected
 
 
 def test_small_mlps_train_on_one_thread_and_the_caller_keeps_its_own(tmp_path: Path) -> None:
