@@ -66,8 +66,12 @@ def test_batch_gd_step_loss_is_the_epoch_loss(tmp_path: Path) -> None:
 def test_a_resumed_run_keeps_the_steps_before_the_cut(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    args = ("train.epochs=4", "train.batch_size=16", "logging.insight=false",
-            "train.early_stopping.patience=null")
+    args = (
+        "train.epochs=4",
+        "train.batch_size=16",
+        "logging.insight=false",
+        "train.early_stopping.patience=null",
+    )
     whole = train(tmp_path / "whole", *args)
     original = trainer_module.Trainer.train_step
 
