@@ -2,10 +2,10 @@
 
 Sections: the run (task, epochs, how it ended), its config, the data split sizes, the epoch
 table and train/dev curves, the final metrics of the best weights (summary.json) and of the
-last epoch (the last row of metrics.jsonl), the test confusion matrix and most confidently
-wrong examples (classification) or the predicted-vs-true plot (regression), and the pictures
-of visualize-activations. Every number is read from the run folder's own records, or
-measured again as `dlcourse evaluate` measures it.
+last epoch (the last row of metrics.jsonl), the bias/variance diagnosis, the test confusion
+matrix and most confidently wrong examples (classification) or the predicted-vs-true plot
+(regression), and the pictures of visualize-activations. Every number is read from the run
+folder's own records, or measured again as `dlcourse evaluate` measures it.
 """
 
 from __future__ import annotations
