@@ -50,6 +50,17 @@ def test_evaluate_equals_summary_json(churn: dlcourse.Run) -> None:
         assert churn.evaluate(split).metrics == getattr(summary, split)
 
 
+def test_diagnose_is_the_command_s_diagnosis(churn: dlcourse.Run) -> None:
+    from dlcourse.tools.diagnose import diagnose_run
+
+    diagnosis = churn.diagnose()
+    assert diagnosis == diagnose_run(churn.path)
+    summary = churn.summary
+    assert summary is not None and summary.train is not None
+    assert diagnosis.train_error == 1 - summary.train["accuracy"]
+    assert churn.diagnose(baseline_error=0.1).baseline_error == 0.1
+
+
 def test_plot_draws_the_loss_and_the_main_metric(churn: dlcourse.Run) -> None:
     figure = churn.plot()
     assert [axes.get_title() for axes in figure.axes] == ["loss", "accuracy"]

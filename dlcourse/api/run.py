@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pandas import DataFrame
 
     from dlcourse.insight.visualize import LayerPicture
+    from dlcourse.tools.diagnose import Diagnosis
     from dlcourse.tools.evaluate import Evaluation
     from dlcourse.tools.forward import ForwardResult
     from dlcourse.tools.predict import Predictions
@@ -107,6 +108,13 @@ class Run:
         from dlcourse.tools.evaluate import evaluate_run
 
         return evaluate_run(self.path, data_dir=self.data_dir, split=split, checkpoint=checkpoint)
+
+    def diagnose(self, baseline_error: float | None = None) -> Diagnosis:
+        """`dlcourse diagnose`: avoidable bias and variance of the kept weights, the verdict
+        and what to try (`.line()` is the line training prints)."""
+        from dlcourse.tools.diagnose import diagnose_run
+
+        return diagnose_run(self.path, baseline_error)
 
     def predict(self, inputs: str | Path | Mapping[str, Any]) -> Predictions:
         """`dlcourse predict` with the best weights: a picture of a digit or a folder of them
