@@ -1,8 +1,8 @@
 """dlcourse: a PyTorch training CLI for the assignments of an introductory deep-learning course.
 
-From Python, `dlcourse.train`, `dlcourse.open_run` and `dlcourse.compare` (and the `Run` they
-return) are the API of dlcourse/api/. They load on first use: `import dlcourse` (and with it
-`dlcourse --help`) does not import torch.
+From Python, `dlcourse.train`, `dlcourse.open_run`, `dlcourse.compare`, `dlcourse.sweep` and
+`dlcourse.lr_find` (and the `Run` they return) are the API of dlcourse/api/. They load on
+first use: `import dlcourse` (and with it `dlcourse --help`) does not import torch.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("Comparison", "History", "Run", "compare", "open_run", "train")
+_API = ("Comparison", "History", "Run", "compare", "lr_find", "open_run", "sweep", "train")
 __all__ = ["__version__", *_API]
 
 

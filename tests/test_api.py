@@ -88,6 +88,22 @@ def test_compare_gives_the_table_and_the_picture(churn: dlcourse.Run) -> None:
     assert "<table>" in comparison._repr_html_()
 
 
+def test_sweep_and_lr_find_are_the_commands(tmp_path: Path) -> None:
+    transactions = REPO / "configs" / "transactions_regression.yaml"
+    tiny = {"data.n_samples": 200, "train.epochs": 2}
+    comparison = dlcourse.sweep(transactions, grid={"optim.lr": [0.001, 0.01]}, set=tiny,
+                                runs_dir=tmp_path, quiet=True)  # fmt: skip
+    assert sorted(row["optim.lr"] for row in comparison.table) == ["0.001", "0.01"]
+    assert (tmp_path / "transactions_regression-sweep" / "sweep.csv").is_file()
+    again = dlcourse.sweep(transactions, grid={"optim.lr": [0.001, 0.01]}, set=tiny,
+                           runs_dir=tmp_path, quiet=True)  # fmt: skip
+    assert again.table == comparison.table  # finished runs are kept, not trained again
+    found = dlcourse.lr_find(transactions, set={"data.n_samples": 200}, steps=30,
+                             out=tmp_path / "lr", runs_dir=tmp_path, quiet=True)  # fmt: skip
+    assert len(found.lrs) <= 30 and found.too_small <= found.suggested <= found.lowest
+    assert (tmp_path / "lr" / "lr_find.png").is_file()
+
+
 def test_a_dict_config_is_validated_naming_the_bad_key(tmp_path: Path) -> None:
     config = {"name": "t", "task": "transactions", "optim": {"name": "adam", "lr": -1}}
     with pytest.raises(ConfigError, match=r"optim\.lr") as error:
@@ -149,5 +165,6 @@ def test_import_dlcourse_does_not_import_torch_and_the_cli_not_the_api() -> None
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    api = ["Comparison", "History", "Run", "__version__", "compare", "open_run", "train"]
+    api = ["Comparison", "History", "Run", "__version__", "compare", "lr_find", "open_run",
+           "sweep", "train"]  # fmt: skip
     assert out.stdout.split("\n")[:2] == ["False False", f"{api} dlcourse.api.run"]

@@ -1,0 +1,74 @@
+"""`dlcourse.sweep` and `dlcourse.lr_find`: the experiment commands as functions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dlcourse.api.comparison import Comparison
+from dlcourse.api.run import Overrides, notebook_console, override_strings, show_progress
+from dlcourse.fileio import resolve_data_dir
+
+if TYPE_CHECKING:
+    from dlcourse.tools.lr_find import LrFindResult
+
+
+def sweep(
+    config: str | Path,
+    *,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    set: Overrides = None,  # the name of the command's --set option
+    name: str | None = None,
+    runs_dir: str | Path = "runs",
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    quiet: bool = False,
+) -> Comparison:
+    """`dlcourse sweep`: train every combination of `grid` ({"optim.lr": [0.001, 0.01]}) of a
+    training config, or of a sweep file (*.sweep.yaml) and `grid`, each as its own run in the
+    sweep folder (runs finished before are kept), and compare them, best first."""
+    from dlcourse.tools.sweep import SWEEP_SUFFIX, SweepSpec, read_sweep_file, run_sweep
+
+    path = Path(config)
+    if path.name.endswith(SWEEP_SUFFIX):
+        spec = read_sweep_file(path)
+    else:
+        spec = SweepSpec(config=path, name=f"{path.stem}-sweep")
+    for key, values in (grid or {}).items():
+        spec.grid[key] = [json.dumps(value) for value in values]  # YAML reads JSON
+    console = notebook_console(quiet)
+    spec.overrides += [
+        *override_strings(set),
+        f"logging.progress={json.dumps(show_progress(progress, console))}",
+    ]
+    spec.name = name or spec.name
+    folder = resolve_data_dir(Path(data_dir) if data_dir is not None else None)
+    result = run_sweep(spec, runs_dir=Path(runs_dir), data_dir=folder, console=console)
+    return Comparison(result.comparison)
+
+
+def lr_find(
+    config: str | Path,
+    *,
+    set: Overrides = None,
+    start: float = 1e-7,
+    end: float = 10.0,
+    steps: int = 100,
+    out: str | Path | None = None,
+    runs_dir: str | Path = "runs",
+    data_dir: str | Path | None = None,
+    quiet: bool = False,
+) -> LrFindResult:
+    """`dlcourse lr-find`: the learning-rate range test; `.suggested`, the regions
+    (`.too_small`, `.lowest`), the losses per lr, and `.out` with lr_find.png and .csv."""
+    from dlcourse.config import load_config
+    from dlcourse.tools.lr_find import lr_find as range_test
+
+    cfg = load_config(Path(config), override_strings(set))
+    return range_test(
+        cfg, data_dir=resolve_data_dir(Path(data_dir) if data_dir is not None else None),
+        runs_dir=Path(runs_dir), console=notebook_console(quiet), start=start, end=end,
+        steps=steps, out=Path(out) if out is not None else None,
+    )  # fmt: skip
