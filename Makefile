@@ -30,6 +30,8 @@ test-fast: install  ## the tests without the slow ones
 	$(BIN)/python -m pytest -m "not slow"
 
 smoke: install  ## every shipped config for one short epoch
+	test -f data/house_prices.csv || $(BIN)/dlcourse data make house-prices --out data/house_prices.csv
+	test -f data/spam.csv || $(BIN)/dlcourse data make spam --out data/spam.csv
 	for config in configs/*.yaml; do \
 	  $(BIN)/dlcourse train $$config --runs-dir /tmp/dlcourse-smoke --set train.epochs=1 --set data.limit=500 || exit 1; \
 	done
