@@ -113,3 +113,16 @@ def build_scheduler(
     builder = SCHEDULES[cfg.name]
     return None if builder is None else builder(cfg, optimizer, epochs, steps_per_epoch, lr,
                                                 maximize)  # fmt: skip
+
+
+def step_per_epoch(scheduler: Scheduler | None, name: str, monitored: float | None) -> None:
+    """An epoch's end for a schedule that moves per epoch: plateau with the monitored dev
+    metric (when there is one), the others by one epoch; per-batch schedules (onecycle) and
+    no schedule do nothing."""
+    if scheduler is None or name in PER_BATCH:
+        return
+    if name == "plateau":
+        if monitored is not None:
+            scheduler.step(monitored)
+    else:
+        scheduler.step()

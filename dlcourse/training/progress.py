@@ -48,6 +48,12 @@ class EpochProgress:
         sizes[-1] = self.examples_done - (self.batch - 1) * self.batch_size
         return float((self.losses[: self.batch] * sizes).sum()) / self.examples_done
 
+    def first_nonfinite(self) -> int | None:
+        """The first batch done (counted from 1) whose loss is NaN or infinite, if any (one
+        host sync)."""
+        finite = torch.isfinite(self.losses[: self.batch])
+        return None if bool(finite.all()) else int((~finite).nonzero()[0]) + 1
+
     def sampled_losses(self, first_step: int, every: int) -> list[list[float]]:
         """[[global step, batch loss], ...] of the steps that are multiples of `every`;
         `first_step` is the global step of this epoch's first batch. One host copy."""

@@ -29,29 +29,24 @@ from dlcourse.data.augment import augment_images
 from dlcourse.errors import DivergedError, InterruptedRun
 from dlcourse.runs import RunFolder
 from dlcourse.training.callbacks import Callback
-from dlcourse.training.checkpoint import save_checkpoint
+from dlcourse.training.checkpoint import CheckpointPacing
 from dlcourse.training.device import Precision
 from dlcourse.training.early_stopping import EarlyStopping
 from dlcourse.training.evaluate import evaluate, train_sample
 from dlcourse.training.kept import keep_weights
 from dlcourse.training.metrics import compute_metrics, loss_function
-from dlcourse.training.optim import PER_BATCH, build_optimizer, build_scheduler
+from dlcourse.training.optim import PER_BATCH, build_optimizer, build_scheduler, step_per_epoch
 from dlcourse.training.progress import EpochProgress, epoch_order, ordered_split
 from dlcourse.training.records import EpochRow, Metrics, Summary
 from dlcourse.training.regularization import add_penalty_gradients, penalty, weight_parameters
 from dlcourse.training.state import (
     TrainingState,
-    model_checkpoint,
     restore_training_state,
     training_state,
 )
 
 SYNC_SECONDS = 0.2  # how often the loop reads losses back from the device mid-epoch
 STEP_POINTS = 2000  # per-step losses kept per run, at most (every k-th step)
-# best.pt and last.pt are written at most this often (and always after the first epoch, at
-# the end, on an interrupt): a small run's 60 epochs of 50 ms would otherwise spend more time
-# writing files than training. A crash loses at most these seconds of training.
-CHECKPOINT_SECONDS = 2.0
 
 
 class Trainer:
@@ -96,9 +91,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.global_step = 0
         self.best_state: dict[str, torch.Tensor] | None = None
-        self.best_saved = True  # best.pt holds best_state (or there is none yet)
-        self.saved_epoch: int | None = None  # the epoch in last.pt, written by this trainer
-        self.saved_at = -math.inf  # when last.pt was written (time.perf_counter)
+        self.checkpoints = CheckpointPacing()  # when best.pt and last.pt were written
         self.progress: EpochProgress | None = None  # the epoch under way, if any
         self.stop_requested = False  # set (e.g. by a signal handler) to stop at the next batch
         self.in_epochs = False  # True while the epochs run: a stop request is honoured then
@@ -124,7 +117,7 @@ class Trainer:
                     raise self.interrupted()
         except DivergedError:
             self.in_epochs = False
-            self.save_best()  # last.pt keeps the last finite weights it was given
+            self.checkpoints.save_best(self)  # last.pt keeps the last finite weights it had
             self.finish("diverged")
             raise
         self.in_epochs = False
@@ -148,7 +141,8 @@ class Trainer:
         dev = self.evaluate("dev") if "dev" in self.data.splits else None
         self.epoch += 1
         improved = self.track_best(dev)
-        self.step_scheduler_per_epoch(dev)
+        monitored = (dev or {}).get(self.stopper.monitor)
+        step_per_epoch(self.scheduler, self.cfg.optim.schedule.name, monitored)
         lr = self.optimizer.param_groups[0]["lr"]
         row = EpochRow(self.epoch, train, dev, lr, round(seconds, 3), improved, step_losses)
         # The row and the logs go out before the checkpoint: a crash in between makes a resume
@@ -268,11 +262,9 @@ class Trainer:
     def check_finite(self) -> None:
         """Stop at the first NaN or infinite batch loss, naming the epoch and batch."""
         assert self.progress is not None
-        done = self.progress.losses[: self.progress.batch]
-        finite = torch.isfinite(done)
-        if bool(finite.all()):
+        batch = self.progress.first_nonfinite()
+        if batch is None:
             return
-        batch = int((~finite).nonzero()[0]) + 1
         kept = (
             f"best.pt keeps the weights of the best epoch, {self.stopper.best_epoch}."
             if self.epoch
@@ -281,7 +273,7 @@ class Trainer:
         # Raw inputs of very different scales are the other usual cause.
         hint = "" if self.cfg.data.normalize else ", or normalized inputs (data.normalize: true)"
         raise DivergedError(
-            f"training diverged: the loss became {float(done[batch - 1])} at epoch "
+            f"training diverged: the loss became {float(self.progress.losses[batch - 1])} at epoch "
             f"{self.epoch + 1}, batch {batch}/{self.steps_per_epoch}. The likely cause is a "
             f"learning rate too large for this model (optim.lr = {self.cfg.optim.lr:g}); try "
             f"one 10x smaller{hint}. {kept}"
@@ -310,38 +302,12 @@ class Trainer:
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         return improved
 
-    def step_scheduler_per_epoch(self, dev: Metrics | None) -> None:
-        name = self.cfg.optim.schedule.name
-        if self.scheduler is None or name in PER_BATCH:
-            return
-        if name == "plateau":
-            value = (dev or {}).get(self.stopper.monitor)
-            if value is not None:
-                self.scheduler.step(value)
-        else:
-            self.scheduler.step()
-
     # ------------------------------------------------------------------ checkpoints, summary
 
     def save_checkpoints(self, improved: bool, *, now: bool = False) -> None:
         """best.pt (when the weights improved) and last.pt, at most every CHECKPOINT_SECONDS
-        unless `now`; best.pt always goes first, so last.pt never points past it."""
-        self.best_saved = self.best_saved and not improved
-        if self.folder is None or (self.saved_epoch == self.epoch and self.progress is None):
-            return  # no folder, or nothing new since the last save
-        if not now and time.perf_counter() - self.saved_at < CHECKPOINT_SECONDS:
-            return
-        self.save_best()
-        save_checkpoint(self.folder.last, self.state_dict())
-        self.saved_epoch, self.saved_at = self.epoch, time.perf_counter()
-
-    def save_best(self) -> None:
-        """Write best.pt from the kept copy of the best weights, if not written yet."""
-        if self.folder is None or self.best_saved or self.best_state is None:
-            return
-        checkpoint = model_checkpoint(self, self.best_state, self.stopper.best_epoch)
-        save_checkpoint(self.folder.best, checkpoint)
-        self.best_saved = True
+        unless `now` (checkpoint.CheckpointPacing)."""
+        self.checkpoints.save(self, improved, now=now)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly where it is (`last.pt`)."""
