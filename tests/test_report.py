@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from dlcourse.cli import app
 from dlcourse.data.tabular import Table, TabularEncoder
-from dlcourse.tools.report import table_columns
+from dlcourse.tools.report_results import table_columns
 from dlcourse.training.console import format_metric
 from tests.trained_runs import last_row, summary, trained_run, training_files
 

@@ -118,7 +118,7 @@ def resume_in(
     config: Path | None,
     overrides: list[str],
 ) -> None:
-    from dlcourse.training.resume import prepare_resume
+    from dlcourse.training.resume import begin_resume, prepare_resume
 
     folder = RunFolder(path)
     if not folder.config.is_file():
@@ -127,13 +127,7 @@ def resume_in(
         group.on_main(lambda: stack.enter_context(folder.locked()))
         trainer, rows = prepare_resume(folder, data_dir, config, overrides, build=builder(group))
         if group.is_main:
-            folder.write_config(dump_config(trainer.cfg))
-            folder.write_metrics(rows)  # rows after the checkpoint are redone
-            folder.remove_temporary_files()
-            where = f"epoch {trainer.epoch + 1}"
-            if trainer.progress is not None:
-                where += f", batch {trainer.progress.batch + 1}"
-            console.print(f"resuming [bold]{folder.path}[/bold] at {where}", highlight=False)
+            begin_resume(folder, trainer, rows, console)
         fit(trainer, group, console, resumed=True)
 
 

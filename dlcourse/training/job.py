@@ -85,21 +85,14 @@ def resume(
     Every check that can refuse the resume runs before the first byte in the folder changes,
     and the folder stays locked from the first check to the end of training.
     """
-    from dlcourse.training.resume import prepare_resume
+    from dlcourse.training.resume import begin_resume, prepare_resume
 
     folder = RunFolder(path)
     if not folder.config.is_file():
         raise UserError(f"{path}: not a run folder (it has no config.yaml); nothing to resume")
     with folder.locked():
         trainer, rows = prepare_resume(folder, data_dir, config, overrides or [])
-        # From here on the folder changes: every check has passed.
-        folder.write_config(dump_config(trainer.cfg))
-        folder.write_metrics(rows)  # rows after the checkpoint are redone
-        folder.remove_temporary_files()
-        where = f"epoch {trainer.epoch + 1}"
-        if trainer.progress is not None:
-            where += f", batch {trainer.progress.batch + 1}"
-        console.print(f"resuming [bold]{folder.path}[/bold] at {where}", highlight=False)
+        begin_resume(folder, trainer, rows, console)  # every check has passed
         return train_in(trainer, console, resumed=True, callbacks=callbacks)
 
 

@@ -19,6 +19,23 @@ FINISHED = ("completed", "early_stopping")  # stop reasons after which the last 
 # a whole epoch's (a diverged or interrupted run stopped mid-epoch)
 
 
+def finish_run(trainer: Trainer, stop_reason: str) -> Summary:
+    """The end of a run: keep the best weights (or the last: train.restore_best), measure
+    every split, write summary.json and tell the callbacks."""
+    data, stopper = trainer.data, trainer.stopper
+    monitor = f"dev {stopper.monitor}" if "dev" in data.splits else None
+    summary = Summary(data.task, trainer.epoch, stopper.best_epoch, stop_reason, monitor,
+                      reference=dict(data.reference), kind=data.kind)  # fmt: skip
+    if trainer.best_state is not None:  # at least one epoch completed
+        keep_weights(trainer, summary)
+    summary.seconds = round(trainer.elapsed_seconds(), 2)
+    if trainer.folder:
+        trainer.folder.write_summary(summary.to_json())
+    for callback in trainer.callbacks:
+        callback.on_fit_end(trainer, summary)
+    return summary
+
+
 def keep_weights(trainer: Trainer, summary: Summary) -> None:
     """Put the kept weights in the model and measure them on every split (summary.train, dev,
     test); measure the other epoch's weights on train and dev (summary.best / summary.last).

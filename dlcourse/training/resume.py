@@ -10,11 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from dlcourse.config import (
     Config,
     apply_overrides,
     config_data,
     config_diff,
+    dump_config,
     load_config,
     validate_config,
 )
@@ -114,3 +117,16 @@ def check_resumable(cfg: Config, saved: Config, state: TrainingState, folder: Ru
             else f"resume with --set train.epochs=N (N > {done})"
         )
         raise UserError(f"{folder.path}: the run already finished its {done} epochs; {longer}")
+
+
+def begin_resume(folder: RunFolder, trainer: Trainer, rows: list[dict[str, Any]],
+                 console: Console) -> None:  # fmt: skip
+    """The first changes to the folder, once every check has passed: the config as resumed,
+    the metrics rows up to the checkpoint (later ones are redone), no temporary files."""
+    folder.write_config(dump_config(trainer.cfg))
+    folder.write_metrics(rows)
+    folder.remove_temporary_files()
+    where = f"epoch {trainer.epoch + 1}"
+    if trainer.progress is not None:
+        where += f", batch {trainer.progress.batch + 1}"
+    console.print(f"resuming [bold]{folder.path}[/bold] at {where}", highlight=False)

@@ -33,7 +33,7 @@ from dlcourse.training.checkpoint import CheckpointPacing
 from dlcourse.training.device import Precision
 from dlcourse.training.early_stopping import EarlyStopping
 from dlcourse.training.evaluate import evaluate, train_sample
-from dlcourse.training.kept import keep_weights
+from dlcourse.training.kept import finish_run
 from dlcourse.training.metrics import compute_metrics, loss_function
 from dlcourse.training.optim import PER_BATCH, build_optimizer, build_scheduler, step_per_epoch
 from dlcourse.training.progress import EpochProgress, epoch_order, ordered_split
@@ -118,11 +118,11 @@ class Trainer:
         except DivergedError:
             self.in_epochs = False
             self.checkpoints.save_best(self)  # last.pt keeps the last finite weights it had
-            self.finish("diverged")
+            finish_run(self, "diverged")
             raise
         self.in_epochs = False
         self.save_checkpoints(improved=False, now=True)
-        return self.finish("early_stopping" if self.stopper.should_stop else "completed")
+        return finish_run(self, "early_stopping" if self.stopper.should_stop else "completed")
 
     def run_epoch(self) -> bool:
         """One epoch: train, evaluate on dev, keep the best weights, report, checkpoint.
@@ -323,7 +323,7 @@ class Trainer:
     def interrupted(self) -> InterruptedRun:
         """Save where the run is (mid-epoch included) to last.pt, report, and say how to go on."""
         self.save_checkpoints(improved=False, now=True)
-        self.finish("interrupted")
+        finish_run(self, "interrupted")
         where = f"epoch {self.epoch + 1}"
         if self.progress is not None:
             where += f", batch {self.progress.batch}/{self.steps_per_epoch}"
@@ -334,19 +334,3 @@ class Trainer:
             f"Resume with: dlcourse train --resume {self.folder.path}",
             self.folder.path,
         )
-
-    def finish(self, stop_reason: str) -> Summary:
-        """Keep the best weights (or the last: train.restore_best), measure every split, and
-        report."""
-        monitor = f"dev {self.stopper.monitor}" if "dev" in self.data.splits else None
-        summary = Summary(self.data.task, self.epoch, self.stopper.best_epoch, stop_reason,
-                          monitor, reference=dict(self.data.reference),
-                          kind=self.data.kind)  # fmt: skip
-        if self.best_state is not None:  # at least one epoch completed
-            keep_weights(self, summary)
-        summary.seconds = round(self.elapsed_seconds(), 2)
-        if self.folder:
-            self.folder.write_summary(summary.to_json())
-        for callback in self.callbacks:
-            callback.on_fit_end(self, summary)
-        return summary
