@@ -136,3 +136,11 @@ def test_diagnose_and_runs_never_import_torch(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_gap_that_rounds_to_zero_reads_zero_not_minus_zero() -> None:
+    from dlcourse.tools.diagnose import percent
+
+    assert [percent(-0.0004), percent(-0.004), percent(0.021), percent(-0.00004, 2)] == [
+        "0.0%", "-0.4%", "2.1%", "0.00%",
+    ]  # fmt: skip

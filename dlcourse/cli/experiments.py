@@ -47,19 +47,19 @@ def diagnose(
     """Avoidable bias and variance of a run, the verdict, and the course's remedies."""
     from dataclasses import asdict
 
-    from dlcourse.tools.diagnose import diagnose_run
+    from dlcourse.tools.diagnose import diagnose_run, percent
 
     found = diagnose_run(run_dir, baseline_error, threshold)
     if as_json:
         typer.echo(json.dumps(asdict(found), indent=2))
         return
     dev = "-" if found.dev_error is None else f"{found.dev_error:.2%}"
-    variance = "-" if found.variance is None else f"{found.variance:.2%}"
+    variance = "-" if found.variance is None else percent(found.variance, 2)
     lines = [
         f"{run_dir}: {found.kind}, error = {found.error}",
         f"  baseline error  {found.baseline_error:7.2%}   ({found.baseline})",
         f"  train error     {found.train_error:7.2%}   avoidable bias = train - baseline = "
-        f"{found.avoidable_bias:.2%}",
+        f"{percent(found.avoidable_bias, 2)}",
         f"  dev error       {dev:>7}   variance = dev - train = {variance}",
         f"verdict: {found.verdict} (a gap above {found.threshold:.2%} is high)",
     ]

@@ -53,11 +53,17 @@ class Diagnosis:
 
     def line(self) -> str:
         """The diagnosis in one line (printed at the end of `dlcourse train`)."""
-        text = f"diagnosis: {self.verdict}: avoidable bias {self.avoidable_bias:.1%}"
+        text = f"diagnosis: {self.verdict}: avoidable bias {percent(self.avoidable_bias)}"
         if self.variance is not None:
-            text += f", variance {self.variance:.1%}"
+            text += f", variance {percent(self.variance)}"
         text += f" (error = {self.error}; baseline {self.baseline_error:.1%}, {self.baseline}"
         return text + f"; high above {self.threshold:.1%})"
+
+
+def percent(share: float, decimals: int = 1) -> str:
+    """A share as a percentage; a gap that rounds to zero reads 0.0%, never -0.0%."""
+    text = f"{share:.{decimals}%}"
+    return text[1:] if text.startswith("-") and float(text[1:-1]) == 0 else text
 
 
 def baseline_for(summary: dict[str, Any], kind: str) -> tuple[float, str]:
