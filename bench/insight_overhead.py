@@ -17,7 +17,7 @@ from tempfile import TemporaryDirectory
 from rich.console import Console
 
 from dlcourse.config import load_config
-from dlcourse.insight.logger import InsightLogger
+from dlcourse.insight.tensorboard import InsightLogger
 from dlcourse.training import job
 
 CONFIGS = ["mnist_cnn.yaml", "churn_mlp.yaml", "transactions_regression.yaml"]

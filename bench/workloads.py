@@ -25,7 +25,7 @@ from torch import nn
 from dlcourse.config import Config, validate_config
 from dlcourse.data import TaskData, load_task_data
 from dlcourse.training import job
-from dlcourse.training.callbacks import Callback
+from dlcourse.training.trainer import Callback
 
 W1_BATCHES = 300  # of 64 images: a third of an MNIST epoch
 W2_EPOCHS = 10  # of 800 steps

@@ -1,36 +1,203 @@
-"""The run folder: where one training run keeps its config, metrics, checkpoints and events.
-
-Nothing here imports torch until a split file is read or written, so the light commands that
-list and compare run folders answer at once.
+"""The run folder: where one training run keeps its config, metrics, checkpoints and events,
+and the one reader of each of its files.
 
     runs/<name>-<YYYYmmdd-HHMMSS>[-N]/
-      config.yaml  metrics.jsonl  summary.json  split.pt  checkpoints/{best,last}.pt  tb/
+      config.yaml  metrics.jsonl  summary.json  split.pt  model.safetensors
+      checkpoints/{best,last}.pt  tb/  .lock
 
 A new run always gets a folder of its own: the folder is created with an exclusive mkdir, and
 a name already taken (two runs in the same second) gets the next -N suffix.
+
+Every command reads a run's files through `RunFolder`: config.yaml as a validated `Config`,
+metrics.jsonl as `EpochRow`s and summary.json as a `Summary`, each checked field by field once,
+so a damaged or edited file is one message naming the file, the line and the key, whatever
+command reads it. Nothing here imports torch until a split file is read or written, so the
+light commands that list and compare run folders answer at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pickle
+import re
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from dlcourse.config import Config, stored_config
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dlcourse.config import Config, config_data, flatten, stored_config
 from dlcourse.config.source import read_config_file
 from dlcourse.errors import UserError
 from dlcourse.fileio import read_bounded, write_atomic, write_json_atomic, write_text_atomic
+from dlcourse.tasks import KIND_METRICS, TASKS
 
 if TYPE_CHECKING:
     import torch
 
-METRICS_LIMIT = 256 * 2**20  # a row per epoch is a few hundred bytes
+METRICS_LIMIT = 256 * 2**20  # bytes: a row per epoch is a few hundred bytes
+SUMMARY_LIMIT = 2**20  # bytes: a summary is a few KB
+STOP_REASONS = ("completed", "early_stopping", "diverged", "interrupted", "stopped")
+FINISHED = ("completed", "early_stopping")  # the last weights are a whole epoch's
+# The metric a task kind is judged by in tables (the test column, the sweep's default order).
+MAIN_METRIC = {"multiclass": "accuracy", "binary": "accuracy", "regression": "r2"}
+STAMP = re.compile(r"(\d{8}-\d{6})(?:-\d+)?$")  # the time in <name>-<YYYYmmdd-HHMMSS>[-N]
+
+
+# ------------------------------------------------------------------ the records
+
+
+class _Record(BaseModel):
+    # A number where the file has text, or a key it should not have, is damage: refused.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=True)
+
+
+def _number(value: Any) -> Any:
+    """JSON numbers as floats; integers of absurd size (an edited file) are refused."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 2**63:
+            raise ValueError(f"a number of {len(str(abs(value)))} digits")
+        return float(value)
+    return value
+
+
+Metrics = dict[str, float | None]  # metric name -> value; None: undefined (AUC of one class)
+
+
+def _metrics(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _number(number) for key, number in value.items()}
+    return value
+
+
+class EpochRow(_Record):
+    """One line of metrics.jsonl."""
+
+    epoch: int = Field(ge=1, le=10**9)
+    train: Metrics  # measured on the fly during the epoch, while the weights moved
+    dev: Metrics | None  # the weights at the end of the epoch, on the dev split
+    lr: float
+    seconds: float
+    best: bool  # the monitored dev metric improved: these weights are now the best
+    # [[global step, batch loss], ...] of every k-th step, k chosen so that a run logs at
+    # most ~2,000 points (the noisy per-step curve; train.loss above is the epoch's mean)
+    step_losses: list[tuple[int, float]] | None = None
+
+    _numbers = field_validator("lr", "seconds", mode="before")(_number)
+    _splits = field_validator("train", "dev", mode="before")(_metrics)
+
+    @field_validator("step_losses", mode="before")
+    @classmethod
+    def _steps(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [
+                (pair[0], _number(pair[1])) if isinstance(pair, list) and len(pair) == 2 else pair
+                for pair in value
+            ]
+        return value
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class EpochMetrics(_Record):
+    """The weights of one epoch measured on the train and dev splits."""
+
+    epoch: int = Field(ge=0, le=10**9)
+    train: Metrics
+    dev: Metrics | None
+
+    _splits = field_validator("train", "dev", mode="before")(_metrics)
+
+
+class Summary(_Record):
+    """summary.json: how the run ended and the metrics of the kept weights on every split."""
+
+    model_config = ConfigDict(validate_assignment=False)
+    task: str
+    epochs_run: int = Field(ge=0, le=10**9)
+    best_epoch: int = Field(ge=0, le=10**9)
+    stop_reason: Literal["completed", "early_stopping", "diverged", "interrupted", "stopped"]
+    monitor: str | None  # "dev loss", "dev accuracy", ...; None without a dev split
+    train: Metrics | None = None  # None when no epoch completed
+    dev: Metrics | None = None
+    test: Metrics | None = None
+    confusion_matrix: dict[str, Any] | None = None  # classification: labels, test counts
+    reference: dict[str, float] = Field(default_factory=dict)  # known limits (best R^2)
+    seconds: float = 0.0
+    kind: Literal["multiclass", "binary", "regression"] | None = None
+    # whose weights train/dev/test (and model.safetensors) hold: the best dev epoch's
+    # (restored) or the last epoch's (train.restore_best: false)
+    kept: Literal["best", "last"] = "best"
+    kept_epoch: int | None = Field(None, ge=0, le=10**9)
+    best: EpochMetrics | None = None  # the best epoch's weights; None when no epoch completed
+    last: EpochMetrics | None = None  # the last epoch's; None when the run diverged or was
+    # interrupted (its last weights are not an epoch's)
+    # {"examples": n, "of": N} when the train metrics measure a fixed random sample of the
+    # N training examples (training.metrics.TRAIN_SAMPLE); None when they measure all of them
+    train_sample: dict[str, int] | None = None
+    threads: int | None = Field(None, ge=1, le=4096)  # CPU threads of the final measurement
+    stopped_early: bool = False  # written for readers of the JSON; the same as stop_reason
+
+    _numbers = field_validator("seconds", mode="before")(_number)
+    _splits = field_validator("train", "dev", "test", mode="before")(_metrics)
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _reference(cls, value: Any) -> Any:
+        return _metrics(value) if isinstance(value, dict) else value
+
+    @property
+    def weights_epoch(self) -> int:
+        """The epoch whose weights the run kept (older summaries: the best one)."""
+        return self.best_epoch if self.kept_epoch is None else self.kept_epoch
+
+    @property
+    def metric_kind(self) -> str:
+        """multiclass, binary or regression: `kind`, or (older summaries) the task's, or
+        what its metric names say."""
+        if self.kind is not None:
+            return self.kind
+        task = TASKS.get(self.task)
+        if task is not None and task.kind is not None:  # csv: the kind depends on its file
+            return task.kind
+        names = set(self.train or {})
+        return "regression" if "r2" in names else "binary" if "roc_auc" in names else "multiclass"
+
+    def best_dev(self) -> Metrics:
+        """The dev metrics of the best epoch's weights (summary.dev of older summaries)."""
+        if self.best is not None and self.best.dev is not None:
+            return self.best.dev
+        return self.dev or {}
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["stopped_early"] = self.stop_reason == "early_stopping"
+        for optional in ("confusion_matrix", "reference", "best", "last", "train_sample"):
+            if not data[optional]:
+                del data[optional]
+        return data
+
+
+def _problem(path: Path, exc: ValidationError, line: int | None = None) -> UserError:
+    """One message naming the file (and line) and the first key that is wrong."""
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"]) or "the whole"
+    where = f"{path}: line {line}" if line is not None else str(path)
+    message = error["msg"].removeprefix("Value error, ")
+    return UserError(
+        f"{where}: {key}: {message.lower()}; the file is damaged or was edited "
+        "(dlcourse writes it; remove the file, or train the run again)"
+    )
+
+
+# ------------------------------------------------------------------ the folder
 
 
 class RunFolder:
@@ -40,6 +207,7 @@ class RunFolder:
         self.metrics = self.path / "metrics.jsonl"  # one JSON object per epoch
         self.summary = self.path / "summary.json"  # the final report
         self.splits = self.path / "split.pt"  # the row indices of train/dev/test
+        self.weights = self.path / "model.safetensors"  # the weights the run kept
         self.checkpoints = self.path / "checkpoints"
         self.best = self.checkpoints / "best.pt"
         self.last = self.checkpoints / "last.pt"
@@ -68,12 +236,94 @@ class RunFolder:
             ) from None
         raise UserError(f"{runs_dir}: could not find a free run folder name for {name!r}")
 
-    def read_config(self) -> Config:
-        """The run's resolved config.yaml, validated again."""
+    def require(self) -> RunFolder:
+        """This folder, when it is a run folder (has a config.yaml); else UserError."""
+        if not self.path.is_dir():
+            raise UserError(f"{self.path}: no such run folder")
         if not self.config.is_file():
             raise UserError(f"{self.path}: not a run folder (it has no config.yaml)")
+        return self
+
+    # ------------------------------------------------------------------ config.yaml
+
+    def read_config(self) -> Config:
+        """The run's resolved config.yaml, validated again."""
+        self.require()
         data, lines = read_config_file(self.config)
         return stored_config(data, str(self.config), lines=lines)
+
+    def write_config(self, text: str) -> None:
+        write_text_atomic(self.config, text)
+
+    # ------------------------------------------------------------------ metrics.jsonl
+
+    def read_metrics(self) -> list[EpochRow]:
+        """The epoch rows, each checked; UserError naming the line of one that is not a row.
+
+        Only a last line cut short by a crash in the middle of its write is skipped.
+        """
+        if not self.metrics.exists():
+            return []
+        lines = read_bounded(self.metrics, METRICS_LIMIT, "metrics.jsonl").split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                data = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                if number == len(lines) and isinstance(exc, json.JSONDecodeError):
+                    break  # the row a crash cut short; the resume redoes its epoch
+                raise UserError(
+                    f"{self.metrics}: line {number} is not a JSON row ({exc}); the file is "
+                    "damaged: remove that line, or the file, to go on"
+                ) from None
+            if not isinstance(data, dict):
+                raise UserError(
+                    f"{self.metrics}: line {number} is not an epoch row (a JSON object); "
+                    "remove that line, or the file, to go on"
+                )
+            try:
+                rows.append(EpochRow.model_validate(data))
+            except ValidationError as exc:
+                raise _problem(self.metrics, exc, number) from None
+        return rows
+
+    def append_metrics(self, row: EpochRow) -> None:
+        try:
+            with self.metrics.open("a", encoding="utf-8") as file:
+                file.write(json.dumps(row.to_json()) + "\n")
+        except OSError as exc:
+            raise UserError(f"{self.metrics}: cannot write it ({exc.strerror or exc})") from None
+
+    def write_metrics(self, rows: list[EpochRow]) -> None:
+        """Replace metrics.jsonl with these rows (a resume keeps those up to its checkpoint)."""
+        text = "".join(json.dumps(row.to_json()) + "\n" for row in rows)
+        write_text_atomic(self.metrics, text)
+
+    # ------------------------------------------------------------------ summary.json
+
+    def read_summary(self) -> Summary | None:
+        """summary.json, checked; None when the run has none (yet)."""
+        if not self.summary.exists():
+            return None
+        try:
+            data = json.loads(read_bounded(self.summary, SUMMARY_LIMIT, "summary.json"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(
+                f"{self.summary}: not readable JSON ({exc}); the file is damaged"
+            ) from None
+        if not isinstance(data, dict):
+            raise UserError(f"{self.summary}: not a dlcourse summary (not a JSON object)")
+        try:
+            return Summary.model_validate(data)
+        except ValidationError as exc:
+            raise _problem(self.summary, exc) from None
+
+    def write_summary(self, summary: Summary) -> None:
+        write_json_atomic(self.summary, summary.to_json())
+
+    # ------------------------------------------------------------------ split.pt
 
     def write_splits(self, rows: dict[str, torch.Tensor]) -> None:
         import torch  # here, not at the top: listing run folders must not import torch
@@ -110,134 +360,182 @@ class RunFolder:
             raise UserError(f"{self.splits}: not a dlcourse split file")
         return rows
 
-    def write_config(self, text: str) -> None:
-        write_text_atomic(self.config, text)
-
-    def append_metrics(self, row: dict[str, Any]) -> None:
-        try:
-            with self.metrics.open("a", encoding="utf-8") as file:
-                file.write(json.dumps(row) + "\n")
-        except OSError as exc:
-            raise UserError(f"{self.metrics}: cannot write it ({exc.strerror or exc})") from None
-
-    def read_metrics(self) -> list[dict[str, Any]]:
-        """The epoch rows; UserError naming the line of one that is not a JSON object.
-
-        Only a last line cut short by a crash in the middle of its write is skipped.
-        """
-        if not self.metrics.exists():
-            return []
-        lines = read_bounded(self.metrics, METRICS_LIMIT).split(b"\n")
-        if lines and not lines[-1]:
-            lines.pop()
-        rows = []
-        for number, line in enumerate(lines, start=1):
-            try:
-                row = json.loads(line.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                if number == len(lines) and isinstance(exc, json.JSONDecodeError):
-                    break  # the row a crash cut short; the resume redoes its epoch
-                raise UserError(
-                    f"{self.metrics}: line {number} is not a JSON row ({exc}); the file is "
-                    "damaged: remove that line, or the file, to go on"
-                ) from None
-            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-                raise UserError(
-                    f"{self.metrics}: line {number} is not an epoch row (a JSON object with an "
-                    "integer 'epoch'); remove that line, or the file, to go on"
-                )
-            rows.append(row)
-        return rows
-
-    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        """Replace metrics.jsonl with these rows (a resume keeps those up to its checkpoint)."""
-        write_text_atomic(self.metrics, "".join(json.dumps(row) + "\n" for row in rows))
-
     def remove_temporary_files(self) -> None:
         """Half-written files a killed process left behind (see fileio.write_atomic)."""
         for folder in (self.path, self.checkpoints):
             for leftover in folder.glob(".*.tmp-*"):
                 leftover.unlink(missing_ok=True)
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        write_json_atomic(self.summary, summary)
+    # ------------------------------------------------------------------ the lock
 
-    def in_use(self) -> bool:
-        """Whether a live process holds the folder's lock (trains or resumes in it now).
-
-        Probed by taking the lock and letting it go at once, so for that instant a second
-        `train --resume` of the folder would be refused.
-        """
+    def holder(self) -> str | None:
+        """Who trains in the folder now ("process 123 on host"), or None. Read from the lock
+        file without taking the lock: listing runs never blocks or disturbs a run."""
         try:
-            file = self.lock_file.open("r", encoding="utf-8")
-        except OSError:
-            return False  # no lock file: nobody has held it since the last run ended
-        try:
-            return not _try_lock(file)
-        finally:
-            file.close()  # closing releases a lock taken here
+            text = read_bounded(self.lock_file, 4096, "lock file").decode("utf-8", "replace")
+        except UserError:
+            return None
+        match = re.fullmatch(r"process (\d+) on (\S+)\s*", text)
+        if match is None:
+            return None
+        pid, host = int(match.group(1)), match.group(2)
+        if host != socket.gethostname():
+            return text.strip()  # another machine's process: it says it holds the folder
+        return text.strip() if _alive(pid) else None
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> Iterator[RunLock]:
         """Hold the folder's lock: a second process that tries is refused, naming this one.
 
-        The lock is an OS file lock (flock) on `.lock`, so it vanishes with the process that
-        holds it, however that process ends: a lock left by a killed run never blocks a resume.
+        The lock is an OS file lock (filelock's flock on `.lock`), so it vanishes with the
+        process that holds it, however that process ends: a lock left by a killed run never
+        blocks a resume. Taking it writes nothing: `RunLock.claim()`, once every check has
+        passed, writes the holder's process id into the lock file; a command refused before
+        that leaves the folder as it found it.
         """
-        file = _acquire(self.lock_file)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                self.lock_file.unlink()
-            file.close()
+        from filelock import FileLock, Timeout
 
-
-def _acquire(path: Path) -> IO[str]:
-    """Open and lock `path` (creating it), or raise UserError naming the process holding it."""
-    for _ in range(10):  # a holder may unlink the file between our open and our lock: retry
+        existed = os.path.lexists(self.lock_file)
+        if self.lock_file.is_symlink():
+            raise UserError(f"{self.lock_file}: a symbolic link; dlcourse never writes through one")
+        lock = FileLock(self.lock_file, timeout=0)
         try:
-            file = path.open("a+", encoding="utf-8")
+            lock.acquire()
+        except Timeout:
+            holder = self.holder() or "another process"
+            raise UserError(
+                f"{self.path}: the run folder is in use by {holder}; wait for it to finish "
+                "or stop it (Ctrl-C) before using the folder again"
+            ) from None
         except OSError as exc:
             raise UserError(
-                f"{path}: cannot create the run folder's lock ({exc.strerror})"
+                f"{self.lock_file}: cannot lock the run folder ({exc.strerror or exc})"
             ) from None
-        if not _try_lock(file):
-            file.seek(0)
-            holder = file.read().strip() or "another process"
-            file.close()
-            raise UserError(
-                f"{path.parent}: the run folder is in use by {holder}; wait for it to finish "
-                "or stop it (Ctrl-C) before using the folder again"
-            )
+        claim = RunLock(self.lock_file)
         try:
-            same = os.fstat(file.fileno()).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            file.seek(0)
-            file.truncate()
-            file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
-            file.flush()
-            return file
-        file.close()
-    raise UserError(f"{path}: could not lock the run folder")
+            yield claim
+        finally:
+            if claim.claimed or not existed:
+                with contextlib.suppress(OSError):
+                    self.lock_file.unlink()  # while still held: no one waits on this inode
+            lock.release()
 
 
-def _try_lock(file: IO[str]) -> bool:
-    """A non-blocking exclusive lock on the whole file; False if another process holds it."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
+class RunLock:
+    """The held lock of a run folder; `claim()` records who holds it."""
 
+    def __init__(self, path: Path):
+        self.path, self.claimed = path, False
+
+    def claim(self) -> None:
+        """Write "process PID on HOST" into the lock file: the first change to the folder."""
+        if self.claimed:
+            return
+        # In place, on the locked inode (a rename would put an unlocked file at the path).
+        text = f"process {os.getpid()} on {socket.gethostname()}\n".encode()
+        flags = os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
         try:
-            msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
-        except OSError:
-            return False
-        return True
+            fd = os.open(self.path, flags)
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, text)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write the lock ({exc.strerror or exc})") from None
+        self.claimed = True
+
+
+def _alive(pid: int) -> bool:
     try:
-        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
+    except (PermissionError, OverflowError, OSError):
+        return True
     return True
+
+
+# ------------------------------------------------------------------ run folders, listed
+
+
+@dataclass
+class RunInfo:
+    """One run folder as the tables (runs, compare, sweep) show it."""
+
+    path: Path
+    config: Config
+    summary: Summary | None
+    status: str  # a stop reason, or running / incomplete
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def kind(self) -> str:
+        if self.summary is not None:
+            return self.summary.metric_kind
+        return TASKS[self.config.task].kind or "multiclass"
+
+    @property
+    def monitor(self) -> str:
+        """The dev metric that picks the run's best epoch."""
+        return self.config.train.early_stopping.monitor
+
+    def metric(self, split: str, name: str) -> float | None:
+        """A metric of the kept weights (test), of the best epoch's (dev), or of the last
+        epoch's (last_dev)."""
+        if self.summary is None:
+            return None
+        if split == "dev":
+            found = self.summary.best_dev()
+        elif split == "last_dev":
+            last = self.summary.last
+            found = (last.dev or {}) if last is not None else {}
+        else:
+            found = getattr(self.summary, split) or {}
+        value = found.get(name)
+        return None if value is None or math.isnan(value) else value
+
+    def flat_config(self) -> dict[str, Any]:
+        """The config as {dotted key: value}, without the keys its choices do not read."""
+        return flatten(config_data(self.config))
+
+    @property
+    def epochs(self) -> int | None:
+        return None if self.summary is None else self.summary.epochs_run
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.summary is None else self.summary.seconds
+
+    @property
+    def started(self) -> float:
+        """When the run began: the time in its folder name, else config.yaml's."""
+        stamp = STAMP.search(self.name)
+        if stamp:
+            try:
+                return time.mktime(time.strptime(stamp.group(1), "%Y%m%d-%H%M%S"))
+            except (ValueError, OverflowError):
+                pass
+        return (self.path / "config.yaml").stat().st_mtime
+
+
+def read_run(path: Path) -> RunInfo:
+    """A run folder's config, summary and status; UserError when it is not a run folder or
+    one of its files is damaged."""
+    folder = RunFolder(path)
+    config = folder.read_config()
+    summary = folder.read_summary()
+    if folder.holder() is not None:
+        status = "running"
+    elif summary is not None:
+        status = summary.stop_reason
+    else:
+        status = "incomplete"  # killed before it could write its summary
+    return RunInfo(folder.path, config, summary, status)
+
+
+def metric_names(kind: str) -> tuple[str, ...]:
+    return KIND_METRICS[kind]

@@ -40,8 +40,7 @@ def example_data(path: Path, folder: Path) -> list[str]:
     cfg = load_config(path)
     if cfg.task != "csv" or cfg.data.path is None:
         return []
-    from dlcourse.data.examples import EXAMPLES
-    from dlcourse.tools.make_data import make_example
+    from dlcourse.data.examples import EXAMPLES, make_example
 
     (name,) = [name for name, e in EXAMPLES.items() if e.file_name == Path(cfg.data.path).name]
     made = make_example(name, folder / EXAMPLES[name].file_name)

@@ -13,8 +13,8 @@ import pytest
 
 import dlcourse
 from dlcourse.errors import ConfigError, InterruptedRun, UserError
-from dlcourse.training.callbacks import Callback
-from dlcourse.training.records import Summary
+from dlcourse.runs import Summary
+from dlcourse.training.trainer import Callback
 from tests.conftest import REPO
 
 CHURN = REPO / "configs" / "churn_mlp.yaml"
@@ -160,7 +160,7 @@ def test_import_dlcourse_does_not_import_torch_and_the_cli_not_the_api() -> None
     training package (dlcourse.training) is imported."""
     code = (
         "import sys, dlcourse, dlcourse.cli; print('torch' in sys.modules, "
-        "'dlcourse.api' in sys.modules); import dlcourse.training.records; "
+        "'dlcourse.api' in sys.modules); import dlcourse.runs; "
         "print(sorted(dlcourse.__all__), dlcourse.train.__module__)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

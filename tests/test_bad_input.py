@@ -377,7 +377,7 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
 def test_unexpected_errors_exit_1_with_the_traceback_only_under_debug(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dlcourse.training import job as training
+    from dlcourse.app import training
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("something inside broke")

@@ -16,7 +16,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from dlcourse.config import load_config
 from dlcourse.errors import InterruptedRun
-from dlcourse.training import job
+from dlcourse.app import training as job
 from dlcourse.training import trainer as trainer_module
 from tests.conftest import REPO
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from dlcourse.config import validate_config
-from dlcourse.data import load_task_data, mnist, transactions
-from dlcourse.data.split import split_indices
+from dlcourse.data import load_task_data, mnist, split_indices, transactions
 from dlcourse.errors import UserError
 from tests.conftest import CHURN_HEADER, churn_rows, write_csv, write_idx
 

@@ -18,14 +18,13 @@ import torch
 from conftest import QUIET, REPO, write_tiny_mnist
 from typer.testing import CliRunner
 
+from dlcourse.app.distributed import KILL_ENV, torchrun_args, worker_args
 from dlcourse.cli import app
 from dlcourse.data import SplitData, TaskData
 from dlcourse.errors import UserError
 from dlcourse.training import device as device_module
 from dlcourse.training.checkpoint import load_checkpoint, save_checkpoint
 from dlcourse.training.distributed import backend_for, rank_device, shard, weights_fingerprint
-from dlcourse.training.distributed_job import KILL_ENV
-from dlcourse.training.launch import torchrun_args, worker_args
 from dlcourse.training.progress import epoch_order
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -20,10 +20,9 @@ from typer.testing import CliRunner
 
 from dlcourse.cli import app
 from dlcourse.errors import UserError
-from dlcourse.restore import open_run
 from dlcourse.tools.evaluate import evaluate_run, evaluate_split, most_confident_errors
-from dlcourse.training.checkpoint import load_checkpoint
-from dlcourse.training.export import load_weights, save_weights
+from dlcourse.tools.trained import open_run
+from dlcourse.training.checkpoint import load_checkpoint, load_weights, save_weights
 from tests.conftest import REPO
 from tests.trained_runs import last_row, summary, trained_run, training_files
 
@@ -55,8 +54,8 @@ def test_a_sampled_train_split_is_evaluated_on_the_same_sample(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dlcourse.config import validate_config
-    from dlcourse.training import evaluate as evaluation_module
-    from dlcourse.training import job
+    from dlcourse.training import metrics as evaluation_module
+    from dlcourse.app import training as job
 
     monkeypatch.setattr(evaluation_module, "TRAIN_SAMPLE", 50)  # of 180 training examples
     cfg = validate_config({"task": "transactions", "data": {"n_samples": 300},
@@ -274,7 +273,7 @@ def test_the_help_of_the_new_commands_does_not_import_torch() -> None:
 
 @pytest.mark.parametrize(
     "module", ["dlcourse.tools.evaluate", "dlcourse.tools.predict", "dlcourse.tools.report",
-               "dlcourse.training.export"],
+               "dlcourse.training.checkpoint"],
 )  # fmt: skip
 def test_each_tool_module_imports_in_a_fresh_interpreter(module: str) -> None:
     """An import cycle only shows when the module is the first one imported."""

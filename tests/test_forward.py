@@ -168,7 +168,7 @@ def test_typed_in_values_go_through_the_runs_standardization(churn_run) -> None:
 
 
 def test_a_data_example_is_the_one_training_saw(churn_run) -> None:
-    from dlcourse.restore import open_run
+    from dlcourse.tools.trained import open_run
 
     folder, data_dir = churn_run
     data = open_run(folder).load_data(data_dir)

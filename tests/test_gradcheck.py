@@ -16,7 +16,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from dlcourse.cli import app
-from dlcourse.models import activations
+from dlcourse import models as activations
 from dlcourse.tools.gradcheck import THRESHOLD, check_gradients, gradient_check, relative_error
 from tests.conftest import CONFIGS, REPO, config_id, example_data
 

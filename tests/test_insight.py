@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from dlcourse.cli import app
 from dlcourse.config import load_config
 from dlcourse.insight.probe import capture_activations, layer_stats
-from dlcourse.training import job as training
+from dlcourse.app import training
 from tests.conftest import REPO
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
@@ -263,7 +263,7 @@ def test_heat_maps_have_a_colour_bar_with_the_values() -> None:
 
 
 def test_output_layer_shows_probabilities_and_the_predicted_class() -> None:
-    from dlcourse.insight.visualize import output_figure, probabilities
+    from dlcourse.tools.visualize import output_figure, probabilities
 
     logits = torch.tensor([[0.0, 2.0], [1.0, -1.0]])
     p = 1 / (1 + math.exp(-2))  # softmax of (0, 2) and sigmoid of 2 are the same number
@@ -287,7 +287,7 @@ def test_output_layer_shows_probabilities_and_the_predicted_class() -> None:
 
 def test_dead_layers_are_flagged(mlp_run: Path) -> None:
     from dlcourse.insight.probe import LayerStats
-    from dlcourse.insight.visualize import LayerPicture, diagnoses
+    from dlcourse.tools.visualize import LayerPicture, diagnoses
 
     dead = LayerStats((8,), 0.0, 0.0, 1.0, dead=0.75, saturated=None)
     lines = diagnoses([LayerPicture("fc1_relu", Path("x.png"), torch.zeros(3, 1, 1), dead)])

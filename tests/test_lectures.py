@@ -15,9 +15,9 @@ from dlcourse.cli import app
 from dlcourse.config import validate_config
 from dlcourse.data import SplitData, TaskData, load_task_data
 from dlcourse.errors import DivergedError, UserError
+from dlcourse.insight.warnings import identical_layers
 from dlcourse.models import build_model, count_parameters
-from dlcourse.training import job
-from dlcourse.training.symmetry import identical_layers
+from dlcourse.app import training as job
 from dlcourse.training.trainer import Trainer
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
@@ -91,7 +91,7 @@ def test_a_constant_initialization_keeps_every_hidden_unit_identical(
 ) -> None:
     config = {**SYMMETRIC, "model": {**SYMMETRIC["model"], **init}}
     result, output = train(config, tmp_path, tmp_path)
-    from dlcourse.restore import open_run
+    from dlcourse.tools.trained import open_run
 
     model = open_run(result.folder.path).model
     assert identical_layers(model) == [("fc1", 8), ("fc2", 4)]
@@ -106,7 +106,7 @@ def test_a_constant_initialization_keeps_every_hidden_unit_identical(
 
 def test_a_random_initialization_breaks_the_symmetry(tmp_path: Path) -> None:
     result, output = train(SYMMETRIC, tmp_path, tmp_path)
-    from dlcourse.restore import open_run
+    from dlcourse.tools.trained import open_run
 
     assert identical_layers(open_run(result.folder.path).model) == []
     assert "symmetry" not in output
@@ -132,7 +132,7 @@ def test_mnist_without_conv_blocks_is_an_mlp_on_the_pixels(
 ) -> None:
     config = {"task": "mnist", "model": {"conv": [], "hidden": [32]}, "train": {"epochs": 6}}
     result, _ = train(config, tiny_mnist_dir, tmp_path)
-    from dlcourse.restore import open_run
+    from dlcourse.tools.trained import open_run
 
     model = open_run(result.folder.path).model
     assert [name for name, _ in model.named_children()] == ["flatten", "fc1", "fc1_relu", "out"]
@@ -258,8 +258,8 @@ def test_forward_shows_the_perceptrons_step(tiny_churn_dir: Path, tmp_path: Path
 
 
 def test_every_learning_rule_with_its_own_loss_is_an_optimizer() -> None:
-    from dlcourse.training.metrics import RULE_LOSSES
-    from dlcourse.training.optim import OPTIMIZERS
+    from dlcourse.training.losses import RULE_LOSSES
+    from dlcourse.training.optimizers import OPTIMIZERS
 
     assert set(RULE_LOSSES) <= set(OPTIMIZERS)
     assert OPTIMIZERS["perceptron"][0] is OPTIMIZERS["sgd"][0]  # the rule's step is plain SGD

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from dlcourse.cli import app
 from dlcourse.config import load_config
-from dlcourse.tools.lr_find import lr_find, lr_schedule, regions, smooth
+from dlcourse.tools.lr_find import lr_schedule, regions, smooth
+from dlcourse.app.training import lr_find
 from tests.conftest import REPO
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})

@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from dlcourse.config import Model, validate_config
-from dlcourse.config.model import ActivationName
-from dlcourse.models import build_model, count_parameters
-from dlcourse.models.activations import ACTIVATIONS, build_activation
+from dlcourse.config.sections import ActivationName
+from dlcourse.models import ACTIVATIONS, build_activation, build_model, count_parameters
 
 
 def mlp(hidden: list[int], activation: str = "relu", **extra: object) -> nn.Sequential:
@@ -59,12 +58,13 @@ def test_any_kernel_and_pool_give_consistent_shapes(kernel: int, pool: str) -> N
 
 def test_every_configurable_name_has_an_implementation() -> None:
     from dlcourse.config.applies import OPTIONS
-    from dlcourse.config.model import InitName
-    from dlcourse.config.training import OptimizerName, ScheduleName
-    from dlcourse.models.init import INITS
+    from dlcourse.config.sections import InitName, OptimizerName, ScheduleName
+    from dlcourse.models import INITS
     from dlcourse.tasks import KIND_METRICS, TASKS, data_module
-    from dlcourse.training.metrics import LOSSES, PREDICTIONS
-    from dlcourse.training.optim import OPTIMIZERS, SCHEDULES
+    from dlcourse.training.losses import LOSSES
+    from dlcourse.training.metrics import PREDICTIONS
+    from dlcourse.training.optimizers import OPTIMIZERS
+    from dlcourse.training.schedules import SCHEDULES
 
     assert set(ACTIVATIONS) == set(get_args(ActivationName))
     assert set(OPTIMIZERS) == set(get_args(OptimizerName))

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from dlcourse.config import Optim, validate_config
-from dlcourse.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
-from dlcourse.training.optimizers import Optimizer, Step
+from dlcourse.training.optimizers import OPTIMIZERS, Optimizer, Step, build_optimizer
+from dlcourse.training.schedules import SCHEDULES, build_scheduler
 from tests.conftest import REPO
 
 SHAPES = [(3,), (4, 5), (2, 3, 3, 3), (1,)]
@@ -445,7 +445,7 @@ except SystemExit as exit:
     assert not exit.code, exit.code
 import torch
 from dlcourse.config import validate_config
-from dlcourse.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from dlcourse.training.optimizers import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 for name in set(OPTIMIZERS) - {"perceptron"}:  # every optimizer and schedule, stepped
     for schedule in SCHEDULES:
         config = {"task": "churn", "optim": {"name": name, "schedule": {"name": schedule}}}
@@ -485,7 +485,7 @@ def test_a_training_run_never_imports_torch_dynamo(tmp_path: Path) -> None:
 
 def test_config_show_gives_the_chosen_optimizers_formula() -> None:
     from dlcourse.config import describe_config
-    from dlcourse.config.training import OPTIMIZER_FORMULAS, SCHEDULE_FORMULAS
+    from dlcourse.config.sections import OPTIMIZER_FORMULAS, SCHEDULE_FORMULAS
 
     assert set(OPTIMIZER_FORMULAS) == set(OPTIMIZERS)
     assert set(SCHEDULE_FORMULAS) == set(SCHEDULES)

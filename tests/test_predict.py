@@ -16,11 +16,10 @@ from typer.testing import CliRunner
 
 from dlcourse.cli import app
 from dlcourse.data.mnist import load_mnist, normalize_images
-from dlcourse.restore import open_run
-from dlcourse.tools.digits import mnist_digit
 from dlcourse.tools.evaluate import evaluate_run
-from dlcourse.tools.inference import run_model
+from dlcourse.tools.inputs import mnist_digit
 from dlcourse.tools.predict import predict
+from dlcourse.tools.trained import open_run
 from tests.trained_runs import summary, trained_run
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
@@ -257,7 +256,7 @@ def test_real_mnist_test_digits_saved_as_pictures_are_read_right(
     from rich.console import Console
 
     from dlcourse.config import load_config
-    from dlcourse.training import job
+    from dlcourse.app import training as job
 
     cfg = load_config(
         Path(__file__).parent.parent / "configs" / "mnist_cnn.yaml",
@@ -268,7 +267,7 @@ def test_real_mnist_test_digits_saved_as_pictures_are_read_right(
                     console=Console(file=io.StringIO())).folder.path  # fmt: skip
     images, labels = load_mnist(real_data_dir, "test")
     opened = open_run(run)
-    outputs = run_model(opened, normalize_images(images, opened.info.preprocess))
+    outputs = opened.outputs(normalize_images(images, opened.info.preprocess))
     sure = torch.softmax(outputs, 1).max(1).values > 0.9
     right = outputs.argmax(1) == labels
     # the first three test digits of each class that the model reads right, and surely
@@ -295,6 +294,6 @@ def test_real_mnist_test_digits_saved_as_pictures_are_read_right(
     pairs = zip(found.inputs.names, found.predicted, expected, strict=True)
     assert [name for name, predicted, label in pairs if predicted != label] == []
     raw = torch.stack([((1 - images[i].float() / 255) * 255).to(torch.uint8) for i in chosen])
-    untreated = run_model(opened, normalize_images(raw, opened.info.preprocess)).argmax(1)
+    untreated = opened.outputs(normalize_images(raw, opened.info.preprocess)).argmax(1)
     # every treated picture is right; untreated, half are wrong (0.5 right when measured)
     assert float((untreated == labels[chosen]).float().mean()) < 0.8

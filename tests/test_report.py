@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from dlcourse.cli import app
 from dlcourse.data.tabular import Table, TabularEncoder
-from dlcourse.tools.report_results import table_columns
-from dlcourse.training.console import format_metric
+from dlcourse.insight.console import format_metric
+from dlcourse.tools.report import table_columns
 from tests.trained_runs import last_row, summary, trained_run, training_files
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})

@@ -29,11 +29,11 @@ def test_no_source_file_is_ignored_by_git() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["dlcourse.restore", "dlcourse.insight.visualize", "dlcourse.training.job",
+    ["dlcourse.tools.trained", "dlcourse.tools.visualize", "dlcourse.app.training",
      "dlcourse.training.resume", "dlcourse.runs", "dlcourse.data", "dlcourse.training.trainer",
-     "dlcourse.insight.logger", "dlcourse.insight.warnings", "dlcourse.training.kept",
-     "dlcourse.tools.diagnose", "dlcourse.tools.lr_find", "dlcourse.tools.sweep",
-     "dlcourse.tools.compare", "dlcourse.tools.runs_list", "dlcourse.tools.overfit_batch",
+     "dlcourse.insight.tensorboard", "dlcourse.insight.warnings", "dlcourse.training.kept",
+     "dlcourse.tools.diagnose", "dlcourse.tools.lr_find", "dlcourse.app.sweep",
+     "dlcourse.tools.compare", "dlcourse.tools.compare", "dlcourse.tools.overfit_batch",
      "dlcourse.api"],
 )  # fmt: skip
 def test_each_entry_module_imports_in_a_fresh_interpreter(module: str) -> None:

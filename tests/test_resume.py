@@ -21,11 +21,10 @@ from dlcourse.data import load_task_data
 from dlcourse.errors import InterruptedRun, UserError
 from dlcourse.fileio import write_json_atomic
 from dlcourse.models import build_model
-from dlcourse.training import job as training
-from dlcourse.training import state as state_module
+from dlcourse.app import training
+from dlcourse.training import trainer as state_module
 from dlcourse.training import trainer as trainer_module
-from dlcourse.training.checkpoint import load_checkpoint, save_checkpoint
-from dlcourse.training.state import TrainingState, checked
+from dlcourse.training.checkpoint import TrainingState, checked, load_checkpoint, save_checkpoint
 from tests.conftest import REPO, write_tiny_mnist
 
 # Dropout, shuffling, augmentation and batch norm: every kind of state a resume must restore.

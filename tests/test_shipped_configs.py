@@ -19,10 +19,10 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
+from dlcourse.app.sweep import read_sweep_file, resolve, run_sweep
 from dlcourse.cli import app
 from dlcourse.config import load_config
-from dlcourse.tools.sweep import read_sweep_file, resolve, run_sweep
-from dlcourse.training import job
+from dlcourse.app import training as job
 from tests.conftest import CONFIGS, SWEEPS, config_id, example_data
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})

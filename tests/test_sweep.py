@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from dlcourse.cli import app
-from dlcourse.errors import UserError
-from dlcourse.runs import RunFolder
-from dlcourse.tools.sweep import (
+from dlcourse.app.sweep import (
     SweepSpec,
     combinations,
     parse_grid,
     read_sweep_file,
     split_values,
 )
+from dlcourse.cli import app
+from dlcourse.errors import UserError
+from dlcourse.runs import RunFolder
 from tests.conftest import REPO
 
 runner = CliRunner(env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})

@@ -16,13 +16,11 @@ from dlcourse.config import validate_config
 from dlcourse.data import SplitData, TaskData
 from dlcourse.errors import UserError
 from dlcourse.models import build_model
-from dlcourse.training import job as training
-from dlcourse.training.callbacks import Callback
+from dlcourse.app import training
 from dlcourse.training.checkpoint import load_checkpoint
-from dlcourse.training.early_stopping import EarlyStopping
+from dlcourse.training.losses import penalty, weight_parameters
 from dlcourse.training.metrics import binary_metrics, confusion_matrix, regression_metrics, roc_auc
-from dlcourse.training.regularization import penalty, weight_parameters
-from dlcourse.training.trainer import Trainer
+from dlcourse.training.trainer import Callback, EarlyStopping, Trainer
 
 QUIET = {"logging": {"tensorboard": False, "progress": False}}
 
@@ -60,7 +58,7 @@ def test_l1_penalty_is_lambda_over_2m_times_sum_of_absolutes() -> None:
 
 @pytest.mark.parametrize(("l2", "l1"), [(0.5, 0.0), (0.0, 0.5), (0.3, 0.7)])
 def test_penalty_gradients_are_autograds_of_the_penalty(l2: float, l1: float) -> None:
-    from dlcourse.training.regularization import add_penalty_gradients
+    from dlcourse.training.losses import add_penalty_gradients
 
     by_hand, by_autograd = two_by_two(), two_by_two()
     for layer in (by_hand, by_autograd):
@@ -106,7 +104,7 @@ def test_regression_metrics_known_values() -> None:
 
 
 def test_losses_known_values() -> None:
-    from dlcourse.training.metrics import loss_function
+    from dlcourse.training.losses import loss_function
 
     logits, targets = torch.tensor([[0.0], [2.0]]), torch.tensor([1.0, 0.0])
     # -log(sigmoid(0)) = log 2 for the positive, -log(1 - sigmoid(2)) = log(1 + e^2) for the other
@@ -254,7 +252,7 @@ def test_an_undefined_monitor_value_still_gives_a_best_epoch() -> None:
 def test_regularized_run_logs_the_penalty_separately() -> None:
     """Each epoch row carries lambda2/(2m) sum W^2 + lambda1/(2m) sum |W| of the epoch's final
     weights, by hand, apart from the data loss."""
-    from dlcourse.training.callbacks import Callback
+    from dlcourse.training.trainer import Callback
 
     class Weights(Callback):
         def __init__(self) -> None:
@@ -289,10 +287,10 @@ def test_regularized_run_logs_the_penalty_separately() -> None:
 
 
 def test_final_train_metrics_measure_a_fixed_sample_of_a_large_split() -> None:
-    from dlcourse.training.console import summary_table
-    from dlcourse.training.evaluate import TRAIN_SAMPLE, evaluate, final_metrics, train_sample
-    from dlcourse.training.metrics import loss_function
-    from dlcourse.training.records import Summary
+    from dlcourse.insight.console import summary_table
+    from dlcourse.runs import Summary
+    from dlcourse.training.losses import loss_function
+    from dlcourse.training.metrics import TRAIN_SAMPLE, evaluate, final_metrics, train_sample
 
     generator = torch.Generator().manual_seed(0)
     n = TRAIN_SAMPLE + 5_000
@@ -324,7 +322,7 @@ def test_final_train_metrics_measure_a_fixed_sample_of_a_large_split() -> None:
 
 
 def test_small_mlps_train_on_one_thread_and_the_caller_keeps_its_own(tmp_path: Path) -> None:
-    from dlcourse.training.threads import SMALL_MODEL, threads_for
+    from dlcourse.training.device import SMALL_MODEL, threads_for
 
     mlp = validate_config({"task": "transactions"})
     assert threads_for(mlp, build_model(mlp.model, (2,), 1)) == 1

@@ -14,15 +14,11 @@ from typer.testing import CliRunner
 
 from dlcourse.cli import app
 from dlcourse.config import load_config
-from dlcourse.insight.warnings import (
-    know_nothing_loss,
-    overfit_warning,
-    same_prediction,
-    vanishing_warning,
-)
+from dlcourse.insight.warnings import overfit_warning, same_prediction, vanishing_warning
 from dlcourse.models import build_model
-from dlcourse.training import job
-from dlcourse.training.metrics import loss_function
+from dlcourse.app import training as job
+from dlcourse.training.losses import know_nothing_loss
+from dlcourse.training.losses import loss_function
 from tests.conftest import REPO
 
 runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})

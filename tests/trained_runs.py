@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from dlcourse.config import load_config
-from dlcourse.training import job
+from dlcourse.app import training as job
 from tests.conftest import CHURN_HEADER, churn_rows, write_csv, write_tiny_mnist
 
 # task -> (config, overrides); data: the tiny data sets of conftest

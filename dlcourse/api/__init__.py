@@ -10,8 +10,7 @@ are dlcourse's exceptions (errors.py: ConfigError naming the key, UserError, ...
 never turned into an exit code.
 """
 
-from dlcourse.api.comparison import Comparison, compare
-from dlcourse.api.experiments import lr_find, sweep
+from dlcourse.api.experiments import Comparison, compare, lr_find, sweep
 from dlcourse.api.run import History, Run, open_run, train
 
 __all__ = ["Comparison", "History", "Run", "compare", "lr_find", "open_run", "sweep", "train"]

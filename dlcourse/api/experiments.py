@@ -7,12 +7,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlcourse.api.comparison import Comparison
 from dlcourse.api.run import Overrides, notebook_console, override_strings, show_progress
 from dlcourse.fileio import resolve_data_dir
 
 if TYPE_CHECKING:
     from dlcourse.tools.lr_find import LrFindResult
+
+from dlcourse.api.run import Run, html_table
+from dlcourse.tools import compare as compare_tool
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def sweep(
@@ -29,7 +34,7 @@ def sweep(
     """`dlcourse sweep`: train every combination of `grid` ({"optim.lr": [0.001, 0.01]}) of a
     training config, or of a sweep file (*.sweep.yaml) and `grid`, each as its own run in the
     sweep folder (runs finished before are kept), and compare them, best first."""
-    from dlcourse.tools.sweep import SWEEP_SUFFIX, SweepSpec, read_sweep_file, run_sweep
+    from dlcourse.app.sweep import SWEEP_SUFFIX, SweepSpec, read_sweep_file, run_sweep
 
     path = Path(config)
     if path.name.endswith(SWEEP_SUFFIX):
@@ -63,8 +68,8 @@ def lr_find(
 ) -> LrFindResult:
     """`dlcourse lr-find`: the learning-rate range test; `.suggested`, the regions
     (`.too_small`, `.lowest`), the losses per lr, and `.out` with lr_find.png and .csv."""
+    from dlcourse.app.training import lr_find as range_test
     from dlcourse.config import load_config
-    from dlcourse.tools.lr_find import lr_find as range_test
 
     cfg = load_config(Path(config), override_strings(set))
     return range_test(
@@ -72,3 +77,43 @@ def lr_find(
         runs_dir=Path(runs_dir), console=notebook_console(quiet), start=start, end=end,
         steps=steps, out=Path(out) if out is not None else None,
     )  # fmt: skip
+
+
+# ------------------------------------------------------------------ from comparison.py
+
+
+class Comparison:
+    """Runs side by side: what differs in their configs and what it gave, best run first.
+
+    `table` has a dict per run; `figure` (compare.png) and `csv` (compare.csv) are the files
+    written as by the command; `plot()` draws the loss curves again, for a notebook.
+    """
+
+    def __init__(self, result: compare_tool.Comparison):
+        self.result = result
+        self.figure = result.figure
+        self.csv = result.table
+
+    @property
+    def table(self) -> list[dict[str, Any]]:
+        """A dict per run: the differing config keys, best/last dev and test metrics, epochs,
+        seconds, status and the run folder."""
+        return compare_tool.table_rows(self.result)
+
+    def plot(self) -> Figure:
+        """Train and dev loss per epoch, one colour per run (the picture of compare.png)."""
+        return compare_tool.curves_figure(self.result)
+
+    def __repr__(self) -> str:
+        return f"<dlcourse.Comparison of {len(self.result.rows)} runs, table in {self.csv}>"
+
+    def _repr_html_(self) -> str:
+        rows = self.table
+        return html_table(list(rows[0]), [list(row.values()) for row in rows])
+
+
+def compare(runs: Sequence[Run | str | Path], *, out: str | Path | None = None) -> Comparison:
+    """`dlcourse compare`: compare.csv and compare.png into `out` (default: the folder that
+    holds the runs), and the table as a Comparison."""
+    paths = [run.path if isinstance(run, Run) else Path(run) for run in runs]
+    return Comparison(compare_tool.compare_runs(paths, out=Path(out) if out else None))

@@ -17,24 +17,24 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from dlcourse.api.display import metrics_html, run_line
 from dlcourse.config import Config, apply_overrides, load_config, validate_config
 from dlcourse.errors import InterruptedRun, UserError
 from dlcourse.fileio import resolve_data_dir
-from dlcourse.runs import RunFolder
-from dlcourse.tools.runinfo import MAIN_METRIC, read_summary, summary_kind
-from dlcourse.training.records import Summary
+from dlcourse.runs import MAIN_METRIC, RunFolder, Summary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from pandas import DataFrame
 
-    from dlcourse.insight.visualize import LayerPicture
     from dlcourse.tools.diagnose import Diagnosis
     from dlcourse.tools.evaluate import Evaluation
     from dlcourse.tools.forward import ForwardResult
     from dlcourse.tools.predict import Predictions
-    from dlcourse.training.callbacks import Callback
+    from dlcourse.tools.visualize import LayerPicture
+    from dlcourse.training.trainer import Callback
+from html import escape
+
+from dlcourse.insight.console import format_metric
 
 ConfigSource = str | Path | Mapping[str, Any]
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -78,33 +78,29 @@ class Run:
     @property
     def summary(self) -> Summary | None:
         """summary.json, typed; None while a first training session has not ended."""
-        data = read_summary(self.path)
-        if data is None:
-            return None
-        try:
-            return Summary.from_json(data)
-        except TypeError:
-            raise UserError(f"{self.path / 'summary.json'}: not a dlcourse summary") from None
+        return RunFolder(self.path).read_summary()
 
     @property
     def history(self) -> History:
         """The epoch rows of metrics.jsonl."""
-        return History(RunFolder(self.path).read_metrics())
+        return History(row.to_json() for row in RunFolder(self.path).read_metrics())
 
     def plot(self, metrics: Sequence[str] | None = None) -> Figure:
         """Train and dev curves per epoch, a panel per metric (default: the loss and the task's
         main metric, accuracy or R^2), the best epoch marked. A notebook displays it."""
-        from dlcourse.insight.plots import curves_figure
+        from dlcourse.insight.figures import curves_figure
 
         summary = self.summary
         if metrics is None:
-            kind = summary_kind(summary.to_json()) if summary else self.config.task
+            kind = summary.metric_kind if summary else self.config.task
             metrics = ["loss", MAIN_METRIC.get(kind, "accuracy")]
-        return curves_figure(self.history, list(metrics), summary.best_epoch if summary else 0)
+        rows = RunFolder(self.path).read_metrics()
+        return curves_figure(rows, list(metrics), summary.weights_epoch if summary else 0)
 
-    def evaluate(self, split: str = "test", checkpoint: str = "best") -> Evaluation:
-        """`dlcourse evaluate`: the metrics of the best (or last) weights on a split (as in
-        summary.json), the confusion matrix or predictions, the figures written to the run."""
+    def evaluate(self, split: str = "test", checkpoint: str = "kept") -> Evaluation:
+        """`dlcourse evaluate`: the metrics of the kept (or best, or last) weights on a split
+        (as in summary.json), the confusion matrix or predictions, the figures written to the
+        run."""
         from dlcourse.tools.evaluate import evaluate_run
 
         return evaluate_run(self.path, data_dir=self.data_dir, split=split, checkpoint=checkpoint)
@@ -117,7 +113,7 @@ class Run:
         return diagnose_run(self.path, baseline_error)
 
     def predict(self, inputs: str | Path | Mapping[str, Any]) -> Predictions:
-        """`dlcourse predict` with the best weights: a picture of a digit or a folder of them
+        """`dlcourse predict` with the kept weights: a picture of a digit or a folder of them
         (image models), a CSV file, or one row as {column: value} (table models)."""
         from dlcourse.tools.predict import predict
 
@@ -131,7 +127,7 @@ class Run:
         *,
         target: str | None = None,
         backward: bool = False,
-        checkpoint: str = "best",
+        checkpoint: str = "kept",
     ) -> ForwardResult:
         """`dlcourse forward`: one example through every layer. `inputs` is {name: value}, or
         what --input takes: "test=3", a CSV row of the inputs, an image file."""
@@ -144,11 +140,11 @@ class Run:
                        backward=backward, checkpoint=checkpoint)  # fmt: skip
 
     def visualize_activations(
-        self, split: str = "test", indices: Sequence[int] | None = None, checkpoint: str = "best"
+        self, split: str = "test", indices: Sequence[int] | None = None, checkpoint: str = "kept"
     ) -> list[LayerPicture]:
         """`dlcourse visualize-activations`: a PNG per layer in <run>/activations/ (each
         LayerPicture has its path), the layer statistics and the predictions printed."""
-        from dlcourse.insight.visualize import visualize_run
+        from dlcourse.tools.visualize import visualize_run
 
         return visualize_run(self.path, data_dir=self.data_dir, console=Console(),
                              checkpoint=checkpoint, split=split,
@@ -171,7 +167,7 @@ class Run:
     ) -> Run:
         """`dlcourse train --resume`: continue an interrupted run, or extend a finished one to
         `epochs` epochs; returns this run."""
-        from dlcourse.training.job import resume
+        from dlcourse.app.training import resume
 
         overrides = [] if epochs is None else [f"train.epochs={epochs}"]
         console = notebook_console(quiet)
@@ -206,7 +202,7 @@ def train(
     Raises ConfigError (naming each bad key), UserError, DivergedError, or InterruptedRun
     (interrupted: the run is saved, `dlcourse.open_run(path).resume()` continues it).
     """
-    from dlcourse.training.job import train as train_job
+    from dlcourse.app.training import train as train_job
 
     console = notebook_console(quiet)
     overrides = [
@@ -271,3 +267,49 @@ def python_resume_hint() -> Iterator[None]:
             raise
         hint = f"In Python: dlcourse.open_run({str(exc.path)!r}).resume()"
         raise InterruptedRun(f"{exc}\n{hint}", exc.path) from None
+
+
+# ------------------------------------------------------------------ from display.py
+
+SPLITS = ("train", "dev", "test")
+
+
+def run_line(path: Path, summary: Summary | None) -> str:
+    """The run's folder, task, how it ended and its test metrics, in one line."""
+    if summary is None:
+        return f"{path} (no summary.json yet)"
+    line = f"{path}: {summary.task}, {summary.stop_reason} after {summary.epochs_run} epochs"
+    if summary.test:
+        metrics = ", ".join(f"{k} {format_metric(k, v)}" for k, v in summary.test.items())
+        line += f"; test {metrics}"
+    return line
+
+
+def metrics_html(summary: Summary) -> str:
+    """How the run ended, and a table of the kept weights' metrics: a row per split."""
+    splits = {name: getattr(summary, name) for name in SPLITS if getattr(summary, name)}
+    names = list(next(iter(splits.values()), {}))
+    rows = [[split, *(format_metric(k, metrics.get(k)) for k in names)]
+            for split, metrics in splits.items()]  # fmt: skip
+    caption = (
+        f"{summary.task}: {summary.stop_reason} after {summary.epochs_run} epochs, "
+        f"{summary.kept} weights (epoch {summary.best_epoch} is the best), {summary.seconds:g} s"
+    )
+    return html_table(["split", *names], rows, caption)
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "") -> str:
+    """A plain HTML table, every cell escaped."""
+    head = "".join(f"<th>{escape(str(cell))}</th>" for cell in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(cell_text(cell))}</td>" for cell in row) + "</tr>"
+        for row in rows
+    )
+    title = f"<caption>{escape(caption)}</caption>" if caption else ""
+    return f"<table>{title}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def cell_text(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

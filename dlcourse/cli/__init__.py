@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dlcourse.cli import configs, datasets, experiments, inspecting, numbers, training, using
+from dlcourse.cli import experiments, inspection, results, setup, training
 from dlcourse.cli.common import DEBUG
 
 app = typer.Typer(
@@ -30,21 +30,21 @@ data_app = typer.Typer(help="Example data sets, generated.", no_args_is_help=Tru
 app.add_typer(data_app, name="data")
 
 app.command("train")(training.train)
-app.command("visualize-activations")(inspecting.visualize_activations)
-app.command("evaluate")(using.evaluate)
-app.command("predict")(using.predict)
-app.command("report")(using.report)
-app.command("forward")(numbers.forward)
-app.command("weights")(numbers.weights)
-app.command("gradcheck")(numbers.gradcheck)
+app.command("visualize-activations")(inspection.visualize_activations)
+app.command("forward")(inspection.forward)
+app.command("weights")(inspection.weights)
+app.command("gradcheck")(inspection.gradcheck)
+app.command("evaluate")(results.evaluate)
+app.command("predict")(results.predict)
+app.command("report")(results.report)
 app.command("diagnose")(experiments.diagnose)
 app.command("lr-find")(experiments.lr_find)
 app.command("sweep")(experiments.sweep)
 app.command("compare")(experiments.compare)
 app.command("runs")(experiments.runs)
-config_app.command("validate")(configs.validate)
-config_app.command("show")(configs.show)
-data_app.command("make")(datasets.make)
+config_app.command("validate")(setup.validate)
+config_app.command("show")(setup.show)
+data_app.command("make")(setup.make)
 
 
 @app.callback()

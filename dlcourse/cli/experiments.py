@@ -84,8 +84,8 @@ def lr_find(
     data_dir: DataDirOption = None,
 ) -> None:
     """The learning-rate range test: the loss as the lr grows exponentially, and the lr to use."""
+    from dlcourse.app.training import lr_find as find
     from dlcourse.config import load_config
-    from dlcourse.tools.lr_find import lr_find as find
 
     cfg = load_config(config, set_ or [])
     result = find(
@@ -132,7 +132,7 @@ def sweep(
     data_dir: DataDirOption = None,
 ) -> None:
     """Train every combination of the grid as its own run, then compare them (best first)."""
-    from dlcourse.tools.sweep import SWEEP_SUFFIX, SweepSpec, parse_grid, read_sweep_file, run_sweep
+    from dlcourse.app.sweep import SWEEP_SUFFIX, SweepSpec, parse_grid, read_sweep_file, run_sweep
 
     if config.name.endswith(SWEEP_SUFFIX):
         spec = read_sweep_file(config)
@@ -173,8 +173,8 @@ def compare(
 def comparison_table(comparison: Comparison) -> Table:
     from rich.table import Table
 
+    from dlcourse.insight.console import format_metric
     from dlcourse.tools.compare import short_names
-    from dlcourse.training.console import format_metric
 
     table = Table()
     names = list(short_names(comparison.keys).values())
@@ -218,12 +218,10 @@ def runs(
     """List the run folders: name, task, date, epochs, best dev, test, status."""
     from rich.table import Table
 
-    from dlcourse.tools.runs_list import list_runs
-    from dlcourse.training.console import format_metric
+    from dlcourse.insight.console import format_metric
+    from dlcourse.tools.compare import list_runs
 
     found = list_runs(runs_dir, sort)
-    for problem in found.problems:
-        typer.echo(f"skipped: {problem}", err=True)
     if as_json:
         typer.echo(json.dumps([row.to_json() for row in found.rows], indent=2))
         return
@@ -236,4 +234,7 @@ def runs(
             f"{row.dev_metric} {format_metric(row.dev_metric, row.dev)}",
             f"{row.test_metric} {format_metric(row.test_metric, row.test)}", row.status,
         )  # fmt: skip
-    console().print(table)
+    out = console()
+    out.print(table)
+    for problem in found.problems:
+        out.print(f"damaged: {problem}", highlight=False, markup=False)

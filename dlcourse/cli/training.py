@@ -86,7 +86,7 @@ def train(
             raise UserError("--nproc cannot be used with --overfit-batch")
         if config is not None and resume is None:
             load_config(config, list(set_ or []))  # a bad config is reported before the launch
-        from dlcourse.training.launch import worker_args
+        from dlcourse.app.distributed import worker_args
 
         args = worker_args(
             config=config, sets=list(set_ or []), name=name, runs_dir=runs_dir,
@@ -129,19 +129,19 @@ def job_function(name: str) -> Any:
     from dlcourse.training.distributed import launched
 
     if not launched():
-        from dlcourse.training import job
+        from dlcourse.app import training
 
-        return getattr(job, name)
-    from dlcourse.training import distributed_job
+        return getattr(training, name)
+    from dlcourse.app import distributed
 
-    return getattr(distributed_job, f"{name}_worker")
+    return getattr(distributed, f"{name}_worker")
 
 
 def launch_workers(nproc: int, args: list[str]) -> None:
     """`--nproc N`: `dlcourse ARGS` in N processes through torchrun; exit with their code."""
+    from dlcourse.app.distributed import launch
     from dlcourse.errors import UserError
     from dlcourse.training.distributed import launched
-    from dlcourse.training.launch import launch
 
     if launched():
         raise UserError("--nproc: this process was started by torchrun already")
@@ -149,7 +149,7 @@ def launch_workers(nproc: int, args: list[str]) -> None:
 
 
 def check_overfit_batch(cfg: Config, data_dir: Path) -> None:
-    from dlcourse.tools.overfit_batch import ZERO, overfit_batch
+    from dlcourse.app.training import ZERO, overfit_batch
 
     result = overfit_batch(cfg, data_dir=data_dir, console=console())
     steps = len(result.losses) - 1

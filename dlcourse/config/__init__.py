@@ -17,10 +17,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dlcourse.config.data import Augment, Data, Split
 from dlcourse.config.messages import Lines, describe_errors
-from dlcourse.config.model import ConvBlock, Model
 from dlcourse.config.schema import Config
+from dlcourse.config.sections import Augment, ConvBlock, Data, Model, Optim, Schedule, Split, Train
 from dlcourse.config.show import (
     config_data,
     config_diff,
@@ -30,7 +29,6 @@ from dlcourse.config.show import (
     flatten,
 )
 from dlcourse.config.source import apply_overrides, parse_config, read_config_file
-from dlcourse.config.training import Optim, Schedule, Train
 from dlcourse.errors import ConfigError
 
 __all__ = [

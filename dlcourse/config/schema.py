@@ -16,11 +16,17 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, TypeAdapter, field_validator, model_validator
 
 from dlcourse.config.applies import OPTIONS, lookup, misapplied
-from dlcourse.config.base import Section
-from dlcourse.config.data import Data, Split
 from dlcourse.config.messages import choice_error
-from dlcourse.config.model import Model
-from dlcourse.config.training import Logging, Optim, Regularization, Train
+from dlcourse.config.sections import (
+    Data,
+    Logging,
+    Model,
+    Optim,
+    Regularization,
+    Section,
+    Split,
+    Train,
+)
 from dlcourse.tasks import TASKS
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*", re.ASCII)

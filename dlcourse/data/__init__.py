@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from dlcourse.config import Config
-from dlcourse.data.split import SPLITS, split_indices
 from dlcourse.errors import UserError
 from dlcourse.tasks import data_module
 
@@ -50,6 +49,10 @@ class TaskData:
         }
         return replace(self, splits=moved)
 
+    def in_target_units(self, values: torch.Tensor) -> torch.Tensor:
+        """Regression values (N,) as the model sees them, in the target's own units."""
+        return in_target_units(values, self.preprocess)
+
     def info(self) -> dict[str, Any]:
         """What a checkpoint keeps of the data (state.DataInfo): shapes, names, preprocessing."""
         return {
@@ -61,6 +64,21 @@ class TaskData:
             "class_names": self.class_names,
             "preprocess": self.preprocess,
         }
+
+
+def target_scale(preprocess: dict[str, Any]) -> tuple[float, float]:
+    """(mean, std) that standardized a regression target for training (csv.py keeps them in
+    the preprocessing as `target: {mean, std}`); (0, 1) where it was not standardized."""
+    target = preprocess.get("target")
+    if isinstance(target, dict) and "mean" in target and "std" in target:
+        return float(target["mean"]), float(target["std"])
+    return 0.0, 1.0
+
+
+def in_target_units(values: torch.Tensor, preprocess: dict[str, Any]) -> torch.Tensor:
+    """Regression values (N,), outputs or targets as the model saw them, in the target's units."""
+    mean, std = target_scale(preprocess)
+    return values * std + mean
 
 
 def load_task_data(cfg: Config, data_dir: Path, saved: dict[str, Any] | None = None) -> TaskData:
@@ -92,3 +110,56 @@ def split_rows(
                 f"the data now has {n}; the data changed since the run was trained"
             )
     return rows
+
+
+# ------------------------------------------------------------------ from split.py
+
+SPLITS = ("train", "dev", "test")
+
+
+def split_indices(
+    n: int,
+    fractions: dict[str, float],
+    seed: int,
+    labels: torch.Tensor | None = None,
+    source: str = "the data",
+) -> dict[str, torch.Tensor]:
+    """Divide range(n) into splits of the given fractions; each split's indices sorted.
+
+    The split sizes are n * fraction rounded (largest remainder first), exactly. With `labels`
+    (classification) every class is divided in the same proportions, to within one example,
+    so dev and test have the class balance of the whole (stratification).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    names = list(fractions)
+    sizes = _allocate(n, [fractions[name] for name in names])
+    for name, size in zip(names, sizes, strict=True):
+        if fractions[name] > 0 and size == 0:
+            raise UserError(
+                f"data.split.{name}: {fractions[name]:g} of the {n} examples of {source} is "
+                "less than one example; use more data or a larger fraction"
+            )
+    order = torch.randperm(n, generator=generator)
+    if labels is not None:  # group the shuffled examples by class, keeping the shuffle
+        order = order[torch.sort(labels.flatten()[order], stable=True).indices]
+    # Deal the split names out evenly along that order: each class, a run of it, gets its share.
+    assignment = _interleave(sizes)
+    return {name: order[assignment == i].sort().values for i, name in enumerate(names)}
+
+
+def _interleave(sizes: list[int]) -> torch.Tensor:
+    """A sequence of sum(sizes) split numbers where split i appears sizes[i] times, spread
+    evenly: the k-th occurrence of i sits near position (k + 1/2) / sizes[i] of the whole."""
+    positions = [(torch.arange(size, dtype=torch.float64) + 0.5) / max(size, 1) for size in sizes]
+    owners = [torch.full((size,), i) for i, size in enumerate(sizes)]
+    return torch.cat(owners)[torch.sort(torch.cat(positions), stable=True).indices]
+
+
+def _allocate(n: int, fractions: list[float]) -> list[int]:
+    """Whole counts that sum to n, closest to n * fraction (largest remainder first)."""
+    exact = [n * fraction / sum(fractions) for fraction in fractions]
+    counts = [int(value) for value in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: exact[i] - counts[i], reverse=True)
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    return counts

@@ -8,12 +8,18 @@ model of word counts. `dlcourse data make NAME --out FILE` writes them.
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from dlcourse.errors import UserError
+from dlcourse.fileio import write_text_atomic
 
 HOUSE_BEST_R2 = 0.9  # what the noise of the house prices allows, in expectation
 
@@ -107,3 +113,33 @@ def example_rows(name: str, rows: int, seed: int) -> list[list[str]]:
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# ------------------------------------------------------------------ from make_data.py
+
+
+@dataclass
+class MadeFile:
+    path: Path
+    rows: int
+    columns: tuple[str, ...]
+    note: str
+
+
+def make_example(name: str, out: Path, rows: int = 1000, seed: int = 0) -> MadeFile:
+    """Write the example CSV `name` to `out` (never over an existing file)."""
+    if name not in EXAMPLES:
+        raise UserError(f"no example data set {name!r}; choose one of {', '.join(EXAMPLES)}")
+    if rows < 10:
+        raise UserError(f"--rows {rows}: an example needs at least 10 rows")
+    if out.exists():
+        raise UserError(f"{out}: already exists; remove it or choose another --out")
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(example_rows(name, rows, seed))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out.parent}: cannot create the folder ({exc.strerror})") from None
+    write_text_atomic(out, text.getvalue())
+    example = EXAMPLES[name]
+    return MadeFile(out, rows, example.columns, example.note)

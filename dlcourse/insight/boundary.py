@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from dlcourse.fileio import write_atomic
-from dlcourse.training.callbacks import Callback
-from dlcourse.training.records import EpochRow, Summary
+from dlcourse.runs import EpochRow, Summary
+from dlcourse.training.trainer import Callback
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,22 +1,240 @@
-"""The pictures of visualize-activations, drawn with matplotlib: values you can read.
+"""Every picture dlcourse draws, in one idiom: a matplotlib `Figure` made by `new_figure`,
+drawn through its axes, and written with `savefig` (`png_bytes`, `save_png`).
 
-Every picture has a colour bar with the values its colours stand for. Conv layers are grids of
-feature maps (a row per example, a column per channel) on one grey scale for the whole layer;
-dense layers are heat maps (a row per example, a column per unit) on a red-blue scale centred
-at 0; the output layer of a classifier shows the probabilities (softmax, or sigmoid for two
-classes) with the predicted class of each example. matplotlib draws off screen (its Agg
-canvas, no window and no pyplot state) and is imported only here, when a picture is made.
+No pyplot and no `matplotlib.use`: a figure renders with its own Agg canvas, so nothing here
+touches the global state of a notebook's matplotlib (its backend, its current figure), and a
+figure shows itself in Jupyter as its PNG. matplotlib is imported inside the functions that
+draw (0.3 s), never at the top.
+
+Image grids (feature maps of several examples, filters, digits) are built by `tile`, the one
+grid helper: torchvision's make_grid would do it, but importing torchvision takes 1.2 s, more
+than a small run trains, and TensorBoard logging needs a grid every logged epoch.
 """
 
 from __future__ import annotations
 
+import functools
+import io
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
+from dlcourse.fileio import write_bytes_atomic
+from dlcourse.tasks import MAXIMIZED
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 DPI = 100
+ANNOTATED_CLASSES = 20  # write the count in each cell of a confusion matrix up to this size
+
+
+def new_figure(width: float, height: float, dpi: float = DPI) -> Figure:
+    """An empty figure (constrained layout: titles and labels are never cut off) that a
+    notebook displays as its PNG."""
+    figure: Figure = _png_figure()(figsize=(width, height), dpi=dpi, layout="constrained")
+    return figure
+
+
+@functools.cache
+def _png_figure() -> type[Figure]:
+    """Figure with `_repr_png_`, how IPython displays any object as a picture: dlcourse's
+    figures are not pyplot's, so a notebook's matplotlib integration does not know them."""
+    from matplotlib.figure import Figure
+
+    class PngFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            return png_bytes(self)
+
+    return PngFigure
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure rendered as a PNG file's bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def save_png(figure: Figure, path: Path) -> None:
+    """Write the figure as a PNG (atomically: the old file stays whole if this fails)."""
+    write_bytes_atomic(path, png_bytes(figure))
+
+
+def figure_pixels(figure: Figure) -> torch.Tensor:
+    """The RGB pixels (3, H, W) in [0, 1] of a figure, as written to a PNG (TensorBoard)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png_bytes(figure))) as image:
+        pixels = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
+        width, height = image.size
+    return pixels.view(height, width, 3).permute(2, 0, 1).float() / 255
+
+
+def pixels_png(image: torch.Tensor) -> bytes:
+    """An RGB image (3, H, W) in [0, 1] as a PNG file's bytes."""
+    from PIL import Image
+
+    rgb = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+    buffer = io.BytesIO()
+    Image.fromarray(rgb.numpy(), "RGB").save(buffer, format="png")
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------ image grids
+
+
+def tile(maps: torch.Tensor, pad: int = 1, pad_value: float = 1.0) -> torch.Tensor:
+    """(R, C, H, W) -> one (R*(H+pad)-pad, C*(W+pad)-pad) image: a row per example, a column
+    per channel (or map), separated by `pad` pixels of `pad_value` (NaN: drawn blank)."""
+    rows, cols, height, width = maps.shape
+    padded = torch.nn.functional.pad(maps.float(), (0, pad, 0, pad), value=pad_value)
+    grid = padded.permute(0, 2, 1, 3).reshape(rows * (height + pad), cols * (width + pad))
+    return grid[: grid.shape[0] - pad, : grid.shape[1] - pad]
+
+
+def scale_each(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max scale each (H, W) map of a (..., H, W) tensor into [0, 1] (flat maps -> 0)."""
+    flat = maps.float().flatten(-2)
+    low = flat.amin(-1, keepdim=True)
+    span = flat.amax(-1, keepdim=True) - low
+    scaled = (flat - low) / torch.where(span > 0, span, torch.ones_like(span))
+    return scaled.view_as(maps)
+
+
+def upscale(image: torch.Tensor, factor: int, width_factor: int | None = None) -> torch.Tensor:
+    """Nearest-neighbour enlargement of a (..., H, W) image, so tiny maps stay readable."""
+    tall = image.repeat_interleave(factor, dim=-2)
+    return tall.repeat_interleave(width_factor or factor, dim=-1)
+
+
+def heat_map(values: torch.Tensor) -> torch.Tensor:
+    """(rows, cols) signed values -> (3, rows, cols) RGB in [0, 1]: red > 0, blue < 0, white 0."""
+    values = values.float()
+    peak = float(values.abs().max())
+    v = values / peak if peak > 0 else values
+    positive, negative = v.clamp(min=0), (-v).clamp(min=0)
+    return torch.stack([1 - negative, 1 - positive - negative, 1 - positive]).clamp(0, 1)
+
+
+# ------------------------------------------------------------------ a model's results
+
+
+def confusion_figure(counts: list[list[int]], labels: list[str], title: str) -> Figure:
+    """Counts [true class][predicted class] as a heat map with the counts written in."""
+    n = len(counts)
+    size = min(9.0, 4.0 + 0.3 * n)
+    figure = new_figure(size, size * 0.9)
+    axes = figure.add_subplot()
+    matrix = torch.tensor(counts, dtype=torch.float64)
+    image = axes.imshow(matrix.numpy(), cmap="Blues")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    axes.set(title=title, xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n))
+    crowded = n * max(map(len, labels), default=0) > 40  # long names side by side overlap
+    axes.set_xticklabels(labels, rotation=90 if crowded else 0)
+    axes.set_yticklabels(labels)
+    if n <= ANNOTATED_CLASSES:
+        peak = float(matrix.max()) or 1.0
+        for true in range(n):
+            for predicted in range(n):
+                value = counts[true][predicted]
+                colour = "white" if value > peak / 2 else "black"
+                axes.text(predicted, true, str(value), ha="center", va="center",
+                          color=colour, fontsize=8)  # fmt: skip
+    return figure
+
+
+def examples_figure(images: torch.Tensor, captions: Sequence[str], title: str) -> Figure:
+    """Grayscale images (K, H, W) in [0, 1] in a grid, each with its caption above it.
+
+    One picture of all the images on one axes: an axes per image would take 10x longer.
+    """
+    count, height, width = images.shape
+    columns = min(8, max(1, count))
+    rows = max(1, math.ceil(count / columns))
+    cells = torch.zeros(rows * columns, 2 * height, 2 * width)  # 0: white paper (gray_r)
+    top, left = height - height // 8, width // 2  # the upper part of a cell holds the caption
+    cells[:count, top : top + height, left : left + width] = images
+    grid = tile(cells.view(rows, columns, 2 * height, 2 * width), pad=0)
+    figure = new_figure(1.5 * columns, 1.5 * rows + 0.4)
+    axes = figure.add_subplot()
+    for index, caption in enumerate(captions):
+        x = (index % columns) * 2 * width + left + width / 2
+        y = (index // columns) * 2 * height + top - 1
+        axes.text(x, y, caption, ha="center", va="bottom", fontsize=8)
+    axes.imshow(grid.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    axes.set_title(title)
+    axes.axis("off")
+    return figure
+
+
+def scatter_figure(predicted: torch.Tensor, true: torch.Tensor, title: str) -> Figure:
+    """Predicted against true values (N,), with the line of perfect predictions."""
+    figure = new_figure(5.5, 5)
+    axes = figure.add_subplot()
+    axes.scatter(true.numpy(), predicted.numpy(), s=8, alpha=0.5, linewidths=0)
+    both = torch.cat([predicted, true])
+    low, high = float(both.min()), float(both.max())
+    axes.plot([low, high], [low, high], color="black", linewidth=1, label="predicted = true")
+    axes.set(title=title, xlabel="true", ylabel="predicted", aspect="equal")
+    axes.legend(loc="upper left")
+    axes.grid(alpha=0.3)
+    return figure
+
+
+def curves_figure(rows: Sequence[Any], metrics: Sequence[str], best_epoch: int) -> Figure:
+    """One panel per metric: its train and dev values epoch by epoch (metrics.jsonl rows:
+    EpochRow records)."""
+    from matplotlib.ticker import MaxNLocator
+
+    columns = min(3, len(metrics))
+    panels = math.ceil(len(metrics) / columns)
+    figure = new_figure(4.2 * columns, 3.2 * panels)
+    epochs = [row.epoch for row in rows]
+    for index, name in enumerate(metrics):
+        axes = figure.add_subplot(panels, columns, index + 1)
+        for split in ("train", "dev"):
+            values = [_value(getattr(row, split), name) for row in rows]
+            if any(value is not None for value in values):
+                axes.plot(epochs, [math.nan if v is None else v for v in values], label=split,
+                          marker="." if len(epochs) < 30 else None)  # fmt: skip
+        if best_epoch:
+            axes.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label="kept")
+        scale_to_the_values_that_matter(axes, name, rows)
+        axes.set(title=name, xlabel="epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    return figure
+
+
+def scale_to_the_values_that_matter(axes: Axes, name: str, rows: Sequence[Any]) -> None:
+    """A loss falling by orders of magnitude on a log axis; an R^2 far below 0 in the first
+    epochs cut off at -0.1, so that the epochs that matter are not a flat line."""
+    values = [
+        value for row in rows for split in ("train", "dev")
+        if (value := _value(getattr(row, split), name)) is not None and math.isfinite(value)
+    ]  # fmt: skip
+    if not values:
+        return
+    low, high = min(values), max(values)
+    if name not in MAXIMIZED and low > 0 and high / low > 10:
+        axes.set_yscale("log")
+    elif name in MAXIMIZED and low < -0.1 and sorted(values)[len(values) // 2] > 0:
+        axes.set_ylim(bottom=-0.1, top=max(1.0, high) + 0.02)
+
+
+def _value(metrics: dict[str, Any] | None, name: str) -> float | None:
+    value = (metrics or {}).get(name)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+# ------------------------------------------------------------------ layer outputs
 
 
 @dataclass
@@ -24,26 +242,23 @@ class Labels:
     """What the rows and columns of a picture are."""
 
     rows: list[str]  # one per example, e.g. "test 12 (7)"
-    columns: list[str] | None = None  # unit, feature or class names; None: numbered
+    columns: list[str] | None = None  # unit, feature or class names; None: numbered from 0
 
 
-def feature_map_figure(values: torch.Tensor, title: str, labels: Labels) -> Any:
-    """(examples, channels, H, W) maps -> a matplotlib figure: a row per
-    example and a column per channel, or the examples side by side when there is one channel."""
-    from torchvision.utils import make_grid
-
+def feature_map_figure(values: torch.Tensor, title: str, labels: Labels) -> Figure:
+    """(examples, channels, H, W) maps -> a row per example and a column per channel (or the
+    examples side by side when there is one channel), on one grey scale with a colour bar."""
     examples, channels, height, width = values.shape
-    maps = values.float().reshape(examples * channels, 1, height, width)
     across = channels == 1
-    # NaN padding is drawn blank, outside the layer's value range
-    grid = make_grid(maps, nrow=examples if across else channels, padding=1,
-                     pad_value=float("nan"))[0]  # fmt: skip
+    maps = values.float().reshape(1, examples, height, width) if across else values.float()
+    grid = tile(maps, pad=1, pad_value=float("nan"))  # NaN padding is drawn blank
     low, high = float(values.min()), float(values.max())
-    # Screen pixels per map pixel: small maps get more, and the grid stays under ~16 inches.
-    scale = min(max(2.0, 28 / max(height, width)), 1600 / grid.shape[1])
+    # Screen pixels per map pixel: small maps get more (a 7x7 map stays readable), and the
+    # grid stays under ~16 inches wide.
+    scale = min(max(3.0, 40 / max(height, width)), 1600 / grid.shape[1])
     size = (max(4.0, grid.shape[1] * scale / DPI + 2.0), grid.shape[0] * scale / DPI + 1.4)
 
-    def draw(ax) -> object:
+    def draw(ax: Axes) -> Any:
         rows = [(height + 1) * (r + 0.5) for r in range(1 if across else examples)]
         columns = [(width + 1) * (c + 0.5) for c in range(examples if across else channels)]
         if across:
@@ -57,7 +272,7 @@ def feature_map_figure(values: torch.Tensor, title: str, labels: Labels) -> Any:
         return ax.imshow(grid.numpy(), cmap=_grey(), vmin=low, vmax=high if high > low else low + 1,
                          interpolation="nearest")  # fmt: skip
 
-    return _render(size, title, draw, "value")
+    return _with_colour_bar(size, title, draw, "value")
 
 
 def heat_map_figure(
@@ -66,16 +281,15 @@ def heat_map_figure(
     labels: Labels,
     probabilities: bool = False,
     xlabel: str = "unit",
-) -> Any:
-    """(examples, units) values -> a matplotlib figure of a heat map with a colour bar.
-
-    Signed values: red positive, blue negative, white 0; probabilities: 0 to 1, one colour."""
+) -> Figure:
+    """(examples, units) values -> a heat map with a colour bar. Signed values: red positive,
+    blue negative, white 0; probabilities: 0 to 1, one colour. Units are numbered from 0."""
     examples, units = values.shape
     peak = float(values.abs().max()) or 1.0
     scale = ("Greens", 0.0, 1.0) if probabilities else ("RdBu_r", -peak, peak)
     size = (min(14.0, 3.5 + 0.3 * units), 1.4 + 0.3 * examples)
 
-    def draw(ax) -> object:
+    def draw(ax: Axes) -> Any:
         ax.set_yticks(range(examples), labels.rows)
         columns = labels.columns or [str(u) for u in range(units)]
         if units <= 40:  # a label per column while they fit
@@ -85,17 +299,14 @@ def heat_map_figure(
         image = ax.imshow(values.float().numpy(), cmap=scale[0], vmin=scale[1], vmax=scale[2],
                           aspect="auto", interpolation="nearest")  # fmt: skip
         if probabilities and examples * units <= 400:  # the numbers themselves, while legible
-            for (r, c), p in _cells(values):
-                ax.text(c, r, f"{p:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if p > 0.6 else "black")  # fmt: skip
+            for r in range(examples):
+                for c in range(units):
+                    p = float(values[r, c])
+                    ax.text(c, r, f"{p:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if p > 0.6 else "black")  # fmt: skip
         return image
 
-    return _render(size, title, draw, "probability" if probabilities else "value")
-
-
-def _cells(values: torch.Tensor) -> list[tuple[tuple[int, int], float]]:
-    rows, cols = values.shape
-    return [((r, c), float(values[r, c])) for r in range(rows) for c in range(cols)]
+    return _with_colour_bar(size, title, draw, "probability" if probabilities else "value")
 
 
 def _grey() -> Any:
@@ -104,13 +315,11 @@ def _grey() -> Any:
     return colormaps["gray"].with_extremes(bad="white")  # bad: the NaN padding between maps
 
 
-def _render(size: tuple[float, float], title: str, draw: Any, label: str) -> Any:
-    """A fresh off-screen figure with what draw(ax) drew, a title and a colour bar."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=size, dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)  # attaches itself: the figure draws off screen
+def _with_colour_bar(
+    size: tuple[float, float], title: str, draw: Callable[[Axes], Any], label: str
+) -> Figure:
+    """A new figure with what draw(ax) drew, a title and a colour bar."""
+    figure = new_figure(*size)
     ax = figure.add_subplot()
     image = draw(ax)
     ax.set_title(title, fontsize=9)
@@ -118,10 +327,3 @@ def _render(size: tuple[float, float], title: str, draw: Any, label: str) -> Any
     bar.set_label(label, fontsize=8)
     bar.ax.tick_params(labelsize=7)
     return figure
-
-
-def figure_pixels(figure: Any) -> torch.Tensor:
-    """The RGB pixels (3, H, W) in [0, 1] of a figure, as written to a PNG."""
-    figure.canvas.draw()
-    rgba = torch.from_numpy(np.asarray(figure.canvas.buffer_rgba()).copy())  # (H, W, 4) uint8
-    return rgba[..., :3].permute(2, 0, 1).float() / 255

@@ -1,10 +1,20 @@
-"""The lecture's diagnosis, live: one console line when training shows a known failure.
+"""The lecture's diagnosis, live: one console line when training shows a known failure, with
+the cause the lecture names.
 
-Before the first epoch the initial loss is compared with that of a model that knows nothing;
-at the end of every epoch a probe batch of dev examples looks for a ReLU layer that is
-entirely dead, a sigmoid/tanh layer that is saturated, vanishing gradients, every prediction
-the same, and over-fitting. Each warning names the likely cause and the config key to change,
-and is printed once per run. Nothing here changes the model or draws a random number.
+Before the first epoch: inputs far from unit scale, and an initial loss far above that of a
+model that knows nothing. At the end of every epoch, on the probe (insight/probe.py, the same
+examples and statistics as TensorBoard and visualize-activations): ReLU layers that are dead
+(all units) or partly dead (a quarter of them or more), sigmoid/tanh layers that are
+saturated, vanishing gradients; on the whole dev split: every prediction the same; from the
+epoch rows: over-fitting. While a hidden layer's units are all identical (zeros or constant
+initialization) a symmetry line says so.
+
+Each warning names one cause, the likeliest: unscaled inputs and symmetric units are causes of
+their own, so once either is seen the other warnings say so instead of guessing at the
+learning rate. Each is printed once per run. A warning describes the epoch it was printed at:
+when training ends, the ones that no longer hold for the weights the run kept are named as
+such, so no warning contradicts the final table. Nothing here changes the model or draws a
+random number.
 """
 
 from __future__ import annotations
@@ -16,19 +26,21 @@ from rich.console import Console
 from torch import nn
 
 from dlcourse.insight.probe import (
+    PARTLY_DEAD,
+    SATURATED,
     SATURATION_MARGIN,
-    activation_kind,
-    capture_activations,
-    layer_stats,
+    LayerStats,
+    dead_units,
+    describe_probe,
+    model_stats,
+    probe_activations,
+    probe_inputs,
 )
-from dlcourse.training.callbacks import Callback
-from dlcourse.training.evaluate import model_outputs
-from dlcourse.training.metrics import LossFn, predictions
-from dlcourse.training.records import EpochRow
-from dlcourse.training.trainer import Trainer
+from dlcourse.runs import EpochRow, Summary
+from dlcourse.training.losses import know_nothing_loss
+from dlcourse.training.metrics import model_outputs, predictions, regression_metrics
+from dlcourse.training.trainer import Callback, Trainer
 
-PROBE_SIZE = 256  # dev examples looked at each epoch
-SATURATED = 0.9  # share of a sigmoid/tanh layer's outputs near a bound that counts as saturated
 VANISHING = 1e-5  # first layer's gradient norm over the last layer's
 SAME_EPOCHS = 3  # epochs in a row of one predicted class/value before it is a collapse
 OVERFIT_EPOCHS = 5  # epochs of rising dev loss (and falling train loss) that are over-fitting
@@ -39,6 +51,11 @@ OVERFIT_RISE = 0.10  # how far above its lowest (and the train loss) the dev los
 # (variance + mean^2) / variance times the baseline, which is normal, not a fault.
 FAR_OFF = {"multiclass": 3.0, "binary": 3.0, "regression": 10.0}
 INITIAL_EXAMPLES = 2048  # training examples the initial loss is measured on
+UNSCALED = 10.0  # an input whose std or |mean| is this far from 1 is far from unit scale
+SYMMETRIC_INITS = ("zeros", "constant")
+# Identical units get bit-identical arithmetic almost everywhere; this leaves room for the
+# odd last-bit difference of a vectorized kernel, far below any difference training makes.
+TOLERANCE = 1e-6
 
 
 class TrainingWarnings(Callback):
@@ -46,50 +63,92 @@ class TrainingWarnings(Callback):
 
     def __init__(self, console: Console):
         self.console = console
-        self.issued: set[str] = set()
+        self.issued: dict[str, int] = {}  # key -> the epoch it was printed at (0: before)
         self.losses: list[tuple[float, float]] = []  # (train, dev) loss of each epoch
         self.same_epochs = 0  # epochs in a row whose predictions were all the same
         self.grad_norms: torch.Tensor | None = None  # (2,) first and last layer, on device
+        self.unscaled = False  # the inputs are far from unit scale: the first cause of all
 
-    def say(self, key: str, text: str | None) -> None:
+    def say(self, key: str, text: str | None, epoch: int) -> None:
         if text is not None and key not in self.issued:
-            self.issued.add(key)
-            self.console.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
+            self.issued[key] = epoch
+            where = f"epoch {epoch}: " if epoch else ""
+            self.console.print(f"[yellow]warning:[/yellow] {where}{text}", highlight=False)
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        split = trainer.data.splits.get("dev") or trainer.data.splits["train"]
-        self.probe_x, self.probe_y = split.x[:PROBE_SIZE], split.y[:PROBE_SIZE]
         if trainer.folder is not None:  # a resumed run remembers its earlier epochs
-            rows = [EpochRow.from_json(row) for row in trainer.folder.read_metrics()]
+            rows = trainer.folder.read_metrics()
             self.losses = [epoch_losses(row) for row in rows if row.epoch <= trainer.epoch]
+        train = trainer.data.splits["train"]
+        scale = unscaled_inputs(trainer, train.x[:INITIAL_EXAMPLES])
+        self.unscaled = scale is not None
         if trainer.epoch == 0 and trainer.progress is None:
-            train = trainer.data.splits["train"]
+            self.say("unscaled", scale, 0)
             x, y = train.x[:INITIAL_EXAMPLES], train.y[:INITIAL_EXAMPLES]
-            text = initial_loss_warning(trainer, x, y)
-            self.say("initial", text)
+            self.say("initial", initial_loss_warning(trainer, x, y, self.cause(trainer)), 0)
+
+    def cause(self, trainer: Trainer) -> str | None:
+        """The cause every warning names once it is known: unscaled inputs, or units that
+        started identical (model.init: zeros or constant)."""
+        if self.unscaled:
+            return "the inputs are far from unit scale (data.normalize: false; see above)"
+        if trainer.cfg.model.init in SYMMETRIC_INITS:
+            return (f"model.init: {trainer.cfg.model.init} starts every unit of a layer the same "
+                    "(the symmetry problem); use model.init: default, xavier or kaiming")  # fmt: skip
+        return None
 
     def on_before_step(self, trainer: Trainer) -> None:
         self.grad_norms = first_last_grad_norms(trainer.model)
 
     def on_epoch_end(self, trainer: Trainer, row: EpochRow) -> None:
-        model, cfg = trainer.model, trainer.cfg
-        was_training = model.training
-        model.eval()
-        with torch.no_grad(), capture_activations(model) as outputs:
-            out = model(trainer.prepare(self.probe_x))
-        model.train(was_training)
-        for key, text in layer_warnings(model, outputs, cfg.optim.lr, cfg.model.init):
-            self.say(key, text)
-        if self.grad_norms is not None and not any(k.startswith("dead") for k in self.issued):
+        model, epoch, cause = trainer.model, row.epoch, self.cause(trainer)
+        stats = model_stats(model, probe_activations(model, probe_inputs(trainer.data),
+                                                     trainer.prepare))  # fmt: skip
+        for key, text in layer_warnings(trainer, stats, cause):
+            self.say(key, text, epoch)
+        dead = any(key.startswith("dead") for key in self.issued)
+        if self.grad_norms is not None and not dead:
             first, last = self.grad_norms.tolist()
-            self.say("vanishing", vanishing_warning(model, first, last, cfg.model.activation))
-        same = same_prediction(trainer.data.kind, out, self.probe_y, trainer.data.class_names)
+            self.say("vanishing", vanishing_warning(trainer, first, last, cause), epoch)
+        same = same_prediction(trainer)
         self.same_epochs = self.same_epochs + 1 if same else 0
         self.losses.append(epoch_losses(row))
         if same and self.same_epochs >= SAME_EPOCHS:
-            dead = any(key.startswith("dead") for key in self.issued)
-            self.say("same", f"{same}; {collapse_cause(trainer, dead, self.losses)}")
-        self.say("overfit", overfit_warning(self.losses))
+            reason = cause or collapse_cause(trainer, dead, self.losses)
+            self.say("same", f"{same}. Likely cause: {reason}", epoch)
+        self.say("overfit", overfit_warning(self.losses), epoch)
+
+    def on_fit_end(self, trainer: Trainer, summary: Summary) -> None:
+        """Name the warnings about the model's state that the kept weights no longer show."""
+        if summary.train is None or not self.issued:
+            return
+        stats = model_stats(trainer.model, probe_activations(
+            trainer.model, probe_inputs(trainer.data), trainer.prepare))  # fmt: skip
+        still = {key for key, _ in layer_warnings(trainer, stats, None)}
+        trainer.dev_outputs = None  # those of the last epoch, not of the kept weights
+        if same_prediction(trainer):
+            still.add("same")
+        gone = [
+            (key, epoch) for key, epoch in self.issued.items()
+            if key.split(" ")[0] in ("dead", "partly", "saturated", "same") and key not in still
+        ]  # fmt: skip
+        if gone:
+            listed = "; ".join(f"{describe_key(key)} (epoch {epoch})" for key, epoch in gone)
+            self.console.print(
+                f"note: no longer true of the kept weights (epoch {summary.weights_epoch}), "
+                f"which the table above measures: {listed}",
+                highlight=False,
+            )
+
+
+def describe_key(key: str) -> str:
+    what, _, layer = key.partition(" ")
+    return {
+        "dead": f"{layer} all dead",
+        "partly": f"{layer.removeprefix('dead ')} partly dead",
+        "saturated": f"{layer} saturated",
+        "same": "every prediction the same",
+    }[what]
 
 
 def epoch_losses(row: EpochRow) -> tuple[float, float]:
@@ -101,17 +160,32 @@ def epoch_losses(row: EpochRow) -> tuple[float, float]:
 # ------------------------------------------------------------------ before training
 
 
-def know_nothing_loss(kind: str, y: torch.Tensor, loss_fn: LossFn, n_outputs: int) -> float:
-    """The loss of a model that knows nothing: equal probabilities for every class (zero
-    logits: ln K, or ln 2 for binary), or the mean target for regression (1/2 variance)."""
-    if kind == "regression":
-        outputs = y.float().mean().expand(len(y), 1)
-    else:
-        outputs = torch.zeros(len(y), n_outputs, device=y.device)
-    return float(loss_fn(outputs, y))
+def unscaled_inputs(trainer: Trainer, x: torch.Tensor) -> str | None:
+    """A warning when some input feature is far from unit scale (std or |mean| more than
+    UNSCALED times 1): its weights then need steps of another size than the others', and
+    the first layer's units saturate or die. Image pixels in [0, 1] are at unit scale."""
+    if x.dim() != 2 or len(x) < 2:
+        return None
+    std, mean = x.float().std(0), x.float().mean(0)
+    far = ((std > UNSCALED) | (mean.abs() > UNSCALED)).nonzero().flatten().tolist()
+    if not far:
+        return None
+    names = trainer.data.feature_names or [str(i) for i in range(x.shape[1])]
+    shown = ", ".join(f"{names[i]} (mean {float(mean[i]):.3g}, std {float(std[i]):.3g})"
+                      for i in far[:3])  # fmt: skip
+    more = f" and {len(far) - 3} more" if len(far) > 3 else ""
+    fix = ("set data.normalize: true" if not trainer.cfg.data.normalize
+           else "standardize those columns")  # fmt: skip
+    return (
+        f"inputs far from unit scale: {shown}{more}. Gradient descent needs inputs of similar "
+        f"scale (about mean 0, std 1): with these, one learning rate is too large for some "
+        f"weights and too small for others, and units saturate or die; {fix}"
+    )
 
 
-def initial_loss_warning(trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> str | None:
+def initial_loss_warning(
+    trainer: Trainer, x: torch.Tensor, y: torch.Tensor, cause: str | None = None
+) -> str | None:
     """A warning when the untrained model's loss is far above that of a model that knows
     nothing (FAR_OFF times), else None."""
     data, cfg = trainer.data, trainer.cfg
@@ -125,18 +199,21 @@ def initial_loss_warning(trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> 
     if data.kind == "regression":
         mean, std = float(y.float().mean()), float(y.float().std())
         what = f"half the target variance, {baseline:.4g}: the squared error of predicting the mean"
-        cause = (
+        cause = cause or (
             f"targets far from 0 (mean {mean:.3g}, std {std:.3g}) while the network starts "
-            f"near 0, or initial weights too large (model.init = {cfg.model.init})"
+            f"near 0, or initial weights too large (model.init = {cfg.model.init}); use "
+            "model.init: default, xavier or kaiming"
         )
     else:
         classes = max(2, data.n_outputs)
         what = f"ln {classes} = {math.log(classes):.3f} for {classes} equally likely classes"
-        cause = f"initial weights too large (model.init = {cfg.model.init})"
+        cause = cause or (
+            f"initial weights too large (model.init = {cfg.model.init}); use model.init: "
+            "default, xavier or kaiming (or a smaller model.init_std)"
+        )
     return (
         f"the initial loss is {initial:.4g}, {initial / baseline:.1f}x that of a model that "
-        f"knows nothing ({what}). Likely cause: {cause}; use model.init: default, xavier or "
-        "kaiming (or a smaller model.init_std)"
+        f"knows nothing ({what}). Likely cause: {cause}"
     )
 
 
@@ -144,30 +221,39 @@ def initial_loss_warning(trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> 
 
 
 def layer_warnings(
-    model: nn.Module, outputs: dict[str, torch.Tensor], lr: float, init: str
+    trainer: Trainer, stats: dict[str, LayerStats], cause: str | None
 ) -> list[tuple[str, str]]:
-    """(key, text) for every ReLU layer that is entirely dead and every sigmoid/tanh layer
-    that is saturated on the probe examples."""
-    found = []
-    for name, module in model.named_children():
-        kind = activation_kind(module)
-        if kind is None or name not in outputs:
-            continue
-        stats = layer_stats(outputs[name], kind)
-        examples = len(outputs[name])
-        if stats.dead is not None and stats.dead >= 1.0:
-            found.append((f"dead {name}", (
-                f"every unit of {name} is dead: 0 for all {examples} dev examples, so no "
-                f"gradient flows through it. Likely cause: a learning rate too large "
-                f"(optim.lr = {lr:g}) pushed the ReLUs' inputs below 0 for good; lower "
-                "optim.lr, or use model.activation: leaky_relu"
+    """(key, text) for every ReLU layer that is dead or partly dead and every sigmoid/tanh
+    layer that is saturated on the probe."""
+    cfg, found = trainer.cfg, []
+    probe = describe_probe(trainer.data)
+    for key, layer in stats.items():
+        name = key.rsplit("_", 1)[0]  # fc2_relu, the units of fc2
+        if layer.dead is not None and layer.dead >= 1.0:
+            found.append((f"dead {key}", (
+                f"every unit of {name} is dead: 0 for all of {probe}, so no gradient flows "
+                "through it. Likely cause: " + (cause or (
+                    f"a learning rate too large (optim.lr = {cfg.optim.lr:g}) pushed the ReLUs' "
+                    "inputs below 0 for good; lower optim.lr, or use model.activation: "
+                    "leaky_relu"))
             )))  # fmt: skip
-        if stats.saturated is not None and stats.saturated >= SATURATED:
-            found.append((f"saturated {name}", (
-                f"{name} is saturated: {stats.saturated:.0%} of its outputs are within "
-                f"{SATURATION_MARGIN} of its bounds, where its gradient is almost 0. Likely "
-                f"cause: weights too large (model.init = {init}) or an optim.lr of {lr:g}; "
-                "use model.init: xavier, a smaller optim.lr, or model.activation: relu"
+        elif layer.dead is not None and layer.dead >= PARTLY_DEAD:
+            found.append((f"partly dead {key}", (
+                f"{name} is partly dead: {dead_units(layer)} of its {layer.units} units "
+                f"({layer.dead:.0%}) are 0 for all of {probe}, and learn no more. Likely "
+                "cause: " + (cause or (
+                    f"a learning rate or batch too noisy for this layer (optim.lr = "
+                    f"{cfg.optim.lr:g}, batch {cfg.train.batch_size}); lower optim.lr, use "
+                    "model.init: kaiming, or model.activation: leaky_relu"))
+            )))  # fmt: skip
+        if layer.saturated is not None and layer.saturated >= SATURATED:
+            found.append((f"saturated {key}", (
+                f"{name} is saturated: {layer.saturated:.0%} of its outputs on {probe} are "
+                f"within {SATURATION_MARGIN} of its bounds, where its gradient is almost 0. "
+                "Likely cause: " + (cause or (
+                    f"weights too large (model.init = {cfg.model.init}) or an optim.lr of "
+                    f"{cfg.optim.lr:g}; use model.init: xavier, a smaller optim.lr, or "
+                    "model.activation: relu"))
             )))  # fmt: skip
     return found
 
@@ -188,7 +274,7 @@ def first_last_grad_norms(model: nn.Module) -> torch.Tensor | None:
     return torch.stack([torch.linalg.vector_norm(g) for g in grads if g is not None])
 
 
-def vanishing_warning(model: nn.Module, first: float, last: float, activation: str) -> str | None:
+def vanishing_warning(trainer: Trainer, first: float, last: float, cause: str | None) -> str | None:
     """A warning when the first layer's gradient is below VANISHING of the last layer's.
 
     A gradient of exactly 0 is no signal at all, not a vanishing one: ReLUs that are all off
@@ -196,36 +282,45 @@ def vanishing_warning(model: nn.Module, first: float, last: float, activation: s
     """
     if not (last > 0 and 0 < first < VANISHING * last):
         return None
-    layers = weighted_layers(model)
+    layers = weighted_layers(trainer.model)
+    activation = trainer.cfg.model.activation
     return (
         f"vanishing gradients: the gradient norm of the first layer ({layers[0][0]}) is "
         f"{first:.2g}, {first / last:.1g} of the last layer's ({layers[-1][0]}, {last:.2g}), so "
-        f"the first layers barely learn. Likely cause: {len(layers) - 1} layers of "
-        f"{activation} units multiplying small derivatives; use model.activation: relu, "
-        "model.init: xavier or kaiming, or fewer layers (model.hidden)"
-    )
+        "the first layers barely learn. Likely cause: " + (cause or (
+            f"{len(layers) - 1} layers of {activation} units multiplying small derivatives; use "
+            "model.activation: relu, model.init: xavier or kaiming, or fewer layers "
+            "(model.hidden)"))
+    )  # fmt: skip
 
 
-def same_prediction(
-    kind: str, outputs: torch.Tensor, targets: torch.Tensor, class_names: list[str]
-) -> str | None:
-    """What the model predicts for every probe example, when it is one class or (nearly) one
-    value (spread below 1% of the targets'); else None."""
-    predicted = predictions(kind, outputs)
-    if kind == "regression":
-        spread, target_spread = float(predicted.std()), float(targets.float().std())
-        if len(predicted) < 2 or not spread < 0.01 * target_spread:
+def same_prediction(trainer: Trainer) -> str | None:
+    """What the model predicts for every dev example (training examples without a dev split),
+    when it is one class or (nearly) one value (spread below 1% of the targets'); else None."""
+    data = trainer.data
+    split = data.splits.get("dev") or data.splits["train"]
+    if len(split) < 2:
+        return None
+    outputs = trainer.dev_outputs if "dev" in data.splits else None
+    if outputs is None:
+        outputs = model_outputs(trainer.model, split.x, trainer.prepare)
+    predicted = predictions(data.kind, outputs)
+    where = f"all {len(split):,} {'dev' if 'dev' in data.splits else 'training'} examples"
+    if data.kind == "regression":
+        spread, target_spread = float(predicted.std()), float(split.y.float().std())
+        if not spread < 0.01 * target_spread:
             return None
-        return (
-            f"every prediction is nearly the same value ({float(predicted.mean()):.4g}, std "
-            f"{spread:.2g} against the targets' {target_spread:.3g}): R^2 is about 0"
-        )
+        r2 = regression_metrics(predicted, split.y.float())["r2"]
+        value = float(data.in_target_units(predicted.mean().reshape(1))[0])
+        r2_text = "" if r2 is None else f"; R^2 {r2:.3g}, at most 0 for a constant prediction"
+        return (f"every prediction is nearly the same value ({value:.4g}) for {where}: the "
+                f"model ignores its inputs{r2_text}")  # fmt: skip
     classes = predicted.unique()
-    if len(classes) != 1 or len(targets.unique()) < 2:
+    if len(classes) != 1 or len(split.y.unique()) < 2:
         return None
     label = int(classes[0])
-    name = class_names[label] if label < len(class_names) else str(label)
-    return f"every prediction is the same class ({name!r}) on {len(predicted)} dev examples"
+    name = data.class_names[label] if label < len(data.class_names) else str(label)
+    return f"every prediction is the same class ({name!r}) for {where}"
 
 
 def collapse_cause(trainer: Trainer, dead: bool, losses: list[tuple[float, float]]) -> str:
@@ -236,17 +331,17 @@ def collapse_cause(trainer: Trainer, dead: bool, losses: list[tuple[float, float
     first, now = losses[0][0], losses[-1][0]
     if dead:
         return (
-            f"likely cause: a learning rate too large for batch size {size} ({lr}) killed the "
-            "units; try optim.lr 10x smaller, or change train.batch_size"
+            f"a learning rate too large for batch size {size} ({lr}) killed the units; try "
+            "optim.lr 10x smaller, or change train.batch_size"
         )
     if now > 0.9 * first:  # less than a tenth off the first epoch's loss
         return (
-            f"likely cause: a learning rate too small ({lr}): the train loss has hardly "
-            f"moved ({first:.4g} -> {now:.4g}); try optim.lr 10x larger, or train.epochs more"
+            f"a learning rate too small ({lr}): the train loss has hardly moved ({first:.4g} "
+            f"-> {now:.4g}); try optim.lr 10x larger, or train.epochs more"
         )
     return (
-        f"likely cause: a learning rate too large or too small for batch size {size} ({lr}); "
-        "try optim.lr 10x smaller and 10x larger, or change train.batch_size"
+        f"a learning rate too large or too small for batch size {size} ({lr}); try optim.lr "
+        "10x smaller and 10x larger, or change train.batch_size"
     )
 
 
@@ -278,3 +373,50 @@ def overfit_warning(losses: list[tuple[float, float]]) -> str | None:
         f"{train_now:.4g}. Regularize (regularization.l2, model.dropout) or stop earlier "
         "(train.early_stopping.patience); train.restore_best keeps the best epoch's weights"
     )
+
+
+# ------------------------------------------------------------------ symmetry
+
+
+def identical_layers(model: nn.Module) -> list[tuple[str, int]]:
+    """(name, units) of every hidden Linear or Conv2d layer of two or more units whose units
+    all have the same weights and bias. The output layer is left out: its units answer
+    different targets."""
+    found = []
+    for name, module in model.named_children():
+        if name == "out" or not isinstance(module, nn.Linear | nn.Conv2d):
+            continue
+        weight = module.weight.detach().flatten(1)  # (units, inputs): one row per unit
+        if len(weight) < 2:
+            continue
+        rows = [weight]
+        if module.bias is not None:
+            rows.append(module.bias.detach().unsqueeze(1))
+        units = torch.cat(rows, dim=1)
+        scale = TOLERANCE * max(1.0, float(units.abs().max()))
+        if float((units - units[:1]).abs().max()) <= scale:
+            found.append((name, len(weight)))
+    return found
+
+
+class SymmetryWarning(Callback):
+    """One line per epoch while some hidden layer has all its units identical."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.explained = False
+
+    def on_epoch_end(self, trainer: Trainer, row: EpochRow) -> None:
+        layers = identical_layers(trainer.model)
+        if not layers:
+            return
+        names = ", ".join(f"{name} ({units} units)" for name, units in layers)
+        line = f"[yellow]symmetry[/yellow] epoch {row.epoch}: all units identical in {names}"
+        if not self.explained:
+            line += (
+                ": they started with the same weights, so they compute the same output and get "
+                "the same gradient; each such layer works as one unit. A random initialization "
+                "(model.init: default, xavier or kaiming) breaks the symmetry."
+            )
+            self.explained = True
+        self.console.print(line, highlight=False)

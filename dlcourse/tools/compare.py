@@ -1,11 +1,20 @@
-"""`dlcourse compare`: runs side by side, as a table of what differs and what it gave, and one
-picture of their train and dev loss curves.
+"""`dlcourse compare` and `dlcourse runs`: run folders side by side, and listed.
 
-The columns are the config keys whose values differ between the runs, then the monitored
-dev metric of the best epoch and of the last (far apart: over-fitting), the test metric,
-epochs, time and how the run ended; the best run comes first. `compare.png` overlays every
-run's curves, one colour per run, the legend naming its values of the differing keys. Reads
-run folders only: no torch.
+compare: a table of what differs between runs and what it gave, and one picture of their
+train and dev loss curves. The columns are the config keys whose values differ between the
+runs, then the monitored dev metric of the best epoch and of the last (far apart:
+over-fitting), the test metric of the kept weights, epochs, time and how the run ended; the
+best run comes first. `compare.png` overlays every run's curves, one colour per run, the
+legend naming its values of the differing keys.
+
+runs: the run folders under a folder, with what each did and how it ended. A run folder is a
+folder with a config.yaml; sweep folders hold theirs one level down, so run folders are looked
+for up to SEARCH_DEPTH levels below the folder given. The status is the summary's stop reason,
+"running" while a live process holds the folder's lock, "incomplete" for a run killed before
+it wrote its summary, and "damaged" for a folder whose files cannot be read (listed with the
+reason, never hiding the others).
+
+Both read run folders only (runs.RunFolder's readers): no torch, no lock taken.
 """
 
 from __future__ import annotations
@@ -13,16 +22,17 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlcourse.config.applies import OPTIONS
 from dlcourse.errors import UserError
-from dlcourse.fileio import write_bytes_atomic, write_text_atomic
-from dlcourse.runs import RunFolder
+from dlcourse.fileio import write_text_atomic
+from dlcourse.insight.figures import new_figure, save_png
+from dlcourse.runs import MAIN_METRIC, RunFolder, RunInfo, read_run
 from dlcourse.tasks import MAXIMIZED
-from dlcourse.tools.runinfo import MAIN_METRIC, RunInfo, read_run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -110,9 +120,9 @@ def loss_curves(run: RunInfo) -> dict[str, list[tuple[int, float]]]:
     curves: dict[str, list[tuple[int, float]]] = {"train": [], "dev": []}
     for row in RunFolder(run.path).read_metrics():
         for split in curves:
-            loss = (row.get(split) or {}).get("loss")
-            if isinstance(loss, (int, float)) and math.isfinite(loss):
-                curves[split].append((int(row["epoch"]), float(loss)))
+            loss = (getattr(row, split) or {}).get("loss")
+            if loss is not None and math.isfinite(loss):
+                curves[split].append((row.epoch, loss))
     return curves
 
 
@@ -130,10 +140,17 @@ def compare_runs(
     variants: list[str] | None = None,
 ) -> Comparison:
     """Compare run folders: the table (also written as CSV) and compare.png, into `out`
-    (default: the folder that holds the runs). The columns are `keys` (default: the keys that
-    differ), after each run's variant name when `variants` gives them (in paths' order)."""
+    (default: the folder that holds the runs; runs in different folders need `out`). The
+    columns are `keys` (default: the keys that differ), after each run's variant name when
+    `variants` gives them (in paths' order)."""
     if not paths:
         raise UserError("give at least one run folder to compare")
+    parents = {path.resolve().parent for path in paths}
+    if out is None and len(parents) > 1:
+        raise UserError(
+            "the runs are in different folders, so there is no one folder for compare.png and "
+            "compare.csv; name one with --out DIR"
+        )
     runs = [read_run(path) for path in paths]
     keys = differing_keys(runs) if keys is None else keys
     columns = (["variant"] if variants else []) + keys
@@ -149,7 +166,7 @@ def compare_runs(
         test = run.metric("test", metric)
         rows.append(CompareRow(run, values, dev, last_dev, test, loss_curves(run)))
     rows.sort(key=lambda row: order_key(monitor, row.dev))
-    folder = out or common_folder(paths)
+    folder = out or parents.pop()
     comparison = Comparison(columns, monitor, metric, rows, folder / "compare.png",
                             folder / table_name)  # fmt: skip
     try:
@@ -159,11 +176,6 @@ def compare_runs(
     write_text_atomic(comparison.table, table_csv(comparison))
     plot_curves(comparison)
     return comparison
-
-
-def common_folder(paths: list[Path]) -> Path:
-    parents = {path.resolve().parent for path in paths}
-    return parents.pop() if len(parents) == 1 else Path(".")
 
 
 def table_rows(comparison: Comparison) -> list[dict[str, Any]]:
@@ -196,14 +208,28 @@ def table_csv(comparison: Comparison) -> str:
 
 
 def _cell(value: Any) -> str:
-    return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return spreadsheet_safe(str(value))
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: one that starts like a formula (=, +, -, @, a
+    tab or a carriage return) and is not a number gets a leading apostrophe (OWASP's advice
+    against CSV injection)."""
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            float(text)
+        except ValueError:
+            return "'" + text
+    return text
 
 
 def plot_curves(comparison: Comparison) -> None:
     """compare.png: curves_figure, written atomically."""
-    from dlcourse.insight.pngfigure import png_bytes
-
-    write_bytes_atomic(comparison.figure, png_bytes(curves_figure(comparison)))
+    save_png(curves_figure(comparison), comparison.figure)
 
 
 def curves_figure(comparison: Comparison) -> Figure:
@@ -212,9 +238,7 @@ def curves_figure(comparison: Comparison) -> Figure:
     from matplotlib import colormaps
     from matplotlib.ticker import MaxNLocator
 
-    from dlcourse.insight.pngfigure import PngFigure
-
-    figure = PngFigure(figsize=(11, 4.2), dpi=110)
+    figure = new_figure(11, 4.6, dpi=110)
     axes = figure.subplots(1, 2, sharey=True)
     rows = comparison.rows
     colours = colormaps["tab10" if len(rows) <= 10 else "viridis"]
@@ -241,6 +265,118 @@ def curves_figure(comparison: Comparison) -> Figure:
     axes[0].set_ylabel("loss")
     longest = max(len(axis_label) for axis_label in (row.label for row in rows)) + 12
     columns = max(1, min(len(rows), 150 // longest))  # legend entries side by side
-    figure.legend(loc="lower center", ncol=columns, fontsize=8, frameon=False)
-    figure.tight_layout(rect=(0, 0.055 * math.ceil(len(rows) / columns), 1, 1))
+    figure.legend(loc="outside lower center", ncol=columns, fontsize=8, frameon=False)
     return figure
+
+
+# ------------------------------------------------------------------ dlcourse runs
+
+SEARCH_DEPTH = 2  # runs/<run>/ and runs/<sweep>/<run>/
+SORTS = ("date", "name", "task", "epochs", "dev", "test", "status")
+
+
+@dataclass
+class RunRow:
+    name: str  # the path below the folder listed, e.g. lr/lr-0.01-20250101-120000
+    path: Path
+    task: str
+    started: float  # seconds since the epoch
+    epochs: int | None
+    dev_metric: str  # the monitored dev metric of the best epoch
+    dev: float | None
+    test_metric: str
+    test: float | None
+    status: str
+    problem: str | None = None  # why a damaged folder could not be read
+
+    @property
+    def date(self) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "path": str(self.path), "task": self.task, "date": self.date,
+            "epochs": self.epochs, "best_dev": {self.dev_metric: self.dev},
+            "test": {self.test_metric: self.test}, "status": self.status,
+            **({"problem": self.problem} if self.problem else {}),
+        }  # fmt: skip
+
+
+def find_run_folders(root: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
+    """Folders with a config.yaml at most `depth` levels below root (not inside a run)."""
+    found: list[Path] = []
+    try:
+        children = sorted(path for path in root.iterdir() if path.is_dir())
+    except OSError:
+        return found
+    for child in children:
+        if (child / "config.yaml").is_file():
+            found.append(child)
+        elif depth > 1:
+            found += find_run_folders(child, depth - 1)
+    return found
+
+
+def run_row(root: Path, run: RunInfo) -> RunRow:
+    metric = MAIN_METRIC[run.kind]
+    return RunRow(
+        name=str(run.path.relative_to(root)),
+        path=run.path,
+        task=run.config.task,
+        started=run.started,
+        epochs=run.epochs if run.summary is not None else None,
+        dev_metric=run.monitor,
+        dev=run.metric("dev", run.monitor),
+        test_metric=metric,
+        test=run.metric("test", metric),
+        status=run.status,
+    )
+
+
+def damaged_row(root: Path, path: Path, problem: str) -> RunRow:
+    try:
+        started = path.stat().st_mtime
+    except OSError:
+        started = 0.0
+    return RunRow(str(path.relative_to(root)), path, "?", started, None, "loss", None, "?",
+                  None, "damaged", problem)  # fmt: skip
+
+
+@dataclass
+class RunList:
+    root: Path
+    rows: list[RunRow]  # damaged folders too, with their problem
+
+    @property
+    def problems(self) -> list[str]:
+        return [row.problem for row in self.rows if row.problem]
+
+
+def list_runs(root: Path, sort: str = "date") -> RunList:
+    """Every run folder under root, sorted (date: newest first; dev, test: best first)."""
+    if sort not in SORTS:
+        raise UserError(f"--sort {sort!r}: choose one of {', '.join(SORTS)}")
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder (runs are created in runs/ or --runs-dir)")
+    rows = []
+    for path in find_run_folders(root):
+        try:
+            rows.append(run_row(root, read_run(path)))
+        except UserError as exc:  # one damaged folder does not hide the others
+            rows.append(damaged_row(root, path, str(exc)))
+    rows.sort(key=lambda row: sort_key(row, sort))
+    return RunList(root, rows)
+
+
+def sort_key(row: RunRow, sort: str) -> tuple[Any, ...]:
+    if sort == "date":
+        return (-row.started, row.name)
+    if sort in ("dev", "test"):
+        value = row.dev if sort == "dev" else row.test
+        metric = row.dev_metric if sort == "dev" else row.test_metric
+        if value is None:
+            return (1, 0.0, row.name)
+        return (0, -value if metric in MAXIMIZED else value, row.name)
+    if sort == "epochs":
+        return (-(row.epochs or 0), row.name)
+    return (str(getattr(row, sort)), row.name)

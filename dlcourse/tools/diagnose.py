@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dlcourse.errors import UserError
-from dlcourse.tools.runinfo import read_summary, summary_kind
+from dlcourse.runs import Metrics, RunFolder, Summary
 
 THRESHOLD = 0.02  # a gap of two points of error (2% of accuracy, 0.02 of R^2) is high
 REMEDIES = {
@@ -66,30 +65,30 @@ def percent(share: float, decimals: int = 1) -> str:
     return text[1:] if text.startswith("-") and float(text[1:-1]) == 0 else text
 
 
-def baseline_for(summary: dict[str, Any], kind: str) -> tuple[float, str]:
+def baseline_for(summary: Summary, kind: str) -> tuple[float, str]:
     """The default baseline error of a run and where it comes from."""
-    best_r2 = (summary.get("reference") or {}).get("best_r2")
-    if kind == "regression" and isinstance(best_r2, (int, float)):
+    best_r2 = summary.reference.get("best_r2")
+    if kind == "regression" and best_r2 is not None:
         return 1 - float(best_r2), f"the data's noise floor: best possible R^2 {best_r2:.3g}"
     return 0.0, "default: give --baseline-error for human-level error"
 
 
-def error_of(kind: str, metrics: dict[str, Any] | None) -> float | None:
+def error_of(kind: str, metrics: Metrics | None) -> float | None:
     """1 - accuracy, or 1 - R^2; None when the metric is missing or undefined."""
     value = (metrics or {}).get("r2" if kind == "regression" else "accuracy")
     return 1 - float(value) if isinstance(value, (int, float)) else None
 
 
 def diagnose_summary(
-    summary: dict[str, Any], baseline_error: float | None = None, threshold: float = THRESHOLD
+    summary: Summary, baseline_error: float | None = None, threshold: float = THRESHOLD
 ) -> Diagnosis:
-    """The diagnosis of a run's summary (summary.json's data); the train and dev errors are
-    those of the kept weights, measured after training."""
-    kind = summary_kind(summary)
-    train_error = error_of(kind, summary.get("train"))
+    """The diagnosis of a run's summary; the train and dev errors are those of the kept
+    weights, measured after training."""
+    kind = summary.metric_kind
+    train_error = error_of(kind, summary.train)
     if train_error is None:
         raise UserError("the run has no train metrics: no epoch completed, nothing to diagnose")
-    dev_error = error_of(kind, summary.get("dev"))
+    dev_error = error_of(kind, summary.dev)
     if baseline_error is None:
         baseline_error, baseline = baseline_for(summary, kind)
     else:
@@ -113,13 +112,12 @@ def diagnose_run(
     run_dir: Path, baseline_error: float | None = None, threshold: float = THRESHOLD
 ) -> Diagnosis:
     """The diagnosis of a run folder, from its summary.json."""
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir}: not a run folder (it has no config.yaml)")
+    folder = RunFolder(run_dir).require()
     if baseline_error is not None and not 0 <= baseline_error < 1:
         raise UserError(f"--baseline-error: must be from 0 to 1 (a share), got {baseline_error}")
     if not 0 < threshold < 1:
         raise UserError(f"--threshold: must be between 0 and 1 (a share), got {threshold}")
-    summary = read_summary(run_dir)
+    summary = folder.read_summary()
     if summary is None:
         raise UserError(
             f"{run_dir / 'summary.json'}: missing; the run has not finished (or was killed): "

@@ -1,9 +1,10 @@
 """`dlcourse evaluate`: a trained run's metrics on one split, from the run folder alone.
 
-The model, its preprocessing and the split's rows come from the run folder (a checkpoint, or
-model.safetensors); the outputs and metrics come from the same functions, in the same memory
-layout and with the same threads as the trainer's final summary, so on the CPU the numbers
-equal summary.json's to the last digit. Beside the metrics: the confusion matrix
+The model, its preprocessing and the split's rows come from the run folder (by default the
+weights the run kept, those summary.json measured); the outputs and metrics come from the same
+functions, with the same loss (training.losses.loss_for), in the same memory layout and with
+the same threads as the trainer's final summary, so on the CPU the numbers equal
+summary.json's to the last digit. Beside the metrics: the confusion matrix
 (classification), the most confidently wrong examples (image tasks), the predicted-vs-true
 plot (regression), written into the run folder and to its TensorBoard.
 """
@@ -18,16 +19,20 @@ import torch
 from rich.console import RenderableType
 from rich.table import Table
 
-from dlcourse.data import SplitData, TaskData
+from dlcourse.data import SplitData, TaskData, in_target_units
 from dlcourse.errors import UserError
 from dlcourse.fileio import write_bytes_atomic
-from dlcourse.insight.plots import confusion_png, examples_png, scatter_png
-from dlcourse.restore import RestoredRun, open_run
-from dlcourse.tools.inference import class_names, in_target_units, probabilities, run_model
-from dlcourse.training.console import format_metric
-from dlcourse.training.evaluate import train_sample
-from dlcourse.training.metrics import compute_metrics, confusion_matrix, loss_function
-from dlcourse.training.records import Metrics
+from dlcourse.insight.console import format_metric
+from dlcourse.insight.figures import (
+    confusion_figure,
+    examples_figure,
+    png_bytes,
+    scatter_figure,
+)
+from dlcourse.runs import Metrics
+from dlcourse.tools.trained import TrainedRun, open_run, probabilities
+from dlcourse.training.losses import loss_for
+from dlcourse.training.metrics import compute_metrics, confusion_matrix, train_sample
 
 WRONG_SHOWN = 24  # confidently wrong examples in the grid
 
@@ -35,7 +40,8 @@ WRONG_SHOWN = 24  # confidently wrong examples in the grid
 @dataclass
 class Evaluation:
     split: str
-    checkpoint: str  # best or last
+    checkpoint: str  # kept, best or last
+    weights: str  # which weights, for the user: "the kept weights (epoch 3, the best dev epoch)"
     epoch: int  # of the weights
     kind: str  # multiclass, binary or regression
     class_names: list[str]  # [] for regression
@@ -59,14 +65,15 @@ def evaluate_run(
     *,
     data_dir: Path,
     split: str = "test",
-    checkpoint: str = "best",
+    checkpoint: str = "kept",
     write: bool = True,
 ) -> Evaluation:
     """`dlcourse evaluate`: the metrics and figures of a run's model on one split.
 
     With `write`, the figures go into the run folder (`confusion_test.png`, ...; with
-    checkpoint 'last', `confusion_test_last.png`, ...) and to its TensorBoard. A folder that
-    cannot take them (read-only, handed in) still gets its metrics: `not_written` says why.
+    checkpoint 'best' or 'last', `confusion_test_best.png`, ...) and to its TensorBoard. A
+    folder that cannot take them (read-only, handed in) still gets its metrics:
+    `not_written` says why.
     """
     opened = open_run(run_dir, checkpoint)
     data = opened.load_data(data_dir)
@@ -81,20 +88,20 @@ def evaluate_run(
     return evaluation
 
 
-def evaluate_split(opened: RestoredRun, data: TaskData, split: str, checkpoint: str) -> Evaluation:
+def evaluate_split(opened: TrainedRun, data: TaskData, split: str, checkpoint: str) -> Evaluation:
     """The metrics and figures of an opened run on one split of its data (the train split:
     the fixed sample of its examples that summary.json measures, when it is larger)."""
     whole = split_of(data, split)
     examples = train_sample(whole) if split == "train" else whole
-    outputs = run_model(opened, examples.x)
-    loss_fn = loss_function(data.kind, opened.cfg.train.pos_weight)
-    metrics = compute_metrics(data.kind, outputs, examples.y, loss_fn, data.target_scale)
-    confusion, names = None, []
+    outputs = opened.outputs(examples.x)
+    metrics = compute_metrics(data.kind, outputs, examples.y, loss_for(opened.cfg, data.kind),
+                              data.target_scale)  # fmt: skip
+    names = opened.class_names
+    confusion = None
     if data.kind != "regression":
-        names = class_names(data.class_names, data.n_outputs)
         confusion = confusion_matrix(data.kind, outputs, examples.y, len(names))
     evaluation = Evaluation(
-        split, checkpoint, opened.checkpoint.epoch, data.kind, names, metrics, outputs,
+        split, checkpoint, opened.weights, opened.epoch or 0, data.kind, names, metrics, outputs,
         examples.y, confusion, figures={}, of=len(whole),
     )  # fmt: skip
     evaluation.figures = draw_figures(evaluation, examples, data)
@@ -110,15 +117,14 @@ def split_of(data: TaskData, split: str) -> SplitData:
 
 
 def draw_figures(evaluation: Evaluation, examples: SplitData, data: TaskData) -> dict[str, bytes]:
-    suffix = "" if evaluation.checkpoint == "best" else f"_{evaluation.checkpoint}"
+    suffix = "" if evaluation.checkpoint == "kept" else f"_{evaluation.checkpoint}"
     name = f"{evaluation.split}{suffix}"
-    where = f"{evaluation.split} split, epoch {evaluation.epoch} ({evaluation.checkpoint})"
+    where = f"{evaluation.split} split, {evaluation.weights}"
     figures = {}
     if evaluation.confusion is not None:
         title = f"confusion matrix\n{where}"
-        figures[f"confusion_{name}.png"] = confusion_png(
-            evaluation.confusion, evaluation.class_names, title
-        )
+        figure = confusion_figure(evaluation.confusion, evaluation.class_names, title)
+        figures[f"confusion_{name}.png"] = png_bytes(figure)
     if evaluation.kind == "multiclass" and data.preprocess.get("kind") == "image":
         wrong = confidently_wrong(evaluation, examples, data)
         if wrong is not None:
@@ -128,7 +134,7 @@ def draw_figures(evaluation: Evaluation, examples: SplitData, data: TaskData) ->
         true = in_target_units(evaluation.targets, data.preprocess)
         r2 = format_metric("r2", evaluation.metrics.get("r2"))
         title = f"predicted vs true, {where}: R^2 {r2}"
-        figures[f"predicted_{name}.png"] = scatter_png(predicted, true, title)
+        figures[f"predicted_{name}.png"] = png_bytes(scatter_figure(predicted, true, title))
     return figures
 
 
@@ -153,7 +159,7 @@ def confidently_wrong(evaluation: Evaluation, examples: SplitData, data: TaskDat
         f"the {len(chosen)} most confidently wrong of {errors} errors "
         "(example number: true -> predicted, confidence)"
     )
-    return examples_png(images, captions, title)
+    return png_bytes(examples_figure(images, captions, title))
 
 
 def most_confident_errors(
@@ -179,12 +185,13 @@ def save_figures(evaluation: Evaluation, run_dir: Path) -> list[Path]:
     return written
 
 
-def log_figures(opened: RestoredRun, evaluation: Evaluation) -> None:
+def log_figures(opened: TrainedRun, evaluation: Evaluation) -> None:
     """The figures as TensorBoard images under evaluate/, at the epoch of the weights."""
     import numpy as np
     from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
 
+    assert opened.folder is not None
     with SummaryWriter(log_dir=str(opened.folder.tensorboard)) as writer:
         for name, content in evaluation.figures.items():
             with Image.open(io.BytesIO(content)) as image:
@@ -195,7 +202,7 @@ def log_figures(opened: RestoredRun, evaluation: Evaluation) -> None:
 
 def evaluation_tables(evaluation: Evaluation) -> list[RenderableType]:
     """What `dlcourse evaluate` prints: the metrics, and the confusion matrix."""
-    title = f"{evaluation.split} split, {evaluation.checkpoint} weights (epoch {evaluation.epoch})"
+    title = f"{evaluation.split} split, {evaluation.weights}"
     metrics = Table(title=title)
     if evaluation.of > len(evaluation.targets):
         metrics.caption = (f"a fixed random sample of {len(evaluation.targets):,} of the "

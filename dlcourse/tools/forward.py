@@ -5,6 +5,12 @@ example; then the prediction with the softmax/sigmoid probabilities, and the los
 target. With backward=True, autograd's gradients of that loss for this example: dL/dz (dL/da
 for an activation) of every layer and dL/dW, dL/db of every layer with weights, the numbers of
 the lecture's backpropagation example.
+
+Numbers are in the units the student reads: a regression network that was trained on a
+standardized target shows its raw output z and the prediction in the target's units, and
+`--target` is given in the target's units too. The prediction comes from the model run as
+`predict` runs it (TrainedRun.outputs), on the example as `predict` reads it (inputs.py), so
+the two commands always agree.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlcourse.data import in_target_units, target_scale
 from dlcourse.errors import UserError
-from dlcourse.tools.forward_input import InputValue, read_example
-from dlcourse.tools.model_source import ModelSource, open_source
-from dlcourse.training.metrics import loss_function
+from dlcourse.tools.inputs import InputValue, read_example
+from dlcourse.tools.trained import TrainedRun, from_target_units, open_source
+from dlcourse.training.losses import loss_for
 
 # Layer type -> (kind, what it computes); activations are recognized by their layer's name.
 FORMULAS: dict[type[nn.Module], tuple[str, str]] = {
@@ -62,12 +69,15 @@ class LayerStep:
 @dataclass
 class Prediction:
     output: str  # softmax, sigmoid, step or identity
-    scores: list[float]  # z of the output layer
-    predicted: str  # a class name, or the value
+    scores: list[float]  # z of the output layer, as the network computes it
+    predicted: str | float  # a class name, or the value in the target's units
     probabilities: dict[str, float] | None = None  # class name -> probability
-    target: str | None = None
-    loss: float | None = None
+    target: str | float | None = None  # a class name, or a value in the target's units
+    loss: float | None = None  # the loss training minimizes, against the target
     loss_formula: str | None = None
+    # regression trained on a standardized target: y = z * std + mean (None: y = z)
+    target_mean: float | None = None
+    target_std: float | None = None
 
 
 @dataclass
@@ -88,28 +98,28 @@ def forward(
     weights: Path | None = None,
     target: str | None = None,
     backward: bool = False,
-    checkpoint: str = "best",
+    checkpoint: str = "kept",
     overrides: list[str] | None = None,
 ) -> ForwardResult:
     """Pass one example through the model of a run folder (or a config with weights)."""
     opened = open_source(source, data_dir=data_dir, weights=weights, overrides=overrides,
                          checkpoint=checkpoint)  # fmt: skip
-    example = read_example(inputs, opened)
+    example = read_example(inputs, opened, data_dir)
     own_target = target is None and example.target is not None
     target = target if target is not None else example.target
     if backward and target is None:
         raise UserError("--backward needs --target: the gradients are those of the loss against it")
     target_tensor = None if target is None else parse_target(target, opened)
     output = output_function(opened)
-    rule = "perceptron" if output == "step" else None
-    loss_fn = loss_function(opened.kind, opened.cfg.train.pos_weight, rule)
-    layers, z, loss = run_layers(
-        opened.model, example.x, opened.cfg.model.activation, loss_fn, target_tensor, backward
-    )
-    prediction = predict(opened, output, z)
+    layers, _, loss = run_layers(
+        opened.model, example.x, opened.cfg.model.activation,
+        loss_for(opened.cfg, opened.kind), target_tensor, backward,
+    )  # fmt: skip
+    # The prediction as `predict` computes it: the same batch path, layout and threads.
+    prediction = predict(opened, output, opened.outputs(example.x))
     if target is not None:
-        prediction.target, prediction.loss = target, loss
-        prediction.loss_formula = LOSS_FORMULAS[output]
+        prediction.target = float(target) if opened.kind == "regression" else target
+        prediction.loss, prediction.loss_formula = loss, LOSS_FORMULAS[output]
     notes = [*example.notes, *_notes(opened, layers)]
     if own_target:
         notes.append(f"target: the example's own ({target}); --target sets another")
@@ -117,14 +127,15 @@ def forward(
                          notes)  # fmt: skip
 
 
-def output_function(opened: ModelSource) -> str:
+def output_function(opened: TrainedRun) -> str:
     if opened.cfg.optim.name == "perceptron":
         return "step"
     return OUTPUTS[opened.kind]
 
 
-def parse_target(text: str, opened: ModelSource) -> torch.Tensor:
-    """--target as the loss takes it: a class index (multiclass), 0/1 (binary) or a value."""
+def parse_target(text: str, opened: TrainedRun) -> torch.Tensor:
+    """--target as the loss takes it: a class index (multiclass), 0/1 (binary) or a value
+    (given in the target's units; standardized as training standardized the target)."""
     if opened.kind == "regression":
         try:
             value = float(text)
@@ -132,7 +143,7 @@ def parse_target(text: str, opened: ModelSource) -> torch.Tensor:
             raise UserError(f"--target {text}: not a number (the model predicts a value)") from None
         if not abs(value) < 3.4e38:
             raise UserError(f"--target {text}: not a finite number")
-        return torch.tensor([value])
+        return torch.tensor([from_target_units(value, opened.preprocess)])
     names = opened.class_names
     if text in names:
         index = names.index(text)
@@ -205,7 +216,9 @@ def _flat(tensor: torch.Tensor) -> list[float]:
     return [float(v) for v in tensor[0].detach().flatten().tolist()]
 
 
-def predict(opened: ModelSource, output: str, z: torch.Tensor) -> Prediction:
+def predict(opened: TrainedRun, output: str, z: torch.Tensor) -> Prediction:
+    """The prediction from the output layer's z (1, outputs): class probabilities and the
+    class, or the value in the target's units."""
     scores = z[0].tolist()
     names = opened.class_names
     if output == "softmax":
@@ -218,10 +231,15 @@ def predict(opened: ModelSource, output: str, z: torch.Tensor) -> Prediction:
         return Prediction(output, scores, names[int(p > 0.5)], probabilities)
     if output == "step":
         return Prediction(output, scores, names[int(scores[0] > 0)])
-    return Prediction(output, scores, f"{scores[0]:.6g}")
+    value = float(in_target_units(z[0, :1].double(), opened.preprocess)[0])
+    prediction = Prediction(output, scores, value)
+    mean, std = target_scale(opened.preprocess)
+    if (mean, std) != (0.0, 1.0):
+        prediction.target_mean, prediction.target_std = mean, std
+    return prediction
 
 
-def _notes(opened: ModelSource, layers: list[LayerStep]) -> list[str]:
+def _notes(opened: TrainedRun, layers: list[LayerStep]) -> list[str]:
     notes = []
     preprocess, normalized = opened.preprocess, opened.cfg.data.normalize
     if preprocess.get("kind") == "image":

@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcourse.models.activations import Step
-from dlcourse.tools.model_source import open_source
-from dlcourse.training.metrics import loss_function
-from dlcourse.training.regularization import weight_parameters
+from dlcourse.models import Step
+from dlcourse.tools.trained import open_source
+from dlcourse.training.losses import loss_for, weight_parameters
 
 EPS = 1e-5  # float64: truncation (eps^2) and rounding (1e-16 / eps) errors both near 1e-10
 THRESHOLD = 1e-7  # the largest relative error that passes, in float64
@@ -62,7 +61,7 @@ def gradient_check(
     *,
     data_dir: Path,
     overrides: list[str] | None = None,
-    checkpoint: str = "best",
+    checkpoint: str = "kept",
     batch: int = 8,
     samples: int = 10,
     eps: float = EPS,
@@ -70,7 +69,7 @@ def gradient_check(
     """Check the gradients of a config's freshly initialized model, or of a run's weights."""
     opened = open_source(source, data_dir=data_dir, overrides=overrides, checkpoint=checkpoint,
                          need_weights=False)  # fmt: skip
-    cfg, train = opened.cfg, opened.task_data().splits["train"]
+    cfg, train = opened.cfg, opened.load_data(data_dir).splits["train"]
     x, y = train.x[:batch].cpu().double(), train.y[:batch].cpu()
     y = y.double() if y.is_floating_point() else y
     model = copy.deepcopy(opened.model).double().train()
@@ -83,7 +82,7 @@ def gradient_check(
     if dropouts:
         notes.append(f"dropout is off during the check ({', '.join(dropouts)}): with it every "
                      "evaluation would drop other units")  # fmt: skip
-    loss_fn = loss_function(opened.kind, cfg.train.pos_weight, cfg.optim.name)
+    loss_fn = loss_for(cfg, opened.kind)
     reg = cfg.regularization
     weights = weight_parameters(model)
 

@@ -11,38 +11,26 @@ its lowest, or a loss that is not finite). From the smoothed curve:
     suggested  the lr of the lowest smoothed loss / 10 (fastai's "minimum / 10"), raised to
                the start of the right region when that is higher
 
-Everything is seeded (weights, batch order), so the same config gives the same suggestion.
-The outputs (lr_find.csv, lr_find.png, tb/) are written only once the test has run, into a
-new folder: nothing is left half-made by a failure or Ctrl-C.
+The steps are training's own (training/modes.py: LrRangeTest is a mode of the one loop), and
+everything is seeded (weights, batch order), so the same config gives the same suggestion.
+This module turns the losses into the regions and writes the outputs (lr_find.csv,
+lr_find.png, tb/), only once the test has run, into a new folder: nothing is left half-made by
+a failure or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
 from dlcourse.config import Config
-from dlcourse.data import TaskData, load_task_data
 from dlcourse.errors import UserError
 from dlcourse.fileio import write_text_atomic
-from dlcourse.models import build_model
-from dlcourse.tools.figures import pyplot, save_figure
-from dlcourse.training.job import prepare_model, resolve_device, seed_everything
-from dlcourse.training.metrics import loss_function
-from dlcourse.training.optim import build_optimizer
-from dlcourse.training.regularization import add_penalty_gradients, weight_parameters
+from dlcourse.insight.figures import new_figure, save_png
+from dlcourse.training.modes import SMOOTHING
 
-SMOOTHING = 0.9  # beta of the moving average: about the last 10 batches
-BLOW_UP = 4.0  # the test stops when the smoothed loss passes this multiple of its lowest
 FALL = 0.1  # share of the total fall after which the lr is no longer too small
 
 
@@ -93,98 +81,6 @@ def regions(lrs: list[float], smoothed: list[float]) -> tuple[float, float, floa
     return lrs[start], lrs[low], max(lrs[low] / 10, lrs[start])
 
 
-def lr_find(
-    cfg: Config,
-    *,
-    data_dir: Path,
-    runs_dir: Path,
-    console: Console,
-    start: float = 1e-7,
-    end: float = 10.0,
-    steps: int = 100,
-    out: Path | None = None,
-) -> LrFindResult:
-    """Run the range test for the config's model, data and optimizer; write the outputs."""
-    lrs = lr_schedule(start, end, steps)
-    folder = out or runs_dir / f"lr-find-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise UserError(f"{folder}: already exists and is not an empty folder; name a new one")
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg)
-    data = load_task_data(cfg, data_dir).to(device)
-    model = prepare_model(cfg, build_model(cfg.model, data.input_shape, data.n_outputs), device)
-    losses = range_test(cfg, data, model, lrs, console)
-    if len(losses) < 2:
-        raise UserError(f"the loss blew up at the first step (lr {start:g}); start lower (--start)")
-    smoothed = smooth(losses)
-    too_small, lowest, suggested = regions(lrs, smoothed)
-    result = LrFindResult(lrs[: len(losses)], losses, smoothed, suggested, lowest, too_small,
-                          len(losses) < steps, folder)  # fmt: skip
-    write_outputs(result, cfg)
-    return result
-
-
-def range_test(
-    cfg: Config, data: TaskData, model: torch.nn.Module, lrs: list[float], console: Console
-) -> list[float]:
-    """Each step's batch loss, until the smoothed loss blows up or the rates run out."""
-    step = step_function(cfg, data, model)
-    losses: list[float] = []
-    lowest, average = math.inf, 0.0
-    columns = (
-        TextColumn("lr-find"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[at]}"),
-    )
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("lr", total=len(lrs), at="")
-        for index, lr in enumerate(lrs):
-            loss = step(index, lr)
-            if not math.isfinite(loss):
-                break
-            losses.append(loss)
-            average = SMOOTHING * average + (1 - SMOOTHING) * loss  # as smooth() does
-            smoothed = average / (1 - SMOOTHING ** len(losses))
-            lowest = min(lowest, smoothed)
-            bar.update(task, advance=1, at=f"lr {lr:.1e}  loss {smoothed:.4g}")
-            if smoothed > BLOW_UP * lowest:
-                break
-    return losses
-
-
-def step_function(
-    cfg: Config, data: TaskData, model: torch.nn.Module
-) -> Callable[[int, float], float]:
-    """step(index, lr): one optimizer step at that lr on the index-th mini-batch of a seeded
-    order of the training split (around it again when the test is longer); the batch's loss."""
-    train = data.splits["train"]
-    n = len(train)
-    size = n if cfg.train.batch_size == "full" else min(int(cfg.train.batch_size), n)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
-    order = order.to(train.x.device)
-    loss_fn = loss_function(data.kind, cfg.train.pos_weight)
-    optimizer = build_optimizer(cfg.optim, model)
-    reg, weights = cfg.regularization, weight_parameters(model)
-    layout = torch.channels_last if cfg.model.conv else torch.contiguous_format
-    model.train()
-
-    def step(index: int, lr: float) -> float:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        start = index * size % n
-        rows = order[start : start + size]
-        loss = loss_fn(model(train.x[rows].contiguous(memory_format=layout)), train.y[rows])
-        loss.backward()
-        if reg.l1 or reg.l2:
-            add_penalty_gradients(weights, reg.l2, reg.l1, n)
-        optimizer.step()
-        optimizer.zero_grad()
-        return float(loss.detach())  # one host sync per step: the test decides after each
-
-    return step
-
-
 def write_outputs(result: LrFindResult, cfg: Config) -> None:
     """lr_find.csv, lr_find.png and the curve in TensorBoard (tb/), into a new folder."""
     from torch.utils.tensorboard import SummaryWriter
@@ -219,8 +115,8 @@ def describe(result: LrFindResult) -> str:
 
 def plot(result: LrFindResult, cfg: Config, path: Path) -> None:
     """The smoothed loss against the lr (log scale), the regions shaded, the suggestion."""
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    figure = new_figure(7, 4.2, dpi=110)
+    axes = figure.add_subplot()
     first, last = result.lrs[0], result.lrs[-1]
     axes.axvspan(first, result.too_small, color="0.85", label="too small")
     axes.axvspan(result.too_small, result.lowest, color="#c8e6c9", label="right")
@@ -237,5 +133,4 @@ def plot(result: LrFindResult, cfg: Config, path: Path) -> None:
     axes.set_ylabel("training loss")
     axes.set_title(f"lr-find: {cfg.name} ({cfg.optim.name}, batch {cfg.train.batch_size})")
     axes.legend(fontsize=8, loc="upper left")
-    figure.tight_layout()
-    save_figure(figure, path)
+    save_png(figure, path)

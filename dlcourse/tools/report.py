@@ -1,29 +1,32 @@
 """`dlcourse report`: the hand-in, one file that shows what a run did and how well it did.
 
-Sections: the run (task, epochs, how it ended), its config, the data split sizes, the epoch
-table and train/dev curves, the final metrics of the best weights (summary.json) and of the
-last epoch (the last row of metrics.jsonl), the bias/variance diagnosis, the test confusion
-matrix and most confidently wrong examples (classification) or the predicted-vs-true plot
-(regression), and the pictures of visualize-activations. Every number is read from the run
-folder's own records, or measured again as `dlcourse evaluate` measures it.
+Sections: the result (the test metric of the kept weights, first), the run (task, epochs, how
+it ended), its config, the data split sizes, the epoch table and train/dev curves, the final
+metrics of the kept weights (summary.json) and of the last epoch's row of metrics.jsonl, the
+bias/variance diagnosis, the test confusion matrix and the predictions the model was surest of
+and got wrong (classification) or the predicted-vs-true plot (regression), and the pictures of
+visualize-activations. Every number is read from the run folder's own records (through
+runs.RunFolder's readers), or measured again as `dlcourse evaluate` measures it, with the
+weights the run kept.
 """
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Any
 
-from dlcourse.data import TaskData
+import torch
+
+from dlcourse.data import SplitData, TaskData
 from dlcourse.errors import UserError
-from dlcourse.fileio import read_bounded
-from dlcourse.insight.plots import curves_png
-from dlcourse.restore import open_run
-from dlcourse.runs import RunFolder
+from dlcourse.insight.console import format_metric
+from dlcourse.insight.figures import curves_figure, png_bytes
+from dlcourse.insight.probe import dead_units, describe_probe
+from dlcourse.runs import MAIN_METRIC, EpochRow, Metrics, Summary
 from dlcourse.tasks import KIND_METRICS
 from dlcourse.tools.diagnose import diagnose_summary
-from dlcourse.tools.inference import refuse_training_file
-from dlcourse.tools.report_format import (
+from dlcourse.tools.document import (
     Cell,
     Code,
     Figure,
@@ -33,10 +36,9 @@ from dlcourse.tools.report_format import (
     write_html,
     write_markdown,
 )
-from dlcourse.tools.report_results import activations_section, results_section
-from dlcourse.training.console import format_metric
-
-SUMMARY_LIMIT = 2**20  # bytes; a summary is about 1 KB
+from dlcourse.tools.evaluate import Evaluation, evaluate_split, most_confident_errors
+from dlcourse.tools.trained import TrainedRun, open_run, refuse_training_file
+from dlcourse.tools.visualize import default_indices, visualize_activations
 
 
 def write_report(
@@ -44,25 +46,32 @@ def write_report(
 ) -> Path:
     """`dlcourse report`: write the report (HTML, or Markdown with PNGs beside it) and return
     its path (default: RUN_DIR/report.html or RUN_DIR/report.md)."""
-    opened = open_run(run_dir, "best")
+    opened = open_run(run_dir)
     folder = opened.folder
-    summary = read_summary(folder)
-    rows = checked_rows(folder)
+    assert folder is not None
+    summary = opened.summary
+    if summary is None:
+        raise UserError(
+            f"{folder.summary}: missing; the run has not finished (resume it to the end with "
+            f"dlcourse train --resume {run_dir}, then write the report)"
+        )
+    rows = folder.read_metrics()
     target = out or run_dir / ("report.md" if markdown else "report.html")
     refuse_training_file(target, run_dir)
     data = opened.load_data(data_dir)
     metrics = metric_names(summary, rows)
+    split = "test" if "test" in data.splits else "dev"
     sections = [
+        result_section(summary, split),
         overview_section(summary),
         Section("Config", [Code(folder.config.read_text(encoding="utf-8"), "yaml")]),
         data_section(data),
-        training_section(rows, metrics, summary["best_epoch"]),
+        training_section(rows, metrics, summary.weights_epoch),
         final_metrics_section(summary, rows, metrics),
     ]
     diagnosis = diagnosis_section(summary)
     if diagnosis is not None:
         sections.append(diagnosis)
-    split = "test" if "test" in data.splits else "dev"
     sections += [results_section(opened, data, split), activations_section(opened, data, split)]
     title = f"dlcourse run {folder.path.resolve().name}"
     try:
@@ -76,79 +85,51 @@ def write_report(
     return target
 
 
-def read_summary(folder: RunFolder) -> dict[str, Any]:
-    if not folder.summary.exists():
-        raise UserError(
-            f"{folder.summary}: missing; the run has not finished (resume it to the end, then "
-            "write the report)"
-        )
-    try:
-        summary = json.loads(read_bounded(folder.summary, SUMMARY_LIMIT, "summary.json"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{folder.summary}: not JSON ({exc}); the file is damaged") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("best_epoch"), int):
-        raise UserError(f"{folder.summary}: not a dlcourse summary (no integer best_epoch)")
-    parts = {key: summary.get(key) for key in ("train", "dev", "test", "reference")}
-    parts["seconds"] = {"seconds": summary.get("seconds")}
-    for key, values in parts.items():
-        if not is_metrics(values):
-            raise UserError(f"{folder.summary}: '{key}' is not a number, or numbers; damaged")
-    return summary
-
-
-def checked_rows(folder: RunFolder) -> list[dict[str, Any]]:
-    """metrics.jsonl's rows, their metrics checked to be numbers (they go into tables)."""
-    rows = folder.read_metrics()
-    for line, row in enumerate(rows, start=1):
-        numbers = {key: row.get(key) for key in ("lr", "seconds")}
-        if not (is_metrics(row.get("train")) and is_metrics(row.get("dev"))
-                and is_metrics(numbers)):  # fmt: skip
-            raise UserError(
-                f"{folder.metrics}: line {line} has a metric that is not a number; the file "
-                "is damaged"
-            )
-    return rows
-
-
-def is_metrics(values: Any) -> bool:
-    """None, or a mapping of names to numbers (or None: undefined)."""
-    return values is None or (
-        isinstance(values, dict)
-        and all(v is None or isinstance(v, (int, float)) for v in values.values())
-    )
-
-
-def metric_names(summary: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+def metric_names(summary: Summary, rows: list[EpochRow]) -> list[str]:
     """The metrics the run recorded, in the order of the task kind's metrics."""
     found: dict[str, None] = {}
-    for metrics in [summary.get(split) for split in ("train", "dev", "test")] + [
-        row.get(split) for row in rows[-1:] for split in ("train", "dev")
-    ]:
+    recorded = [summary.train, summary.dev, summary.test]
+    recorded += [metrics for row in rows[-1:] for metrics in (row.train, row.dev)]
+    for metrics in recorded:
         found.update(dict.fromkeys(metrics or {}))
     order = [name for kind in KIND_METRICS.values() for name in kind]
     return sorted(found, key=lambda name: order.index(name) if name in order else len(order))
 
 
-def overview_section(summary: dict[str, Any]) -> Section:
+def kept_words(summary: Summary) -> str:
+    """Which weights the run kept, in words."""
+    if summary.kept == "last":
+        return f"the last epoch's, {summary.weights_epoch} (train.restore_best: false)"
+    return f"those of epoch {summary.weights_epoch}" + (
+        f", the best by {summary.monitor}" if summary.monitor else ""
+    )
+
+
+def result_section(summary: Summary, split: str) -> Section:
+    """The number a reader looks for first: the main metric of the kept weights."""
+    metric = MAIN_METRIC[summary.metric_kind]
+    measured = getattr(summary, split) or {}
+    value = format_metric(metric, measured.get(metric))
+    text = f"{split} {metric}: {value}, with the kept weights ({kept_words(summary)})."
+    reference = summary.reference
+    if "best_r2" in reference:
+        text += f" The best possible R^2 on this data is {reference['best_r2']:.4f}."
+    return Section("Result", [Paragraph(text)])
+
+
+def overview_section(summary: Summary) -> Section:
     ended = {
         "completed": "trained every epoch",
         "early_stopping": "stopped early (no dev improvement)",
         "diverged": "diverged (the loss became NaN or infinite)",
         "interrupted": "interrupted",
-    }.get(summary.get("stop_reason", ""), str(summary.get("stop_reason")))
+        "stopped": "stopped",
+    }[summary.stop_reason]
     text = (
-        f"Task {summary.get('task')}: {summary.get('epochs_run')} epochs, {ended}. The kept "
-        f"weights are those of epoch {summary['best_epoch']}"
-        + (f", the best by {summary['monitor']}" if summary.get("monitor") else "")
-        + f". Training took {float(summary.get('seconds') or 0):.1f} s."
+        f"Task {summary.task}: {summary.epochs_run} epochs, {ended}. The kept weights are "
+        f"{kept_words(summary)}. Training took {summary.seconds:.1f} s."
     )
-    blocks: list[Any] = [Paragraph(text)]
-    reference = summary.get("reference") or {}
-    if "best_r2" in reference:
-        blocks.append(
-            Paragraph(f"The best possible R^2 on this data is {reference['best_r2']:.4f}.")
-        )
-    return Section("Run", blocks)
+    return Section("Run", [Paragraph(text)])
 
 
 def data_section(data: TaskData) -> Section:
@@ -168,21 +149,17 @@ def data_section(data: TaskData) -> Section:
     ])  # fmt: skip
 
 
-def training_section(rows: list[dict[str, Any]], metrics: list[str], best: int) -> Section:
+def training_section(rows: list[EpochRow], metrics: list[str], kept: int) -> Section:
     if not rows:
         return Section("Training", [Paragraph("metrics.jsonl has no epoch rows.")])
     shown = [name for name in metrics if name != "penalty"]
     header = ["epoch", *(f"{split} {name}" for split in ("train", "dev") for name in shown)]
     table = []
     for row in rows:
-        cells = [Cell(str(row["epoch"]) + (" *" if row.get("best") else ""), row["epoch"])]
+        cells = [Cell(str(row.epoch) + (" *" if row.best else ""), row.epoch)]
         for split in ("train", "dev"):
-            cells += [metric_cell(name, (row.get(split) or {}).get(name)) for name in shown]
-        lr, seconds = row.get("lr"), row.get("seconds")
-        cells += [
-            Cell("-" if lr is None else f"{lr:.2e}", lr),
-            Cell("-" if seconds is None else f"{seconds:.1f}", seconds),
-        ]
+            cells += [metric_cell(name, (getattr(row, split) or {}).get(name)) for name in shown]
+        cells += [Cell(f"{row.lr:.2e}", row.lr), Cell(f"{row.seconds:.1f}", row.seconds)]
         table.append(cells)
     header += ["lr", "seconds"]
     caption = (
@@ -190,40 +167,47 @@ def training_section(rows: list[dict[str, Any]], metrics: list[str], best: int) 
         "its end. * the dev metric improved: these weights became the best."
     )
     return Section("Training", [
-        Figure("curves.png", curves_png(rows, shown, best), "train and dev, epoch by epoch; "
-               f"the dashed line is the kept epoch ({best})"),
+        Figure("curves.png", png_bytes(curves_figure(rows, shown, kept)), "train and dev, "
+               f"epoch by epoch; the dashed line is the kept epoch ({kept})"),
         TableBlock(header, table, "epochs"),
         Paragraph(caption),
     ])  # fmt: skip
 
 
-def final_metrics_section(
-    summary: dict[str, Any], rows: list[dict[str, Any]], metrics: list[str]
-) -> Section:
-    last = rows[-1] if rows else {}
-    candidates = [(f"best: {split}", summary.get(split)) for split in ("train", "dev", "test")]
-    candidates += [(f"last epoch: {split}", last.get(split)) for split in ("train", "dev")]
-    columns = [(name, values) for name, values in candidates if isinstance(values, dict)]
+def final_metrics_section(summary: Summary, rows: list[EpochRow], metrics: list[str]) -> Section:
+    """The kept weights measured on every split (summary.json), beside the last epoch's row of
+    metrics.jsonl as training recorded it."""
+    kept = f"kept (epoch {summary.weights_epoch})"
+    candidates: list[tuple[str, Metrics | None]] = [
+        (f"{kept}: {split}", getattr(summary, split)) for split in ("train", "dev", "test")
+    ]
+    last = rows[-1] if rows else None
+    if last is not None:
+        candidates += [(f"epoch {last.epoch} row: train", last.train),
+                       (f"epoch {last.epoch} row: dev", last.dev)]  # fmt: skip
+    columns = [(name, values) for name, values in candidates if values is not None]
     table = [
         [Cell(name), *(metric_cell(name, values.get(name)) for _, values in columns)]
         for name in metrics
     ]
-    sample = summary.get("train_sample")
+    sample = summary.train_sample
     measured = "each whole split"
-    if isinstance(sample, dict):
-        measured = (f"each split (train: a fixed random sample of {sample.get('examples')} of "
-                    f"its {sample.get('of')} examples)")  # fmt: skip
+    if sample:
+        measured = (f"each split (train: a fixed random sample of {sample['examples']:,} of "
+                    f"its {sample['of']:,} examples)")  # fmt: skip
     note = (
-        f"best: the kept weights (epoch {summary['best_epoch']}) measured on {measured} "
-        f"(summary.json). last epoch: epoch {last.get('epoch', '-')} as metrics.jsonl recorded "
-        "it (train measured during the epoch)."
+        f"{kept}: the weights the run kept, {kept_words(summary)}, measured on {measured} "
+        "after training (summary.json; `dlcourse evaluate` gives the same numbers)."
     )
+    if last is not None:
+        note += (f" epoch {last.epoch} row: the last epoch as metrics.jsonl recorded it (train "
+                 "measured during the epoch, while the weights moved).")  # fmt: skip
     return Section("Final metrics", [
         TableBlock(["metric", *(name for name, _ in columns)], table), Paragraph(note),
     ])  # fmt: skip
 
 
-def diagnosis_section(summary: dict[str, Any]) -> Section | None:
+def diagnosis_section(summary: Summary) -> Section | None:
     """The bias/variance diagnosis of the kept weights (what `dlcourse diagnose` prints, with
     its default baseline); None, leaving the section out, when the run has no train metrics."""
     try:
@@ -253,3 +237,101 @@ def diagnosis_section(summary: dict[str, Any]) -> Section | None:
 def metric_cell(name: str, value: Any) -> Cell:
     number = float(value) if isinstance(value, (int, float)) else None
     return Cell(format_metric(name, number), number)
+
+
+# ------------------------------------------------------------------ the model, run again
+
+WRONG_ROWS = 10  # rows of the table of confidently wrong predictions (tables)
+
+
+def results_section(opened: TrainedRun, data: TaskData, split: str) -> Section:
+    evaluation = evaluate_split(opened, data, split, "kept")
+    blocks: list[Any] = []
+    if evaluation.confusion is not None and len(evaluation.confusion) <= 20:
+        names = evaluation.class_names
+        table = [[Cell(name), *(Cell(str(n), n) for n in counts)]
+                 for name, counts in zip(names, evaluation.confusion, strict=True)]  # fmt: skip
+        blocks.append(TableBlock(["true \\ predicted", *names], table, "confusion matrix"))
+    captions = {
+        "confusion": "confusion matrix: rows the true class, columns the predicted one",
+        "wrong": "the wrong predictions the model was surest of",
+        "predicted": "predicted against true values; on the line the prediction is exact",
+    }
+    for name, png in evaluation.figures.items():
+        blocks.append(Figure(name, png, captions[name.split("_")[0]]))
+    if evaluation.kind != "regression" and data.preprocess.get("kind") == "table":
+        blocks.append(wrong_rows_table(evaluation, data.splits[split], data.preprocess))
+    return Section(f"Results on the {split} split", blocks)
+
+
+def wrong_rows_table(
+    evaluation: Evaluation, examples: SplitData, preprocess: dict[str, Any]
+) -> TableBlock:
+    """The wrong predictions the model was surest of, with the columns they were made from."""
+    probabilities = evaluation.probabilities
+    assert probabilities is not None
+    chosen = most_confident_errors(probabilities, evaluation.targets, WRONG_ROWS)
+    columns, values = table_columns(examples.x[chosen], preprocess)
+    confidence, predicted = probabilities[chosen].max(1)
+    names = evaluation.class_names
+    rows = [
+        [Cell(str(int(examples.rows[i]))), Cell(names[int(evaluation.targets[i])]),
+         Cell(names[int(label)]), Cell(f"{100 * float(sure):.1f}%", float(sure)),
+         *(Cell(value) for value in row)]
+        for i, label, sure, row in zip(chosen, predicted, confidence, values, strict=True)
+    ]  # fmt: skip
+    caption = "the wrong predictions the model was surest of (example: its row in the data)"
+    return TableBlock(["example", "true", "predicted", "confidence", *columns], rows, caption)
+
+
+def table_columns(x: torch.Tensor, preprocess: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Encoded rows (N, F) back as the columns they were encoded from: numbers (to the
+    digits that float32 features hold) and category names."""
+    numeric, categorical = preprocess["numeric"], preprocess["categorical"]
+    std = torch.tensor(preprocess["std"], dtype=torch.float64)
+    values = x.double() * std + torch.tensor(preprocess["mean"], dtype=torch.float64)
+    scales = std.tolist()[: len(numeric)]
+    rows = [
+        [number_text(value, scale) for value, scale in zip(row, scales, strict=False)]
+        for row in values.tolist()
+    ]  # zip stops at the numeric columns; the categories' one-hot columns follow
+    start = len(numeric)
+    for name in categorical:
+        known = preprocess["categories"][name]
+        width = 1 if len(known) == 2 else len(known)  # two values: one 0/1 column
+        group = values[:, start : start + width]
+        codes = (group[:, 0] > 0.5).long() if width == 1 else group.argmax(1)
+        for row, code in zip(rows, codes.tolist(), strict=True):
+            row.append(known[code])
+        start += width
+    return [*numeric, *categorical], rows
+
+
+def activations_section(opened: TrainedRun, data: TaskData, split: str) -> Section:
+    chosen = default_indices(data, split)
+    pictures = visualize_activations(opened, data, split, chosen)
+    blocks: list[Any] = [Paragraph(
+        f"The output of every layer for {len(chosen)} {split} examples (a row per example): "
+        "conv layers as feature maps (a column per channel), dense layers as heat maps (a "
+        "column per unit, from 0; red positive, blue negative). Each caption's statistics are "
+        f"measured on {describe_probe(data)}, as TensorBoard's are."
+    )]  # fmt: skip
+    for item in pictures:
+        caption = item.name
+        if item.stats is not None:
+            s = item.stats
+            caption += f": shape {tuple(s.shape)}, mean {s.mean:.3f}, std {s.std:.3f}, "
+            caption += f"{100 * s.zero:.0f}% zero"
+            if s.dead is not None:
+                caption += f", {dead_units(s)} of {s.units} units dead"
+        blocks.append(Figure(f"activations_{item.file_name}", item.png, caption))
+    return Section("Activations", blocks)
+
+
+def number_text(value: float, std: float) -> str:
+    """A decoded feature without the noise of its float32 encoding: a standardized float32
+    (|z| < 5) is off by up to 3e-7 std, so only the decimals above 10x that are shown."""
+    decimals = max(0, math.floor(-math.log10(3e-6 * std)))
+    text = f"{round(value, decimals):.{decimals}f}"
+    text = text.rstrip("0").rstrip(".") if "." in text else text
+    return "0" if text == "-0" else text

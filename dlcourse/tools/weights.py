@@ -1,18 +1,26 @@
-"""`dlcourse weights`: a trained model's weights as numbers, or exported to a weights file.
+"""`dlcourse weights`: a trained model's weights as numbers, or exported to a weights file;
+and the weights files themselves, which `forward --weights` and `gradcheck` read.
 
-The export is the file `dlcourse forward --weights` reads (weights_file.py): edit one weight,
-pass the same example through, and see what changes.
+The export is the file `dlcourse forward --weights` reads: edit one weight, pass the same
+example through, and see what changes.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from dlcourse.config.sections import BIG
 from dlcourse.errors import UserError
-from dlcourse.restore import open_run
-from dlcourse.tools.weights_file import check_suffix, layer_tensors, write_weights
+from dlcourse.fileio import read_bounded, write_atomic, write_text_atomic
+from dlcourse.tools.trained import open_run
 
 
 @dataclass
@@ -34,7 +42,7 @@ class WeightsResult:
 
 
 def model_weights(
-    run_dir: Path, *, checkpoint: str = "best", layer: str | None = None, out: Path | None = None
+    run_dir: Path, *, checkpoint: str = "kept", layer: str | None = None, out: Path | None = None
 ) -> WeightsResult:
     """The weights of a run's checkpoint (one layer's, or every layer's), or export them."""
     if out is not None:
@@ -50,7 +58,7 @@ def model_weights(
             f"--layer {layer}: the model has no layer {layer!r} with weights; its layers with "
             f"weights are {', '.join(layers)}"
         )
-    source = f"{run_dir} ({checkpoint} checkpoint, epoch {opened.checkpoint.epoch})"
+    source = opened.label
     written = None
     if out is not None:
         write_weights(opened.model, out, source)
@@ -71,3 +79,248 @@ def _numbers(name: str, tensor: Any) -> TensorNumbers:
         name, list(tensor.shape), tensor.tolist(), float(values.mean()), spread,
         float(values.min()), float(values.max()),
     )  # fmt: skip
+
+
+# ------------------------------------------------------------------ weights files
+
+WEIGHTS_LIMIT = 256 * 2**20  # bytes: the course's largest model is a few MB of text
+MAX_DEPTH = 8  # levels of nesting: a layer, a tensor and up to 4 dimensions, with room
+YAML_SUFFIXES = {".yaml", ".yml"}
+SUFFIXES = (*sorted(YAML_SUFFIXES), ".safetensors")
+HEADER = """\
+# Weights of {source}, as `dlcourse forward --weights` reads them.
+# One entry per layer, named as in the model. A weight matrix has one row per unit of the
+# layer and one value per input: z_j = sum_i weight[j][i] * a_i + bias[j]. Conv kernels:
+# one line per output channel, [input channel][row][column].
+"""
+
+
+def layer_tensors(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    """The model's parameters and buffers by layer, in the model's order: {fc1: {weight, bias}}."""
+    layers: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in model.state_dict().items():
+        layer, _, name = key.partition(".")
+        layers.setdefault(layer, {})[name] = tensor.detach().cpu()
+    return layers
+
+
+def check_suffix(path: Path) -> None:
+    if path.suffix.lower() not in SUFFIXES:
+        raise UserError(
+            f"{path}: a weights file is {', '.join(SUFFIXES)}; name it with one of these endings"
+        )
+
+
+def write_weights(model: nn.Module, path: Path, source: str) -> None:
+    """Write the model's weights to a new file (YAML or safetensors, by the file's ending)."""
+    check_suffix(path)
+    if path.exists():
+        raise UserError(f"{path}: already exists; choose another file or remove it first")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import save
+
+        flat = {key: t.detach().cpu().contiguous() for key, t in model.state_dict().items()}
+        data = save(flat)
+        write_atomic(path, lambda file: _write_bytes(file, data))
+        return
+    write_text_atomic(path, weights_yaml(model, source))
+
+
+def _write_bytes(file: IO[bytes], data: bytes) -> None:
+    file.write(data)
+
+
+def weights_yaml(model: nn.Module, source: str) -> str:
+    lines = [HEADER.format(source=source)]
+    for layer, tensors in layer_tensors(model).items():
+        lines.append(f"{layer}:")
+        for name, tensor in tensors.items():
+            texts, shape = number_texts(tensor), tuple(tensor.shape)
+            if len(shape) < 2:
+                lines.append(f"  {name}: {_flow(texts, shape)}")
+                continue
+            lines.append(f"  {name}:")
+            per_unit = len(texts) // shape[0]
+            lines += [
+                f"  - {_flow(texts[j * per_unit : (j + 1) * per_unit], shape[1:])}"
+                for j in range(shape[0])
+            ]  # one line per unit
+    return "\n".join(lines) + "\n"
+
+
+def _flow(texts: list[str], shape: tuple[int, ...]) -> str:
+    """Values (flat, row-major) of a tensor of this shape in YAML flow style: 1.5, [1.5, -2.0]
+    or [[...], [...]]."""
+    if not shape:
+        return texts[0]
+    step = len(texts) // shape[0] if shape[0] else 0
+    parts = (_flow(texts[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0]))
+    return "[" + ", ".join(parts) + "]"
+
+
+def number_texts(tensor: torch.Tensor) -> list[str]:
+    """Every value of the tensor (flat, row-major) as YAML text that reads back exactly.
+
+    float32 values get the fewest digits that read back as the same float32 (numpy's shortest
+    representation; the rare one that a double's rounding would change keeps all its digits).
+    """
+    flat = tensor.detach().cpu().flatten()
+    if not flat.is_floating_point():
+        return [str(value) for value in flat.tolist()]
+    values = flat.float().numpy()
+    texts = [str(value) for value in values]  # shortest float32 text
+    exact = np.array(texts, dtype=np.float64).astype(np.float32)
+    for i in np.flatnonzero((exact != values) & np.isfinite(values)):
+        texts[i] = repr(float(values[i]))
+    return [_yaml_float(text) for text in texts]
+
+
+def _yaml_float(text: str) -> str:
+    """Numpy's text of a float as YAML 1.1 reads a float: 1e-08 -> 1.0e-08, inf -> .inf."""
+    if text in ("inf", "-inf", "nan"):
+        return {"inf": ".inf", "-inf": "-.inf", "nan": ".nan"}[text]
+    mantissa, e, exponent = text.partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return mantissa + e + exponent
+
+
+def read_weights(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The file's tensors as a state dict for the model; UserError naming the layer at fault."""
+    check_suffix(path)
+    raw = read_bounded(path, WEIGHTS_LIMIT, "weights file")
+    expected = layer_tensors(model)
+    if path.suffix.lower() == ".safetensors":
+        found = _read_safetensors(path, raw)
+        return _check_tensors(path, found, expected)
+    layers = _parse_yaml(path, raw)
+    _check_names(path, set(layers), list(expected), "layer", "the model")
+    state = {}
+    for layer, tensors in expected.items():
+        given = layers[layer]
+        if not isinstance(given, dict):
+            raise UserError(
+                f"{path}: {layer}: expected its tensors ({', '.join(tensors)}), found "
+                f"{_describe(given)}"
+            )
+        _check_names(path, set(given), list(tensors), "tensor", f"layer {layer}")
+        for name, like in tensors.items():
+            state[f"{layer}.{name}"] = _tensor(path, f"{layer}.{name}", given[name], like)
+    return state
+
+
+def _check_names(path: Path, given: set[Any], expected: list[str], what: str, owner: str) -> None:
+    missing = [name for name in expected if name not in given]
+    unknown = sorted(str(name) for name in given if name not in expected)
+    if missing:
+        raise UserError(
+            f"{path}: {what} {', '.join(missing)} missing ({owner} has {', '.join(expected)})"
+        )
+    if unknown:
+        raise UserError(
+            f"{path}: {what} {', '.join(unknown)} is not in {owner} (it has "
+            f"{', '.join(expected)}); is the file for another model?"
+        )
+
+
+def _parse_yaml(path: Path, raw: bytes) -> dict[Any, Any]:
+    """safe-load the YAML after checking, event by event, that it nests no deeper than
+    MAX_DEPTH (PyYAML's composer recurses, and crashes on deep nesting). Aliases are harmless
+    here: loading shares their values instead of copying them, and each tensor is read only as
+    far as its expected shape goes, so no alias "bomb" is ever expanded."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        text = raw.decode("utf-8")
+        depth = 0
+        for event in yaml.parse(text, Loader=loader):
+            depth += isinstance(event, yaml.CollectionStartEvent)
+            depth -= isinstance(event, yaml.CollectionEndEvent)
+            if depth > MAX_DEPTH:
+                raise UserError(
+                    f"{path}:{_line(event)}: nested deeper than {MAX_DEPTH} levels; a "
+                    "weights file has layers, their tensors and the tensors' rows"
+                )
+        data = yaml.load(text, Loader=loader)  # a safe loader: plain data only
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: cannot read the weights file ({exc})") from None
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer of 5,000 digits
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable YAML weights file ({first})") from None
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{path}: a weights file maps each layer name to its tensors (fc1: {{weight: ..., "
+            f"bias: ...}}), not {_describe(data)}"
+        )
+    return data
+
+
+def _line(event: yaml.Event) -> int:
+    return event.start_mark.line + 1 if event.start_mark else 0
+
+
+def _tensor(path: Path, key: str, value: Any, like: torch.Tensor) -> torch.Tensor:
+    """The nested lists of one tensor, checked against its expected shape, as a tensor."""
+    level, where = [value], [key]
+    for size in like.shape:  # breadth first, one dimension at a time
+        items, places = [], []
+        for item, place in zip(level, where, strict=True):
+            if not isinstance(item, list) or len(item) != size:
+                raise UserError(
+                    f"{path}: {place}: expected {size} values (shape of {key}: "
+                    f"{tuple(like.shape)}), found {_describe(item)}"
+                )
+            items += item
+            places += [f"{place}[{i}]" for i in range(size)]
+        level, where = items, places
+    for item, place in zip(level, where, strict=True):
+        integer = isinstance(item, int) and not isinstance(item, bool)
+        if not (integer or isinstance(item, float)):
+            raise UserError(f"{path}: {place}: {_describe(item)} is not a number")
+        if like.is_floating_point() and not (math.isfinite(item) and abs(item) <= BIG):
+            raise UserError(f"{path}: {place}: {item} is not a finite number within +-{BIG:g}")
+        if not like.is_floating_point() and not (integer and 0 <= item <= 2**62):
+            raise UserError(f"{path}: {place}: {item} is not a count (a whole number >= 0)")
+    return torch.tensor(level, dtype=like.dtype).reshape(like.shape)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return "a mapping"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _read_safetensors(path: Path, raw: bytes) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(raw)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _check_tensors(
+    path: Path, found: dict[str, torch.Tensor], expected: dict[str, dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    keys = [f"{layer}.{name}" for layer, tensors in expected.items() for name in tensors]
+    _check_names(path, set(found), keys, "tensor", "the model")
+    for key in keys:
+        layer, _, name = key.partition(".")
+        like, given = expected[layer][name], found[key]
+        if given.shape != like.shape or given.dtype != like.dtype:
+            raise UserError(
+                f"{path}: {key}: expected {like.dtype} of shape {tuple(like.shape)}, found "
+                f"{given.dtype} of shape {tuple(given.shape)}"
+            )
+        if like.is_floating_point() and not bool(given.isfinite().all()):
+            raise UserError(f"{path}: {key}: has values that are not finite numbers")
+    return found
+
+
+def load_weights_file(path: Path, model: nn.Module) -> None:
+    """Put the file's weights into the model (after every check has passed)."""
+    state = read_weights(path, model)
+    model.load_state_dict(state)

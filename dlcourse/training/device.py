@@ -1,5 +1,5 @@
-"""What training on a GPU needs beyond `.to(device)`: the data on the device, mixed precision,
-cuDNN's autotuner, and the switches of a reproducible (deterministic) run.
+"""Where and how a run computes: the device (and the data on it), the CPU threads, mixed
+precision, cuDNN's autotuner, the seeds, and the switches of a reproducible (deterministic) run.
 
 Every function takes the device as an argument, so the logic runs and is tested on a CPU too:
 bf16 autocast exists on the CPU, and the memory check takes the free-memory query as a
@@ -9,12 +9,16 @@ parameter. Nothing here has been measured on a GPU yet (README: "On a GPU, and o
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
+from torch import nn
 
+from dlcourse.config import Config
 from dlcourse.data import TaskData
 from dlcourse.errors import UserError
 
@@ -130,3 +134,133 @@ class _ScalerView:
 
     def step(self) -> None:
         self.optimizer.step()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def resolve_device(cfg: Config) -> torch.device:
+    """The device to train on (checked against train.precision), its backends set up."""
+    device = pick_device(cfg)
+    check_precision(cfg.train.precision, device)
+    tune_backends(device)
+    return device
+
+
+def pick_device(cfg: Config) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"{cfg.source}: device: 'cuda' was asked for but torch sees no CUDA GPU here; "
+            "use --device cpu (or auto)"
+        )
+    return torch.device(cfg.device)
+
+
+def prepare_model(cfg: Config, model: nn.Module, device: torch.device) -> nn.Module:
+    """The model in the memory layout and on the device it trains on."""
+    if cfg.model.conv:
+        model = model.to(memory_format=torch.channels_last)  # see Trainer.channels_last
+    return model.to(device)
+
+
+# ------------------------------------------------------------------ CPU threads
+
+SMALL_MODEL = 50_000  # parameters
+
+
+class CpuLoad:
+    """How many of this process's CPUs other processes keep busy, measured from its creation
+    to `free_cores()`: the CPU time the machine spent on those CPUs (/proc/stat, Linux) minus
+    this process's own. Created before the data loads, it measures during the loading, so the
+    answer costs no waiting on a run that loads for more than MIN_SECONDS."""
+
+    MIN_SECONDS = 0.1  # /proc/stat counts in 10 ms ticks: measure at least this long
+
+    def __init__(self) -> None:
+        self.cpus = _own_cpus()
+        self.start = (time.perf_counter(), _busy_seconds(self.cpus), _own_seconds())
+
+    def free_cores(self) -> float | None:
+        """CPUs not busy with other processes (fractional), or None where it cannot be told."""
+        wall, busy, own = self.start
+        if busy is None:
+            return None
+        waited = time.perf_counter() - wall
+        if waited < self.MIN_SECONDS:
+            time.sleep(self.MIN_SECONDS - waited)
+        now_busy = _busy_seconds(self.cpus)
+        if now_busy is None:
+            return None
+        seconds = time.perf_counter() - wall
+        others = max(0.0, (now_busy - busy) - (_own_seconds() - own)) / seconds
+        return max(0.0, len(self.cpus) - others)
+
+
+def _own_cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+def _own_seconds() -> float:
+    times = os.times()
+    return times.user + times.system  # every thread of this process
+
+
+def _busy_seconds(cpus: list[int]) -> float | None:
+    """Seconds the given CPUs spent on anything but idling (and waiting for disks), or None
+    without /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as file:
+            lines = file.read().splitlines()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    wanted = {f"cpu{cpu}" for cpu in cpus}
+    busy = 0
+    for line in lines:
+        name, *fields = line.split()
+        if name in wanted:
+            # user nice system idle iowait irq softirq steal (guest time is inside user)
+            values = [int(value) for value in fields[:8]]
+            busy += sum(values) - values[3] - values[4]
+    return busy / ticks
+
+
+def threads_for(cfg: Config, model: nn.Module, load: CpuLoad | None = None) -> int | None:
+    """The run's CPU thread count: train.threads when set; 1 for a small fully-connected
+    model, whose matrix products are too small for torch to split between threads anyway;
+    else the cores other processes leave free (torch's default when that cannot be told).
+
+    A busy laptop is the common case: two threads on two cores that other programs also
+    want make every step wait for the thread that lost its core, 3-10x slower than one
+    thread (README: Speed). The count is chosen once, at the start of each training session,
+    and recorded in summary.json: a matrix product's additions run in an order that depends on
+    the thread count, so evaluate re-measures with the count the run ended with.
+    """
+    if cfg.train.threads:
+        return cfg.train.threads
+    small = sum(parameter.numel() for parameter in model.parameters()) <= SMALL_MODEL
+    if small and not cfg.model.conv:
+        return 1
+    free = load.free_cores() if load is not None else None
+    if free is None:
+        return None
+    return max(1, min(torch.get_num_threads(), round(free)))
+
+
+@contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `threads` (None: unchanged), restored afterwards."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,4 +1,5 @@
-"""Losses and metrics of the three kinds of task, computed on whole tensors on the device.
+"""Metrics of the three kinds of task, computed on whole tensors on the device, and a model's
+outputs and metrics on a split.
 
 Metrics are written out here rather than taken from scikit-learn or torchmetrics: each is a few
 lines of tensor code, and this keeps a 100 MB dependency (and a host copy) off the training loop.
@@ -6,64 +7,15 @@ lines of tensor code, and this keeps a 100 MB dependency (and a host copy) off t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _binary_cross_entropy(pos_weight: float | None) -> LossFn:
-    weights: dict[torch.device, torch.Tensor] = {}  # pos_weight on each device, made once
-
-    def binary_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        weight = None
-        if pos_weight is not None:
-            if outputs.device not in weights:
-                weights[outputs.device] = torch.tensor(pos_weight, device=outputs.device)
-            weight = weights[outputs.device]
-        # sigmoid + cross-entropy in one numerically stable step
-        return F.binary_cross_entropy_with_logits(outputs.squeeze(1), targets, pos_weight=weight)
-
-    return binary_cross_entropy
-
-
-def _squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return 0.5 * F.mse_loss(outputs.squeeze(1), targets)  # mean of 1/2 (y - t)^2
-
-
-# Task kind -> (pos_weight) -> the mean loss of a batch: outputs (B, C) or (B, 1), targets (B,).
-LOSSES: dict[str, Callable[[float | None], LossFn]] = {
-    "multiclass": lambda pos_weight: F.cross_entropy,  # softmax + negative log-likelihood
-    "binary": _binary_cross_entropy,
-    "regression": lambda pos_weight: _squared_error,
-}
-
-
-def _perceptron_criterion(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean of -(t - y) z over the batch, y = step(z) held constant (t, y in {0, 1}).
-
-    Its gradient is -(t - y) x, so a plain SGD step is the perceptron rule w += lr (t - y) x:
-    nothing changes for an example predicted right. Its value is 0 when every example is.
-    """
-    z = outputs.squeeze(1)
-    y = (z > 0).to(z.dtype)  # the step unit's output; a comparison carries no gradient
-    return -((targets - y) * z).mean()
-
-
-# Learning rules with their own criterion, by optim.name: it replaces the task kind's loss.
-RULE_LOSSES: dict[str, LossFn] = {"perceptron": _perceptron_criterion}
-
-
-def loss_function(kind: str, pos_weight: float | None = None, rule: str | None = None) -> LossFn:
-    """The loss of a task kind, or of the learning rule (optim.name) when it has its own."""
-    if rule in RULE_LOSSES:
-        return RULE_LOSSES[rule]
-    if kind not in LOSSES:
-        raise ValueError(f"unknown task kind {kind!r}; choose one of {', '.join(LOSSES)}")
-    return LOSSES[kind](pos_weight)
-
+from dlcourse.data import SplitData, TaskData
+from dlcourse.runs import Metrics, Summary
+from dlcourse.training.losses import LossFn
 
 # Task kind -> class indices (classification) or values (regression) from the outputs.
 PREDICTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -172,3 +124,73 @@ def confusion_matrix(
 
 def _ratio(numerator: torch.Tensor | int, denominator: int) -> float | None:
     return None if denominator == 0 else float(numerator) / denominator
+
+
+# ------------------------------------------------------------------ a model on a split
+
+# Large enough to amortize per-call overhead on small inputs, small enough that a CNN's
+# feature maps stay in cache (on a 2-core CPU, 256 MNIST images per batch run 1.7x faster
+# than 2048).
+EVAL_BATCH_VALUES = 2**18
+Prepare = Callable[[torch.Tensor], torch.Tensor]  # a batch into the model's memory layout
+# The end of a run measures the final weights on at most this many training examples (a
+# fixed random sample; summary.json's train_sample says so): on MNIST's 54,000 the whole
+# split costs a few seconds (as long as a third of an epoch) for a train error that 5,000
+# pin down to about 0.15% (one standard error at 1% error), well inside diagnose's 2% gaps.
+TRAIN_SAMPLE = 5_000
+
+
+@torch.no_grad()
+def model_outputs(
+    model: nn.Module, x: torch.Tensor, prepare: Prepare | None = None
+) -> torch.Tensor:
+    """The model's outputs (N, outputs) for the inputs x (N, ...), in eval mode, each batch
+    first put in the model's memory layout by `prepare`. The model is left in the mode it
+    was in.
+    """
+    was_training = model.training
+    model.eval()
+    size = max(1, EVAL_BATCH_VALUES // max(1, math.prod(x.shape[1:])))
+    result = torch.empty(0)
+    for start in range(0, len(x), size):
+        batch = x[start : start + size]
+        out = model(batch if prepare is None else prepare(batch))
+        if start == 0:
+            result = out.new_empty((len(x), *out.shape[1:]))
+        # One buffer: keeping each small output alive between the freed feature maps
+        # fragments the heap (+1 GB RSS over MNIST's training split).
+        result[start : start + len(out)] = out
+    model.train(was_training)
+    return result
+
+
+def train_sample(train: SplitData, limit: int | None = None) -> SplitData:
+    """The training split, or a fixed random sample of `limit` (default TRAIN_SAMPLE) of its
+    examples, the same on every call, in their split order, when it has more."""
+    limit = TRAIN_SAMPLE if limit is None else limit
+    if len(train) <= limit:
+        return train
+    rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:limit]
+    rows = rows.sort().values.to(train.y.device)
+    return SplitData(train.x[rows], train.y[rows], train.rows[rows.cpu()])
+
+
+def final_metrics(
+    summary: Summary, model: nn.Module, data: TaskData, loss_fn: LossFn, prepare: Prepare
+) -> dict[str, Metrics]:
+    """The metrics of every split (train: train_sample's examples, noted in the summary);
+    for classification, the test confusion matrix goes into the summary ([true class]
+    [predicted class] counts)."""
+    found = {}
+    n_classes = max(2, data.n_outputs)  # binary: one output, two classes
+    splits = dict(data.splits)
+    if "train" in splits and len(sample := train_sample(splits["train"])) < len(splits["train"]):
+        summary.train_sample = {"examples": len(sample), "of": len(splits["train"])}
+        splits["train"] = sample
+    for name, split in splits.items():
+        outputs = model_outputs(model, split.x, prepare)
+        found[name] = compute_metrics(data.kind, outputs, split.y, loss_fn, data.target_scale)
+        if name == "test" and data.kind != "regression":
+            counts = confusion_matrix(data.kind, outputs, split.y, n_classes)
+            summary.confusion_matrix = {"labels": data.class_names, "test": counts}
+    return found

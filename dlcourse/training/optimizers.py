@@ -19,10 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from dlcourse.config import Optim
 
 
 @dataclass
@@ -265,3 +267,49 @@ def checked_state(
             if not isinstance(value, Tensor) or value.shape != w.shape:
                 raise ValueError(f"optimizer state {slot} of parameter {i} has the wrong shape")
     return state, saved_groups
+
+
+# ------------------------------------------------------------------ the optimizers by name
+
+
+class Recipe(NamedTuple):
+    rule: Rule  # the update
+    slots: tuple[str, ...]  # the state it keeps per parameter
+    options: Callable[[Optim], dict[str, Any]]  # its hyperparameters besides lr, weight_decay
+
+
+def eps(cfg: Optim, default: float) -> dict[str, float]:
+    """The config's eps, or the optimizer's own default (torch.optim's)."""
+    return {"eps": default if cfg.eps is None else cfg.eps}
+
+
+OPTIMIZERS: dict[str, Recipe] = {
+    "sgd": Recipe(sgd, (), lambda o: {}),
+    "momentum": Recipe(momentum, ("velocity",), lambda o: {"beta": o.momentum}),
+    "sgd_momentum": Recipe(sgd_momentum, ("velocity",), lambda o: {"beta": o.momentum}),
+    "nesterov": Recipe(nesterov, ("velocity",), lambda o: {"beta": o.momentum}),
+    # The velocity stays zero (and unused) when rmsprop's momentum is 0.
+    "rmsprop": Recipe(
+        rmsprop,
+        ("square_avg", "velocity"),
+        lambda o: {"alpha": o.alpha, "momentum": o.momentum, **eps(o, 1e-8)},
+    ),
+    "adam": Recipe(adam, ("m", "v"), lambda o: {"betas": o.betas, **eps(o, 1e-8)}),
+    "adamw": Recipe(adamw, ("m", "v"), lambda o: {"betas": o.betas, **eps(o, 1e-8)}),
+    "adagrad": Recipe(adagrad, ("sum_sq",), lambda o: eps(o, 1e-10)),
+    "adadelta": Recipe(
+        adadelta, ("square_avg", "delta_avg"), lambda o: {"rho": o.rho, **eps(o, 1e-6)}
+    ),
+    # SGD on the perceptron criterion (metrics.py): w = w + lr (t - y) x for each mistake
+    "perceptron": Recipe(sgd, (), lambda o: {}),
+}
+
+
+def build_optimizer(cfg: Optim, model: nn.Module) -> Optimizer:
+    """The config's optimizer over the model's parameters."""
+    if cfg.name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {cfg.name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    rule, slots, options = OPTIMIZERS[cfg.name]
+    return Optimizer(
+        model.parameters(), rule, slots, lr=cfg.lr, **options(cfg), weight_decay=cfg.weight_decay
+    )

@@ -10,8 +10,11 @@ since. tests/test_optim.py checks every sequence against torch.optim.lr_schedule
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
+from dlcourse.config import Config, Schedule
+from dlcourse.errors import UserError
 from dlcourse.training.optimizers import Optimizer
 
 
@@ -147,3 +150,71 @@ class Plateau:
         ):
             raise ValueError(f"the plateau schedule state is not {{'best', 'bad_epochs'}}: {state}")
         self.best, self.bad_epochs = best, bad
+
+
+# ------------------------------------------------------------------ the schedules by name
+
+
+# Schedules that step after every batch; the others step once per epoch.
+PER_BATCH = {"onecycle"}
+
+
+def check_schedule(cfg: Config, n_train: int) -> None:
+    """Refuse a schedule the run is too short for (before anything is written)."""
+    size = cfg.train.batch_size
+    steps = cfg.train.epochs * math.ceil(n_train / (n_train if size == "full" else size))
+    if cfg.optim.schedule.name == "onecycle" and steps < 4:
+        raise UserError(
+            f"{cfg.source}: optim.schedule.name: 'onecycle' needs at least 4 steps to warm up "
+            "and anneal, "
+            f"but this run has {steps}; train longer, use smaller batches, or no schedule"
+        )
+
+
+def _one_cycle(c: Schedule, opt: Optimizer, epochs: int, steps: int, lr: float,
+               maximize: bool) -> OneCycle:  # fmt: skip
+    total = epochs * steps
+    # Each phase needs two steps or more: a phase's fraction divides by its length - 1.
+    warmup = min(max(c.pct_start, 2 / total), 1 - 2 / total)
+    return OneCycle(opt, lr, total, warmup)
+
+
+SchedulerBuilder = Callable[[Schedule, Optimizer, int, int, float, bool], Scheduler]
+# name -> (schedule, optimizer, epochs, steps per epoch, lr, maximize) -> schedule;
+# None: a constant learning rate
+SCHEDULES: dict[str, SchedulerBuilder | None] = {
+    "none": None,
+    "step": lambda c, opt, epochs, steps, lr, maximize: StepDecay(opt, lr, c.step_size, c.gamma),
+    "cosine": lambda c, opt, epochs, steps, lr, maximize: Cosine(opt, lr, epochs, c.min_lr),
+    # maximize: whether higher is better for the dev metric the plateau watches
+    "plateau": lambda c, opt, epochs, steps, lr, maximize: Plateau(
+        opt, c.gamma, c.patience, c.min_lr, maximize
+    ),
+    "onecycle": _one_cycle,
+}
+
+
+def build_scheduler(
+    cfg: Schedule, optimizer: Optimizer, epochs: int, steps_per_epoch: int, lr: float,
+    maximize: bool = False,
+) -> Scheduler | None:  # fmt: skip
+    """The config's schedule, or None for a constant learning rate. `maximize`: whether
+    higher is better for the dev metric a plateau schedule watches."""
+    if cfg.name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {cfg.name!r}; choose one of {', '.join(SCHEDULES)}")
+    builder = SCHEDULES[cfg.name]
+    return None if builder is None else builder(cfg, optimizer, epochs, steps_per_epoch, lr,
+                                                maximize)  # fmt: skip
+
+
+def step_per_epoch(scheduler: Scheduler | None, name: str, monitored: float | None) -> None:
+    """An epoch's end for a schedule that moves per epoch: plateau with the monitored dev
+    metric (when there is one), the others by one epoch; per-batch schedules (onecycle) and
+    no schedule do nothing."""
+    if scheduler is None or name in PER_BATCH:
+        return
+    if name == "plateau":
+        if monitored is not None:
+            scheduler.step(monitored)
+    else:
+        scheduler.step()

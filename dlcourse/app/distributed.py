@@ -1,4 +1,10 @@
-"""`dlcourse train` in one of several processes that torchrun started (see distributed.py).
+"""`dlcourse train --nproc N`, and `dlcourse train` in one of the processes torchrun started
+(training/distributed.py: the process group and the trainer of several processes).
+
+`launch` runs torchrun's own code (torch.distributed.run) in this process, as `torchrun
+--standalone --nproc-per-node=N -m dlcourse train ...` would; its exit code is the workers'
+(3 for a divergence, 130 for Ctrl-C, 2 for bad input), where torchrun itself exits with 1
+whenever a worker fails.
 
 Every rank loads the data and builds the model; rank 0 alone creates (or locks) the run
 folder, writes into it, prints and logs to TensorBoard, and tells the others the folder's
@@ -13,6 +19,7 @@ reads it and every rank resumes from the folder's last checkpoint, as `--resume`
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -22,25 +29,27 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from dlcourse.app.training import (
+    begin_resume,
+    describe,
+    prepare_resume,
+    stop_on_signals,
+    train_in,
+)
 from dlcourse.config import Config, dump_config, load_config
 from dlcourse.data import load_task_data
 from dlcourse.errors import DlcourseError, UserError
 from dlcourse.models import build_model
 from dlcourse.runs import RunFolder
-from dlcourse.training.callbacks import Callback
-from dlcourse.training.device import place_data
-from dlcourse.training.distributed import Group, RankError, restart_count
-from dlcourse.training.distributed_trainer import DistributedTrainer
-from dlcourse.training.job import (
-    describe,
+from dlcourse.training.device import (
+    place_data,
     prepare_model,
     resolve_device,
     seed_everything,
-    stop_on_signals,
-    train_in,
 )
-from dlcourse.training.optim import check_schedule
-from dlcourse.training.trainer import Trainer
+from dlcourse.training.distributed import DistributedTrainer, Group, RankError, restart_count
+from dlcourse.training.schedules import check_schedule
+from dlcourse.training.trainer import Callback, Trainer
 
 # Test-only: "RANK:EPOCH" makes that rank die (os._exit) at the last step of that epoch, on
 # torchrun's first attempt only, to test the elastic restart.
@@ -93,7 +102,7 @@ def train_new(cfg: Config, group: Group, runs_dir: Path, data_dir: Path, console
 
         def new_folder() -> str:
             folder = RunFolder.create(runs_dir, cfg.name)
-            stack.enter_context(folder.locked())
+            stack.enter_context(folder.locked()).claim()
             remember(runs_dir, folder)
             folder.write_config(dump_config(cfg))
             folder.write_splits({name: split.rows for name, split in data.splits.items()})
@@ -118,16 +127,14 @@ def resume_in(
     config: Path | None,
     overrides: list[str],
 ) -> None:
-    from dlcourse.training.resume import begin_resume, prepare_resume
-
     folder = RunFolder(path)
     if not folder.config.is_file():
         raise UserError(f"{path}: not a run folder (it has no config.yaml); nothing to resume")
     with ExitStack() as stack:
-        group.on_main(lambda: stack.enter_context(folder.locked()))
+        lock = group.on_main(lambda: stack.enter_context(folder.locked()))
         trainer, rows = prepare_resume(folder, data_dir, config, overrides, build=builder(group))
         if group.is_main:
-            begin_resume(folder, trainer, rows, console)
+            begin_resume(folder, lock, trainer, rows, console)
         fit(trainer, group, console, resumed=True)
 
 
@@ -156,7 +163,7 @@ def fit(trainer: Trainer, group: Group, console: Console, resumed: bool) -> None
         train_in(trainer, console, resumed=resumed, callbacks=extra)
         forget(trainer)
     else:
-        trainer.callbacks += extra
+        trainer.add_callbacks(extra)
         with stop_on_signals(trainer):
             trainer.fit()
 
@@ -195,3 +202,62 @@ def restarted_folder(runs_dir: Path) -> str | None:
         return None
     folder = RunFolder(Path(file.read_text(encoding="utf-8").strip()))
     return str(folder.path) if folder.last.is_file() else None
+
+
+# ------------------------------------------------------------------ --nproc
+
+INTERRUPTED = 130  # Ctrl-C or SIGTERM, as one process (errors.InterruptedRun)
+
+
+def torchrun_args(nproc: int, args: list[str]) -> list[str]:
+    """torchrun's command line: one machine, N workers, each `python -m dlcourse ARGS`."""
+    return ["--standalone", f"--nproc-per-node={nproc}", "--module", "dlcourse", *args]
+
+
+def launch(nproc: int, args: list[str]) -> int:
+    """Run `dlcourse ARGS` in `nproc` processes through torchrun; the workers' exit code."""
+    from torch.distributed.elastic.multiprocessing import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    # torchrun gives each worker 1 thread unless told; the CPU's cores shared is better.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # we report
+    try:
+        run(parse_args(torchrun_args(nproc, args)))
+    except ChildFailedError as exc:
+        _, failure = exc.get_first_failure()
+        code = failure.exitcode
+        return 128 - code if code < 0 else code or 1  # killed by signal s: 128 + s, as a shell
+    except (KeyboardInterrupt, SignalException):  # torchrun stopped the workers (they saved)
+        return INTERRUPTED
+    return 0
+
+
+def worker_args(
+    *,
+    config: Path | None,
+    sets: list[str],
+    name: str | None,
+    runs_dir: Path,
+    data_dir: Path,
+    device: str | None,
+    resume: Path | None,
+    deterministic: bool,
+    debug: bool,
+) -> list[str]:
+    """The `dlcourse train` command line each worker runs (the given one without --nproc)."""
+    args = ["--debug"] if debug else []
+    args += ["train", *([str(config)] if config else [])]
+    for value in sets:
+        args += ["--set", value]
+    if name is not None:
+        args += ["--name", name]
+    args += ["--runs-dir", str(runs_dir), "--data-dir", str(data_dir)]
+    if device is not None:
+        args += ["--device", device]
+    if resume is not None:
+        args += ["--resume", str(resume)]
+    if deterministic:
+        args.append("--deterministic")
+    return args

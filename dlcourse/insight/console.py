@@ -16,8 +16,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from dlcourse.training.callbacks import Callback
-from dlcourse.training.records import EpochRow, Summary
+from dlcourse.runs import EpochRow, Summary
+from dlcourse.training.trainer import Callback
 
 if TYPE_CHECKING:
     from dlcourse.training.trainer import Trainer
@@ -94,8 +94,9 @@ class ConsoleReporter(Callback):
         self.console.print(line, highlight=False)
         if self.progress is not None and self.epochs is not None and self.batches is not None:
             self.progress.update(self.epochs, completed=row.epoch)
-            self.progress.reset(self.batches, description=f"epoch {row.epoch + 1}")
-            self.progress.update(self.batches, total=trainer.steps_per_epoch, loss="")
+            if row.epoch < epochs:  # the bar of the next epoch, not of one after the last
+                self.progress.reset(self.batches, description=f"epoch {row.epoch + 1}")
+                self.progress.update(self.batches, total=trainer.steps_per_epoch, loss="")
 
     def on_fit_end(self, trainer: Trainer, summary: Summary) -> None:
         self.stop()
@@ -111,6 +112,7 @@ class ConsoleReporter(Callback):
             f"{plural(trainer.cfg.train.early_stopping.patience or 0, 'epoch')}; {kept}",
             "diverged": f"diverged during epoch {epochs + 1}; {kept}",
             "interrupted": f"interrupted during epoch {epochs + 1}; {kept}",
+            "stopped": f"stopped during epoch {epochs + 1}; {kept}",
         }[summary.stop_reason]
         self.console.print(f"{note} ({summary.seconds:.1f}s)", highlight=False)
 

@@ -1,12 +1,15 @@
 """`dlcourse visualize-activations`: what every layer of a trained model outputs, as pictures.
 
 For the chosen examples it writes one PNG per layer (and one of the input), each with a colour
-bar of its values (figures.py): conv layers as a grid of feature maps (a row per example, a
-column per channel), dense layers as a heat map (a row per example, a column per unit: red
-positive, blue negative), and a classifier's output layer as the class probabilities (softmax,
-or sigmoid for two classes) with each example's predicted class. The same images go to the
-run's TensorBoard under `activations/`; a table of per-layer statistics flags layers that are
-dead or saturated, and a table gives each example's prediction and probabilities.
+bar of its values (insight/figures.py): conv layers as a grid of feature maps (a row per
+example, a column per channel), dense layers as a heat map (a row per example, a column per
+unit, numbered from 0: red positive, blue negative), and a classifier's output layer as the
+class probabilities (softmax, or sigmoid for two classes) with each example's predicted class.
+The same images go to the run's TensorBoard under `activations/`.
+
+The table of per-layer statistics (mean, std, % zero, dead and saturated units) is measured on
+the probe (insight/probe.py), as TensorBoard's dead_fraction and the training warnings are:
+for the same weights all three show the same numbers. Dead or saturated layers are named.
 """
 
 from __future__ import annotations
@@ -21,26 +24,40 @@ from rich.table import Table
 
 from dlcourse.data import TaskData
 from dlcourse.errors import UserError
-from dlcourse.insight.figures import Labels, feature_map_figure, figure_pixels, heat_map_figure
-from dlcourse.insight.probe import (
-    LayerStats,
-    activation_kind,
-    capture_activations,
-    layer_stats,
+from dlcourse.fileio import write_bytes_atomic
+from dlcourse.insight.figures import (
+    Labels,
+    feature_map_figure,
+    figure_pixels,
+    heat_map_figure,
+    pixels_png,
 )
-from dlcourse.restore import RestoredRun, open_run
+from dlcourse.insight.probe import (
+    PARTLY_DEAD,
+    SATURATED,
+    LayerStats,
+    dead_units,
+    describe_probe,
+    model_stats,
+    probe_activations,
+    probe_inputs,
+)
+from dlcourse.tools.trained import TrainedRun, open_run, probabilities
 
 TABULAR_EXAMPLES = 8
-DEAD_WARNING = 0.5  # flag a ReLU layer when at least this fraction of its units is dead
-SATURATED_WARNING = 0.5
 
 
 @dataclass
 class LayerPicture:
     name: str
-    path: Path
-    image: torch.Tensor  # (3, H, W) in [0, 1], as written to path
-    stats: LayerStats | None  # None for the input
+    file_name: str  # 00_input.png, 01_conv1.png, ...
+    image: torch.Tensor  # (3, H, W) in [0, 1]
+    stats: LayerStats | None  # on the probe; None for the input
+    path: Path | None = None  # where it was written
+
+    @property
+    def png(self) -> bytes:
+        return pixels_png(self.image)
 
 
 def default_indices(data: TaskData, split: str) -> list[int]:
@@ -58,12 +75,12 @@ def visualize_run(
     *,
     data_dir: Path,
     console: Console,
-    checkpoint: str = "best",
+    checkpoint: str = "kept",
     split: str = "test",
     indices: list[int] | None = None,
     out: Path | None = None,
 ) -> list[LayerPicture]:
-    """`dlcourse visualize-activations`: pictures, TensorBoard images and the table."""
+    """`dlcourse visualize-activations`: pictures, TensorBoard images and the tables."""
     opened = open_run(run_dir, checkpoint)
     data = opened.load_data(data_dir)
     if split not in data.splits:
@@ -72,44 +89,60 @@ def visualize_run(
         )
     chosen = indices or default_indices(data, split)
     target = out or run_dir / "activations"
-    pictures = visualize_activations(opened, data, target, split, chosen)
+    pictures = visualize_activations(opened, data, split, chosen)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{target}: cannot write the pictures there ({exc.strerror})") from None
+    for item in pictures:
+        item.path = target / item.file_name
+        write_bytes_atomic(item.path, item.png)
     log_to_tensorboard(opened, pictures)
-    report(console, pictures, len(chosen), target)
+    console.print(f"{opened.weights}, {len(chosen)} {split} examples", highlight=False)
+    console.print(stats_table(pictures, describe_probe(data)))
+    for line in diagnoses(pictures):
+        console.print(f"[yellow]warning[/yellow] {line}", highlight=False)
+    console.print(f"{len(pictures)} images written to {target}/", highlight=False)
     console.print(predictions_table(opened, data, split, chosen))
     return pictures
 
 
-def predictions_table(opened: RestoredRun, data: TaskData, split: str, chosen: list[int]) -> Table:
+def predictions_table(opened: TrainedRun, data: TaskData, split: str, chosen: list[int]) -> Table:
     """Each example's prediction; for a classifier with the probabilities of the predicted and
-    the true class (softmax, or sigmoid for two classes)."""
+    the true class (softmax, or sigmoid for two classes); for regression in the target's
+    units."""
     examples = data.splits[split]
-    with torch.no_grad():
-        outputs = opened.model(examples.x[chosen])
+    outputs = opened.outputs(examples.x[chosen])
     table = Table(title="predictions", title_justify="left")
     if data.kind == "regression":
         for column in ("example", "target", "prediction"):
             table.add_column(column, justify="right")
-        for index, value in zip(chosen, outputs[:, 0].tolist(), strict=True):
-            table.add_row(f"{split} {index}", f"{float(examples.y[index]):.4g}", f"{value:.4g}")
+        targets = data.in_target_units(examples.y[chosen].float())
+        values = data.in_target_units(outputs[:, 0])
+        for index, truth, value in zip(chosen, targets.tolist(), values.tolist(), strict=True):
+            table.add_row(f"{split} {index}", f"{truth:.4g}", f"{value:.4g}")
         return table
     function = "sigmoid" if data.kind == "binary" else "softmax"
     for column in ("example", "class", "predicted", f"p(predicted) ({function})", "p(class)"):
         table.add_column(column, justify="right")
     p = probabilities(data.kind, outputs)
+    assert p is not None
+    names = opened.class_names
     for row, index in enumerate(chosen):
         truth, best = int(examples.y[index]), int(p[row].argmax())
         mark = "" if truth == best else " [red]wrong[/red]"
         table.add_row(
-            f"{split} {index}", data.class_names[truth], data.class_names[best] + mark,
+            f"{split} {index}", names[truth], names[best] + mark,
             f"{float(p[row, best]):.4f}", f"{float(p[row, truth]):.4f}",
         )  # fmt: skip
     return table
 
 
 def visualize_activations(
-    opened: RestoredRun, data: TaskData, out: Path, split: str, chosen: list[int]
+    opened: TrainedRun, data: TaskData, split: str, chosen: list[int]
 ) -> list[LayerPicture]:
-    """One picture per layer (and of the input) of the chosen examples of a split."""
+    """One picture per layer (and of the input) of the chosen examples of a split, each with
+    its layer's statistics on the probe."""
     examples = data.splits[split]
     for index in chosen:
         if not 0 <= index < len(examples):
@@ -118,41 +151,28 @@ def visualize_activations(
                 f"examples (0 to {len(examples) - 1})"
             )
     x = examples.x[chosen]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot write the pictures there ({exc.strerror})") from None
-    modules = dict(opened.model.named_children())
-    with torch.no_grad(), capture_activations(opened.model) as outputs:
-        opened.model(x)
-    rows = [_row_label(data, split, index) for index in chosen]
+    model = opened.model
+    stats = model_stats(model, probe_activations(model, probe_inputs(data)))
+    outputs = probe_activations(model, x)
+    rows = [_row_label(opened, data, split, index) for index in chosen]
     inputs = Labels(rows, data.feature_names or None)
-    pictures = [LayerPicture("input", out / "00_input.png", input_picture(x, inputs), None)]
+    pictures = [LayerPicture("input", "00_input.png", input_picture(x, inputs), None)]
     for order, (name, output) in enumerate(outputs.items(), start=1):
-        stats = layer_stats(output, activation_kind(modules[name]))
         if name == "out" and data.kind != "regression":
-            image = figure_pixels(output_figure(output, data, rows))
+            image = figure_pixels(output_figure(opened, output, data, rows))
         else:
             image = picture(output, name, Labels(rows))
-        pictures.append(LayerPicture(name, out / f"{order:02d}_{name}.png", image, stats))
-    for item in pictures:
-        save_png(item.image, item.path)
+        pictures.append(LayerPicture(name, f"{order:02d}_{name}.png", image, stats[name]))
     return pictures
 
 
-def _row_label(data: TaskData, split: str, index: int) -> str:
+def _row_label(opened: TrainedRun, data: TaskData, split: str, index: int) -> str:
     label = data.splits[split].y[index]
-    truth = data.class_names[int(label)] if data.class_names else f"{float(label):.3g}"
+    if data.kind == "regression":
+        truth = f"{float(data.in_target_units(label.reshape(1).float())[0]):.3g}"
+    else:
+        truth = opened.class_names[int(label)]
     return f"{split} {index} ({truth})"
-
-
-def probabilities(kind: str, logits: torch.Tensor) -> torch.Tensor:
-    """(examples, classes) probabilities of a classifier's outputs: softmax over the classes,
-    or for one binary output the sigmoid p of class 1 and 1 - p of class 0."""
-    if kind == "binary":
-        p = torch.sigmoid(logits.float()[:, :1])
-        return torch.cat([1 - p, p], dim=1)
-    return torch.softmax(logits.float(), dim=1)
 
 
 def picture(values: torch.Tensor, name: str, labels: Labels) -> torch.Tensor:
@@ -171,73 +191,65 @@ def input_picture(x: torch.Tensor, labels: Labels) -> torch.Tensor:
     return figure_pixels(heat_map_figure(x.float().flatten(1), title, labels, xlabel="feature"))
 
 
-def output_figure(logits: torch.Tensor, data: TaskData, rows: list[str]) -> Any:
+def output_figure(opened: TrainedRun, logits: torch.Tensor, data: TaskData, rows: list[str]) -> Any:
     """The output layer of a classifier: each example's class probabilities, and its
     predicted class."""
     p = probabilities(data.kind, logits)
+    assert p is not None
+    names = opened.class_names
     predicted = p.argmax(1).tolist()
-    labelled = [f"{row} -> {data.class_names[c]}" for row, c in zip(rows, predicted, strict=True)]
+    labelled = [f"{row} -> {names[c]}" for row, c in zip(rows, predicted, strict=True)]
     function = "sigmoid" if data.kind == "binary" else "softmax"
     title = f"out: {function} probabilities (example (true class) -> predicted class)"
-    labels = Labels(labelled, data.class_names)
-    return heat_map_figure(p, title, labels, probabilities=True, xlabel="class")
+    return heat_map_figure(p, title, Labels(labelled, names), probabilities=True, xlabel="class")
 
 
-def save_png(image: torch.Tensor, path: Path) -> None:
-    from torchvision.utils import save_image
-
-    save_image(image, path)
-
-
-def log_to_tensorboard(opened: RestoredRun, pictures: list[LayerPicture]) -> None:
+def log_to_tensorboard(opened: TrainedRun, pictures: list[LayerPicture]) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    step = opened.checkpoint.epoch
+    assert opened.folder is not None
+    step = opened.epoch or 0
     with SummaryWriter(log_dir=str(opened.folder.tensorboard)) as writer:
         for item in pictures:
-            writer.add_image(f"activations/{item.path.stem}", item.image, step)
+            writer.add_image(f"activations/{Path(item.file_name).stem}", item.image, step)
 
 
-def stats_table(pictures: list[LayerPicture], n_examples: int) -> Table:
-    table = Table(title=f"activations of {n_examples} examples")
-    for column in ("layer", "output shape", "mean", "std", "% zero", "% saturated"):
+def stats_table(pictures: list[LayerPicture], probe: str) -> Table:
+    table = Table(title=f"each layer's output on the probe ({probe})")
+    for column in ("layer", "output shape", "mean", "std", "% zero", "dead units",
+                   "% saturated"):  # fmt: skip
         table.add_column(column, justify="left" if column == "layer" else "right")
     for item in pictures:
         if item.stats is None:
             continue
         s = item.stats
         saturated = "-" if s.saturated is None else f"{100 * s.saturated:.1f}"
+        dead = "-" if s.dead is None else f"{dead_units(s)}/{s.units} ({100 * s.dead:.0f}%)"
         table.add_row(
-            item.path.stem, str(tuple(s.shape)), f"{s.mean:.3f}", f"{s.std:.3f}",
-            f"{100 * s.zero:.1f}", saturated,
+            Path(item.file_name).stem, str(tuple(s.shape)), f"{s.mean:.3f}", f"{s.std:.3f}",
+            f"{100 * s.zero:.1f}", dead, saturated,
         )  # fmt: skip
     return table
 
 
 def diagnoses(pictures: list[LayerPicture]) -> list[str]:
-    """One line per dead or saturated layer, saying what it means for learning."""
+    """One line per dead, partly dead or saturated layer, saying what it means for learning."""
     lines = []
     for item in pictures:
         s = item.stats
         if s is None:
             continue
-        if s.dead is not None and s.dead >= DEAD_WARNING:
+        if s.dead is not None and s.dead >= PARTLY_DEAD:
+            amount = "all" if s.dead >= 1 else f"{dead_units(s)} of the {s.units}"
             lines.append(
-                f"{item.name}: {100 * s.dead:.0f}% of its units are dead (0 for every example "
-                "shown). A dead ReLU passes no gradient, so those units no longer learn; a "
-                "smaller learning rate, kaiming init or leaky_relu keeps them alive."
+                f"{item.name}: {amount} of its units are dead (0 for every probe example). A "
+                "dead ReLU passes no gradient, so those units no longer learn; a smaller "
+                "learning rate, kaiming init or leaky_relu keeps them alive."
             )
-        if s.saturated is not None and s.saturated >= SATURATED_WARNING:
+        if s.saturated is not None and s.saturated >= SATURATED:
             lines.append(
                 f"{item.name}: {100 * s.saturated:.0f}% of its outputs are saturated (at the flat "
                 "ends of the curve), where the gradient is nearly 0, so learning slows down "
                 "(vanishing gradients). Normalized inputs, xavier init or relu help."
             )
     return lines
-
-
-def report(console: Console, pictures: list[LayerPicture], n_examples: int, out: Path) -> None:
-    console.print(stats_table(pictures, n_examples))
-    for line in diagnoses(pictures):
-        console.print(f"[yellow]warning[/yellow] {line}", highlight=False)
-    console.print(f"{len(pictures)} images written to {out}/", highlight=False)

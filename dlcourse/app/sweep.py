@@ -35,14 +35,17 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from dlcourse.app.training import resume, train
 from dlcourse.config import Config, config_data, load_config
 from dlcourse.config.source import read_config_file
 from dlcourse.errors import DivergedError, InterruptedRun, UserError
 from dlcourse.fileio import write_text_atomic
+from dlcourse.runs import RunFolder, RunInfo, read_run
 from dlcourse.tools.compare import Comparison, compare_runs, short_key
-from dlcourse.tools.runinfo import FINISHED, RunInfo, read_run
 
 SWEEP_SUFFIX = ".sweep.yaml"
+DONE = ("completed", "early_stopping", "diverged")  # a sweep runs these no more (seeded: a
+# diverged run would diverge again)
 SWEEP_KEYS = ("config", "name", "set", "grid", "variants")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -193,7 +196,7 @@ def find_run(folder: Path, cfg: Config) -> Path | None:
     found = None
     for path in sorted(folder.glob(f"{cfg.name}-*")):  # names end with the time: oldest first
         if (path / "config.yaml").is_file():
-            data, _ = read_config_file(path / "config.yaml")
+            data = config_data(RunFolder(path).read_config())
             if comparable(data) == wanted:
                 found = path
     return found
@@ -214,7 +217,7 @@ def run_sweep(spec: SweepSpec, *, runs_dir: Path, data_dir: Path, console: Conso
         path = find_run(folder, cfg)
         run = read_run(path) if path is not None else None
         head = f"[bold]sweep {spec.name}: run {index}/{len(resolved)}, {combo.label}[/bold]"
-        if run is not None and run.status in FINISHED:
+        if run is not None and run.status in DONE:
             console.print(f"{head}: {run.status} already ({run.path.name}), skipped",
                           highlight=False)  # fmt: skip
             skipped.append(combo.label)
@@ -235,18 +238,16 @@ def train_combination(
     run: RunInfo | None, cfg: Config, folder: Path, data_dir: Path, console: Console
 ) -> bool:
     """Resume the combination's unfinished run, or train it anew; True if it diverged."""
-    from dlcourse.training import job
-
     if run is not None and run.status == "running":
         raise UserError(f"{run.path}: another process is training it (the same sweep twice?)")
     try:
         if run is not None and (run.path / "checkpoints" / "last.pt").is_file():
             try:
-                job.resume(run.path, data_dir=data_dir, console=console)
+                resume(run.path, data_dir=data_dir, console=console)
                 return False
             except UserError as exc:  # e.g. killed after its last epoch, before its summary
                 console.print(f"cannot resume it ({exc}); training it anew", highlight=False)
-        job.train(cfg, runs_dir=folder, data_dir=data_dir, console=console)
+        train(cfg, runs_dir=folder, data_dir=data_dir, console=console)
     except DivergedError as exc:
         console.print(f"[red]{exc}[/red]", highlight=False)
         return True

@@ -87,8 +87,8 @@ def predict(
 ) -> None:
     """Predict with a trained model: the class and its probabilities, or the value."""
     from dlcourse.fileio import write_text_atomic
-    from dlcourse.tools.inference import refuse_training_file
     from dlcourse.tools.predict import predict as predict_with
+    from dlcourse.tools.trained import refuse_training_file
 
     result = predict_with(model, input_, set_ or [])
     text = result.to_json_lines() if json_ else result.to_csv()

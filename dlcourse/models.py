@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from dlcourse.config import Model
 from dlcourse.errors import UserError
-from dlcourse.models.activations import build_activation
-from dlcourse.models.init import initialize
 
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
@@ -75,3 +75,84 @@ def _add_conv_blocks(
 
 def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
+
+
+# ------------------------------------------------------------------ from activations.py
+
+
+class Step(nn.Module):
+    """The threshold unit of the first neurons: 1 if x > 0 else 0.
+
+    Its derivative is 0 wherever it exists, so gradient descent cannot train a network built
+    from it. It trains only as the single-layer perceptron, whose rule (optim.name: perceptron)
+    needs no derivative of the step; config validation refuses every other use.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x > 0).to(x.dtype)
+
+
+ACTIVATIONS: dict[str, Callable[[float], nn.Module]] = {
+    "identity": lambda slope: nn.Identity(),  # no non-linearity: depth adds nothing
+    "step": lambda slope: Step(),
+    "sigmoid": lambda slope: nn.Sigmoid(),
+    "tanh": lambda slope: nn.Tanh(),
+    "relu": lambda slope: nn.ReLU(),
+    "leaky_relu": lambda slope: nn.LeakyReLU(slope),
+    "elu": lambda slope: nn.ELU(),
+}
+SATURATING = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}  # bounds of the output
+
+
+def build_activation(name: str, slope: float = 0.01) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name](slope)
+
+
+# ------------------------------------------------------------------ from init.py
+
+
+def _xavier(weight, std: float, value: float) -> None:
+    nn.init.xavier_uniform_(weight)
+
+
+def _kaiming(weight, std: float, value: float) -> None:
+    nn.init.kaiming_normal_(weight, nonlinearity="relu")
+
+
+def _normal(weight, std: float, value: float) -> None:
+    nn.init.normal_(weight, mean=0.0, std=std)
+
+
+def _zeros(weight, std: float, value: float) -> None:
+    nn.init.zeros_(weight)
+
+
+def _constant(weight, std: float, value: float) -> None:
+    nn.init.constant_(weight, value)
+
+
+# name -> (weight, model.init_std, model.init_value) -> None; None: PyTorch's own
+INITS: dict[str, Callable[..., None] | None] = {
+    "default": None,  # PyTorch's own: uniform(+-1/sqrt(fan_in)) for weights and biases
+    "xavier": _xavier,
+    "kaiming": _kaiming,
+    "normal": _normal,
+    "zeros": _zeros,
+    "constant": _constant,
+}
+
+
+def initialize(model: nn.Module, name: str, std: float = 0.01, value: float = 0.1) -> None:
+    """Re-initialize the weights of every Linear and Conv2d layer of the model."""
+    if name not in INITS:
+        raise ValueError(f"unknown init {name!r}; choose one of {', '.join(INITS)}")
+    init = INITS[name]
+    if init is None:
+        return
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            init(module.weight, std, value)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)

@@ -1,12 +1,152 @@
-"""The sections of training: optimizer and schedule, penalties, the loop, and logging."""
+"""The config's sections, one pydantic model each: data, model, optim, regularization, train,
+logging.
+
+Every key has a one-line description (what `config show` prints beside it, and what the JSON
+schema gives an editor); unknown keys, inf and NaN are errors everywhere, and every number that
+reaches a float32 tensor is bounded, so a value that validates can never overflow in training.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
-from dlcourse.config.base import BIG, Section
+BIG = 1e6  # the bound of lambdas, weights and rates: far past any useful value, far below overflow
+
+
+class Section(BaseModel):
+    # Unknown keys are errors: a typo must never be silently ignored. So are inf and NaN.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# ------------------------------------------------------------------ data
+
+
+class Split(Section):
+    """Fractions of the examples in each split; they must sum to 1."""
+
+    train: float = Field(gt=0, le=1, description="fraction of the examples used for training")
+    dev: float = Field(
+        0.0, ge=0, lt=1, description="fraction held out to pick the epoch and tune (validation)"
+    )
+    test: float = Field(0.0, ge=0, lt=1, description="fraction held out for the final report")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> Split:
+        total = self.train + self.dev + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"data.split: train + dev + test must sum to 1, got "
+                f"{self.train:g} + {self.dev:g} + {self.test:g} = {total:g}"
+            )
+        return self
+
+
+class Augment(Section):
+    """Random transformations of each training image, applied batch-wise on the device."""
+
+    shift: int = Field(0, ge=0, le=8, description="translate by up to this many pixels")
+    rotate: float = Field(0.0, ge=0, le=45, description="rotate by up to this many degrees")
+
+
+PlaygroundName = Literal["xor", "circles", "moons", "spirals", "gaussians"]
+
+
+class Data(Section):
+    path: str | None = Field(
+        None,
+        description="the CSV file (csv: required; churn: default "
+        "<data_dir>/churn/Churn_Modelling.csv)",
+    )
+    target: str | None = Field(None, description="csv: the column to predict")
+    kind: Literal["classification", "regression"] | None = Field(
+        None,
+        description="csv: classification or regression (default: classification when the "
+        "target is text or has at most 10 distinct integer values)",
+    )
+    drop: list[str] | None = Field(None, description="csv: columns not to use (ids, names)")
+    categorical: list[str] | None = Field(
+        None, description="csv: numeric columns to one-hot encode too (text columns always are)"
+    )
+    dataset: PlaygroundName | None = Field(
+        None, description="playground: the 2-D data set (xor, circles, moons, spirals, gaussians)"
+    )
+    split: Split | None = Field(
+        None, description="train/dev/test fractions (default by task, e.g. 0.6/0.2/0.2)"
+    )
+    limit: int | None = Field(
+        None, ge=1, description="use only the first N examples of each source (tiny runs)"
+    )
+    n_samples: int | None = Field(
+        None, ge=10, le=10_000_000, description="generated data: examples to generate"
+    )
+    noise: float | None = Field(
+        None,
+        ge=0,
+        le=BIG,
+        description="generated data: std of the noise (default by task and data set)",
+    )
+    augment: Augment | None = Field(None, description="mnist: data augmentation of training images")
+    normalize: bool = Field(
+        True,
+        description="standardize the inputs with training-split statistics (false: raw features; "
+        "mnist: pixels / 255)",
+    )
+
+
+# ------------------------------------------------------------------ model
+
+ActivationName = Literal["identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu"]
+InitName = Literal["default", "xavier", "kaiming", "normal", "zeros", "constant"]
+
+
+class ConvBlock(Section):
+    """conv -> [batch norm] -> activation -> [pool 2x2] -> [dropout]."""
+
+    channels: int = Field(ge=1, le=1024, description="output channels (feature maps)")
+    kernel: int = Field(3, ge=1, le=11, description="kernel size")
+    padding: Literal["same", "valid"] = Field(
+        "same", description="same: pad to keep the image size (odd kernels); valid: no padding"
+    )
+    batch_norm: bool = Field(True, description="batch normalization after the convolution")
+    pool: Literal["max", "avg", "none"] = Field("max", description="2x2 pooling after the block")
+    dropout: float = Field(0.0, ge=0, lt=1, description="drop probability after the block")
+
+
+class Model(Section):
+    conv: list[ConvBlock] | None = Field(
+        None,
+        description="mnist: the convolution blocks, in order (default two blocks, 16 and 32; "
+        "[]: a plain MLP on the 784 pixels)",
+    )
+    hidden: list[int] | None = Field(
+        None, description="sizes of the hidden fully-connected layers (default by task)"
+    )
+    activation: ActivationName = Field("relu", description="non-linearity of every hidden layer")
+    leaky_slope: float = Field(0.01, gt=0, lt=1, description="leaky_relu: slope for x < 0")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="drop probability (1 - keep_prob) after each hidden FC layer"
+    )
+    init: InitName = Field(
+        "default",
+        description="weight initialization (biases start at 0 except under default; zeros and "
+        "constant make every hidden unit the same: the symmetry problem)",
+    )
+    init_std: float = Field(0.01, gt=0, le=1000, description="init: normal: std of the weights")
+    init_value: float = Field(
+        0.1, ge=-1000, le=1000, description="init: constant: the value of every weight"
+    )
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_sizes(cls, sizes: list[int] | None) -> list[int] | None:
+        if sizes is not None and any(not 1 <= size <= 65_536 for size in sizes):
+            raise ValueError(f"model.hidden: layer sizes must be from 1 to 65536, got {sizes}")
+        return sizes
+
+
+# ------------------------------------------------------------------ optim, regularization, train, logging
 
 OptimizerName = Literal[
     "sgd", "momentum", "sgd_momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad",

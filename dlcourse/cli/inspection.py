@@ -1,4 +1,5 @@
-"""Commands that show the numbers of the lectures: `dlcourse forward`, `weights`, `gradcheck`."""
+"""Commands that look inside a model: `dlcourse forward`, `weights`, `gradcheck` (the numbers
+of the lectures) and `visualize-activations` (every layer's output as pictures)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dlcourse.cli.common import (
     DataDirOption,
     RunArg,
     SetOption,
+    Split,
     cli_errors,
     console,
     resolve_data_dir,
@@ -69,7 +71,7 @@ def forward(
     z = W a + b and a = g(z) layer by layer, the probabilities, the prediction and the loss
     against --target; --backward adds dL/dz, dL/dW and dL/db.
     """  # fmt: skip
-    from dlcourse.cli.number_views import print_forward
+    from dlcourse.cli.tables import print_forward
     from dlcourse.tools.forward import forward as run_forward
 
     result = run_forward(
@@ -101,7 +103,7 @@ def weights(
     as_json: JsonOption = False,
 ) -> None:
     """Print a trained model's weights, or export them to a file that `forward` reads."""
-    from dlcourse.cli.number_views import print_weights
+    from dlcourse.cli.tables import print_weights
     from dlcourse.tools.weights import model_weights
 
     result = model_weights(run_dir, checkpoint=checkpoint.value, layer=layer, out=out)
@@ -138,7 +140,7 @@ def gradcheck(
     Autograd's gradient of the full cost (loss and penalty) against central differences, per
     parameter tensor, in float64. Exit 0 when every tensor passes, 1 when any fails.
     """
-    from dlcourse.cli.number_views import print_gradcheck
+    from dlcourse.cli.tables import print_gradcheck
     from dlcourse.tools.gradcheck import gradient_check
 
     result = gradient_check(
@@ -155,3 +157,31 @@ def gradcheck(
 
 def _print_json(result: Any) -> None:
     typer.echo(json.dumps(dataclasses.asdict(result), indent=2))
+
+
+# ------------------------------------------------------------------ visualize-activations
+
+
+@cli_errors
+def visualize_activations(
+    run_dir: RunArg,
+    index: Annotated[
+        list[int] | None,
+        typer.Option(help="Example to show, by position in the split (repeatable)."),
+    ] = None,
+    split: Annotated[Split, typer.Option(help="The split the examples come from.")] = Split.test,
+    checkpoint: Annotated[
+        Checkpoint, typer.Option(help="The best epoch's weights, or the last ones.")
+    ] = Checkpoint.best,
+    out: Annotated[
+        Path | None, typer.Option(help="Where the PNGs go (default: RUN_DIR/activations/).")
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Draw the output of every layer for a few examples, one PNG per layer."""
+    from dlcourse.tools.visualize import visualize_run
+
+    visualize_run(
+        run_dir, data_dir=resolve_data_dir(data_dir), console=console(),
+        checkpoint=checkpoint.value, split=split.value, indices=index, out=out,
+    )  # fmt: skip

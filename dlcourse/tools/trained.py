@@ -1,0 +1,302 @@
+"""A trained model, opened: every command that uses one (evaluate, predict, forward, weights,
+gradcheck, visualize-activations, report, train --resume) starts here.
+
+`open_run(RUN_DIR)` gives the weights the run kept, the ones summary.json measured: the best
+dev epoch's, or the last epoch's with `train.restore_best: false` (`checkpoint="best"` and
+`"last"` ask for one of them). A run folder without checkpoints (a handed-in run) opens from
+its model.safetensors, which holds the kept weights; so does a model.safetensors on its own.
+`open_source` also takes a config with a weights file (forward, gradcheck).
+
+The checkpoint holds the config its weights were trained with; config.yaml beside it may have
+been edited since. Keys that change the model or its data must agree, or the folder is refused
+with the keys named. Every problem with the folder or the checkpoint is a UserError naming the
+path.
+
+`TrainedRun.outputs` runs the model exactly as training measured it (the memory layout, the
+batches, eval mode and the thread count summary.json recorded), so that evaluate reproduces
+summary.json to the last digit; the helpers below turn outputs into what they mean
+(probabilities, class names, values in the target's units).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlcourse.config import Config, config_diff, flat_config, load_config, stored_config
+from dlcourse.data import TaskData, load_task_data, target_scale
+from dlcourse.errors import UserError
+from dlcourse.models import build_model
+from dlcourse.runs import RunFolder, Summary
+from dlcourse.training.checkpoint import (
+    DataInfo,
+    ModelCheckpoint,
+    checked,
+    load_checkpoint,
+    load_weights,
+)
+from dlcourse.training.device import cpu_threads, threads_for
+from dlcourse.training.metrics import model_outputs
+
+# Sections whose keys decide what the weights mean: the network and the data it sees.
+MODEL_DEFINING = ("task", "seed", "data.", "model.")
+CHECKPOINTS = ("kept", "best", "last")
+# Files training writes in a run folder: no command that reads a run ever replaces them.
+TRAINING_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "split.pt", "model.safetensors")
+
+
+@dataclass
+class TrainedRun:
+    cfg: Config  # the config the weights were trained with
+    model: nn.Sequential  # on the CPU, in eval mode
+    info: DataInfo  # kind, shapes, names and preprocessing of the data it was trained on
+    epoch: int | None  # of the weights; None: typed in, or a config's initialization
+    label: str  # where the weights come from and which they are, for the user
+    folder: RunFolder | None = None  # the run folder, when there is one
+    file: Path | None = None  # the checkpoint or model.safetensors the weights came from
+    edited: Config | None = None  # config.yaml as it is now (the same, unless edited)
+    raw: dict[str, Any] = field(default_factory=dict)  # the checkpoint file's contents
+    summary: Summary | None = None  # the run's summary.json, when it has one
+    weights: str = ""  # which weights: "the kept weights (epoch 3, the best dev epoch)"
+    _data: TaskData | None = field(default=None, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return self.info.kind
+
+    @property
+    def class_names(self) -> list[str]:
+        """The classes' names, or their numbers where the task has none; [] for regression."""
+        if self.info.kind == "regression":
+            return []
+        return class_names(self.info.class_names, self.info.n_outputs)
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        return self.info.preprocess
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.info.input_shape)
+
+    def load_data(self, data_dir: Path) -> TaskData:
+        """The data, split and preprocessed exactly as the weights were trained with (a run's
+        saved split and statistics; a config's fitted as training would fit them)."""
+        if self._data is None:
+            if self.folder is None or not self.folder.splits.exists():
+                raise UserError(
+                    f"{self.file}: a model.safetensors on its own has no data split; give its "
+                    "run folder"
+                )
+            saved = {"preprocess": self.info.preprocess, "rows": self.folder.read_splits()}
+            self._data = load_task_data(self.cfg, data_dir, saved)
+        return self._data
+
+    @property
+    def threads(self) -> int | None:
+        """The CPU threads the run's final measurement ran on (summary.json), else the
+        training default."""
+        if self.summary is not None and self.summary.threads:
+            return self.summary.threads
+        return threads_for(self.cfg, self.model)
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's raw outputs (N, outputs) for preprocessed inputs x (N, ...), computed as
+        the trainer computes them: a CNN in channels-last layout (Trainer.prepare), eval
+        mode, the same batches, the run's thread count."""
+        model = self.model
+        if self.cfg.model.conv:
+            model = model.to(memory_format=torch.channels_last)  # in place: it stays so
+        with cpu_threads(self.threads):
+            return model_outputs(model, x, channels_last if self.cfg.model.conv else None)
+
+
+def channels_last(batch: torch.Tensor) -> torch.Tensor:
+    return batch.contiguous(memory_format=torch.channels_last)
+
+
+def open_run(path: Path, checkpoint: str = "kept") -> TrainedRun:
+    """A run folder's model: the weights it kept (`kept`, what summary.json measured), or those
+    of its best or last checkpoint."""
+    if checkpoint not in CHECKPOINTS:
+        raise UserError(f"--checkpoint {checkpoint}: choose one of {', '.join(CHECKPOINTS)}")
+    folder = RunFolder(path).require()
+    edited = folder.read_config()
+    summary = folder.read_summary()
+    which = checkpoint
+    if checkpoint == "kept":
+        which = summary.kept if summary is not None else "best"
+    file = {"best": folder.best, "last": folder.last}[which]
+    if not folder.checkpoints.is_dir() and checkpoint == "kept" and folder.weights.is_file():
+        run = restore(folder, edited, folder.weights, load_weights(folder.weights))
+    elif file.exists():
+        run = restore(folder, edited, file, load_checkpoint(file))
+    elif checkpoint == "kept" and folder.weights.is_file():
+        run = restore(folder, edited, folder.weights, load_weights(folder.weights))
+    else:
+        raise UserError(f"{file}: no {which} checkpoint; the run has not completed an epoch yet")
+    run.summary = summary
+    run.weights = describe_weights(run, checkpoint, which)
+    run.label = f"{path}, {run.weights}"
+    return run
+
+
+def describe_weights(run: TrainedRun, asked: str, which: str) -> str:
+    """Which weights these are, as the commands print it: "the kept weights (epoch 3, the
+    best dev epoch)"."""
+    epoch = f"epoch {run.epoch}"
+    if which == "last" and run.summary is not None and run.summary.last is None:
+        return f"the last checkpoint ({epoch}, where the run stopped)"
+    whose = "the best dev epoch" if which == "best" else "the last epoch"
+    if asked == "kept":
+        return f"the kept weights ({epoch}, {whose})"
+    return f"the {which} weights ({epoch})"
+
+
+def open_weights(path: Path) -> TrainedRun:
+    """A model.safetensors on its own (no run folder needed): its config, data description
+    and model, as from a checkpoint. Inside a run folder, config.yaml is checked as usual."""
+    folder = RunFolder(path.parent)
+    record = load_weights(path)
+    edited = folder.read_config() if folder.config.is_file() else None
+    run = restore(folder, edited, path, record)
+    run.weights = f"the weights of epoch {run.epoch}"
+    run.label = f"{path} ({run.weights})"
+    return run
+
+
+def open_trained(path: Path) -> TrainedRun:
+    """A trained model: a run folder's kept weights, or a model.safetensors file."""
+    if path.is_dir():
+        return open_run(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such run folder or model.safetensors file")
+    if path.suffix == ".pt":
+        raise UserError(
+            f"{path}: give the run folder (its kept weights are used) or its model.safetensors, "
+            "not a checkpoint file"
+        )
+    return open_weights(path)
+
+
+def restore(
+    folder: RunFolder, edited: Config | None, file: Path, raw: dict[str, Any]
+) -> TrainedRun:
+    """The model of a loaded checkpoint record, after checking it field by field and against
+    config.yaml (`edited`; None: there is none to check against)."""
+    record = checked(ModelCheckpoint, raw, file)
+    cfg = stored_config(dict(record.config), f"{file} (the config stored in it)")
+    if edited is None:
+        edited = cfg
+    changed = [key for key in config_diff(cfg, edited) if key.startswith(MODEL_DEFINING)]
+    if changed:
+        raise UserError(describe_edits(folder, file, cfg, edited, changed))
+    model = build_model(cfg.model, tuple(record.data.input_shape), record.data.n_outputs)
+    try:
+        model.load_state_dict(record.model)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise UserError(
+            f"{file}: its weights do not fit the model of its config ({first})"
+        ) from None
+    model.eval()
+    return TrainedRun(cfg, model, record.data, record.epoch, str(file), folder, file, edited, raw)
+
+
+def describe_edits(
+    folder: RunFolder, file: Path, trained: Config, edited: Config, keys: list[str]
+) -> str:
+    """Which keys of config.yaml differ from the config a checkpoint was trained with."""
+    before, after = flat_config(trained), flat_config(edited)
+    listed = ", ".join(f"{key} ({before.get(key)!r} -> {after.get(key)!r})" for key in keys)
+    return (
+        f"{folder.config} does not match the config {file.name} was trained with: {listed}. "
+        "Was config.yaml edited, or the checkpoint copied from another run? Put config.yaml "
+        "back as it was (the checkpoint's values are on the left), or train a new run."
+    )
+
+
+def open_source(
+    source: Path,
+    *,
+    data_dir: Path,
+    weights: Path | None = None,
+    overrides: list[str] | None = None,
+    checkpoint: str = "kept",
+    need_weights: bool = True,
+) -> TrainedRun:
+    """A run folder (its weights, or --weights in their place) or a config with --weights.
+
+    need_weights=False lets a config stand alone with the seeded initialization it trains from.
+    """
+    from dlcourse.tools.weights import load_weights_file
+
+    if source.is_dir():
+        if overrides:
+            raise UserError(
+                f"{source}: --set changes a config; a run folder keeps the config its weights "
+                "were trained with (give the config file instead)"
+            )
+        run = open_run(source, checkpoint)
+        if weights is not None:
+            load_weights_file(weights, run.model)
+            run.label, run.epoch, run.weights = f"{source} with {weights}", None, str(weights)
+        return run
+    if not source.is_file():
+        raise UserError(f"{source}: no such run folder or config file")
+    if weights is None and need_weights:
+        raise UserError(
+            f"{source}: a config holds no trained weights; give --weights FILE (typed in, or "
+            "written by `dlcourse weights RUN_DIR --out FILE`), or a run folder instead"
+        )
+    cfg = load_config(source, overrides or [])
+    data = load_task_data(cfg, data_dir)
+    torch.manual_seed(cfg.seed)  # the initialization training would start from
+    model = build_model(cfg.model, data.input_shape, data.n_outputs)
+    label = f"{source} (initialized with seed {cfg.seed})"
+    if weights is not None:
+        load_weights_file(weights, model)
+        label = f"{source} with {weights}"
+    model.eval()
+    info = DataInfo.model_validate(data.info())
+    return TrainedRun(cfg, model, info, None, label, _data=data)
+
+
+# ------------------------------------------------------------------ what outputs mean
+
+
+def probabilities(kind: str, outputs: torch.Tensor) -> torch.Tensor | None:
+    """(N, classes) class probabilities of classification outputs; None for regression."""
+    if kind == "multiclass":
+        return torch.softmax(outputs.float(), dim=1)
+    if kind == "binary":  # one logit: P(class 1) = sigmoid(logit)
+        positive = torch.sigmoid(outputs.float().squeeze(1))
+        return torch.stack([1 - positive, positive], dim=1)
+    return None
+
+
+def class_names(names: list[str], n_outputs: int) -> list[str]:
+    """The classes' names, or their numbers where the task has none (binary: one output, two
+    classes)."""
+    return names or [str(i) for i in range(max(2, n_outputs))]
+
+
+def from_target_units(value: float, preprocess: dict[str, Any]) -> float:
+    """A value in the target's units as the model sees it (standardized, where it was)."""
+    mean, std = target_scale(preprocess)
+    return (value - mean) / std
+
+
+def refuse_training_file(path: Path, run_dir: Path) -> None:
+    """Refuse an output path that would replace a file training wrote in the run folder."""
+    resolved, folder = path.resolve(), run_dir.resolve()
+    protected = [folder / name for name in TRAINING_FILES]
+    inside = {folder / "checkpoints", folder / "tb"} & set(resolved.parents)
+    if resolved in protected or inside:
+        raise UserError(
+            f"{path}: training wrote this file and it is kept as it is; choose another output"
+        )
