@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export DLCOURSE_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast smoke lint format typecheck bench clean
+.PHONY: help install run test test-fast validate smoke lint format typecheck bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,11 +23,14 @@ $(STAMP): pyproject.toml
 run: install  ## train the MNIST CNN (the main job) and print where the run went
 	$(BIN)/dlcourse train configs/mnist_cnn.yaml
 
-test: install  ## run the whole test suite (real data included when DLCOURSE_DATA_DIR is set)
-	$(BIN)/python -m pytest
+test: install  ## the test suite (real data included when DLCOURSE_DATA_DIR is set), 20 slowest listed
+	$(BIN)/python -m pytest -m "not validate" --durations=20
 
 test-fast: install  ## the tests without the slow ones
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not validate"
+
+validate: install  ## the long accuracy targets: LeNet-5's paper figure, full MNIST, each sweep's outcome
+	$(BIN)/python -m pytest -m validate --durations=0
 
 smoke: install  ## every shipped config for one short epoch
 	test -f data/house_prices.csv || $(BIN)/dlcourse data make house-prices --out data/house_prices.csv
@@ -36,9 +39,10 @@ smoke: install  ## every shipped config for one short epoch
 	  $(BIN)/dlcourse train $$config --runs-dir /tmp/dlcourse-smoke --set train.epochs=1 --set data.limit=500 || exit 1; \
 	done
 
-lint: install  ## ruff: lint and check formatting
+lint: install  ## ruff (lint, formatting) and import-linter (the package layers, no cycles)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install  ## ruff: fix what can be fixed, format
 	$(BIN)/ruff check --fix .

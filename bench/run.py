@@ -1,8 +1,9 @@
 """`make bench`: dlcourse against hand-written loops, in one run, as one table.
 
-    python bench/run.py [--quick] [--whole]
+    python bench/run.py [--quick] [--whole] [--threads]
 
---quick runs each variant once; --whole prints only the whole-process table.
+--quick runs each variant once; --whole prints only the whole-process table; --threads only
+the table of the default thread count on a quiet and a busy machine (bench/threads.py).
 
 Each workload runs several times, alternating dlcourse and its reference so that both see the
 same machine; the table gives medians and the ratio to the reference (below 1: dlcourse is
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import threads  # noqa: E402
 import torch  # noqa: E402
 import whole_process  # noqa: E402
 import workloads  # noqa: E402
@@ -114,6 +116,9 @@ def main() -> None:
     if "--whole" in sys.argv:  # the whole-process table alone
         console.print(whole_process_table(quick))
         return
+    if "--threads" in sys.argv:
+        console.print(threads_table(quick))
+        return
     table = Table(title="dlcourse vs hand-written loops (medians; ratio < 1: dlcourse faster)")
     for column in ("workload", "variant", "seconds", "ratio"):
         table.add_column(column, justify="left" if column in ("workload", "variant") else "right")
@@ -150,6 +155,19 @@ def main() -> None:
     )
     console.print(table)
     console.print(whole_process_table(quick))
+    console.print(threads_table(quick))
+
+
+def threads_table(quick: bool) -> Table:
+    """The default thread count against fixed ones, quiet and busy (bench/threads.py)."""
+    table = Table(title="threads: shipped MNIST config, 1 epoch of 20,000 images, whole command")
+    for column in ("machine", "default (s)", "reference (s)", "reference", "ratio", "goal"):
+        table.add_column(column, justify="left" if column in ("machine", "reference") else "right")
+    goals = {"quiet": "<= 1.10", "busy (2 CPU hogs)": "<= 1.25"}
+    for situation, default, reference, name, ratio in threads.thread_rows(1 if quick else 3):
+        table.add_row(situation, f"{default:.1f}", f"{reference:.1f}", name, f"{ratio:.2f}x",
+                      goals[situation])  # fmt: skip
+    return table
 
 
 def whole_process_table(quick: bool) -> Table:

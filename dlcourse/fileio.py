@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -94,6 +95,26 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# torch.load(weights_only=True) is only safe from 2.10: CVE-2025-32434 (fixed in 2.6) and
+# CVE-2026-24747 (fixed in 2.10) let crafted files run code through the weights-only unpickler.
+SAFE_TORCH = (2, 10)
+
+
+def require_safe_torch(version: str | None = None) -> None:
+    """Refuse to unpickle anything with a torch whose weights-only loader has known holes.
+    Every torch.load of dlcourse (checkpoints, split.pt) calls this first."""
+    if version is None:
+        import torch
+
+        version = torch.__version__
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if numbers < SAFE_TORCH:
+        raise UserError(
+            f"torch {version} has known security holes in loading checkpoints "
+            "(CVE-2025-32434, CVE-2026-24747); install torch>=2.10 to load one"
+        )
 
 
 def resolve_data_dir(given: Path | None) -> Path:

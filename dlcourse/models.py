@@ -3,6 +3,8 @@
 Layer names say what each layer is and where (conv1, conv1_bn, conv1_relu, conv1_pool, fc1,
 fc1_relu, fc1_dropout, out): they are the names TensorBoard and visualize-activations show.
 The last layer outputs logits (or the regression value); softmax/sigmoid live in the loss.
+The non-linearities and the weight initializations are chosen by name from the plain dicts
+ACTIVATIONS and INITS below.
 """
 
 from __future__ import annotations

@@ -35,7 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dlcourse.config import Config, config_data, flatten, stored_config
 from dlcourse.config.source import read_config_file
 from dlcourse.errors import UserError
-from dlcourse.fileio import read_bounded, write_atomic, write_json_atomic, write_text_atomic
+from dlcourse.fileio import (
+    read_bounded,
+    require_safe_torch,
+    write_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from dlcourse.tasks import KIND_METRICS, TASKS
 
 if TYPE_CHECKING:
@@ -68,6 +74,8 @@ def _number(value: Any) -> Any:
 
 
 Metrics = dict[str, float | None]  # metric name -> value; None: undefined (AUC of one class)
+StopReason = Literal["completed", "early_stopping", "diverged", "interrupted", "stopped"]
+Kind = Literal["multiclass", "binary", "regression"]
 
 
 def _metrics(value: Any) -> Any:
@@ -123,7 +131,7 @@ class Summary(_Record):
     task: str
     epochs_run: int = Field(ge=0, le=10**9)
     best_epoch: int = Field(ge=0, le=10**9)
-    stop_reason: Literal["completed", "early_stopping", "diverged", "interrupted", "stopped"]
+    stop_reason: StopReason
     monitor: str | None  # "dev loss", "dev accuracy", ...; None without a dev split
     train: Metrics | None = None  # None when no epoch completed
     dev: Metrics | None = None
@@ -131,7 +139,7 @@ class Summary(_Record):
     confusion_matrix: dict[str, Any] | None = None  # classification: labels, test counts
     reference: dict[str, float] = Field(default_factory=dict)  # known limits (best R^2)
     seconds: float = 0.0
-    kind: Literal["multiclass", "binary", "regression"] | None = None
+    kind: Kind | None = None
     # whose weights train/dev/test (and model.safetensors) hold: the best dev epoch's
     # (restored) or the last epoch's (train.restore_best: false)
     kept: Literal["best", "last"] = "best"
@@ -333,8 +341,6 @@ class RunFolder:
     def read_splits(self) -> dict[str, torch.Tensor]:
         """split.pt: the example indices of each split, checked before they index anything."""
         import torch
-
-        from dlcourse.training.checkpoint import require_safe_torch
 
         require_safe_torch()
         if not self.splits.exists():

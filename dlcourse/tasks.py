@@ -1,4 +1,5 @@
-"""The task table: what each task is, as plain data.
+"""The task table: what each task is, as plain data; and its metrics: which each kind of task
+has, which are maximized, and how they read in a table.
 
 A task is one entry here plus one data module under `dlcourse/data/` (its files, its
 preprocessing and its error hints). The entry gives the kind of target, the default split,
@@ -21,6 +22,24 @@ KIND_METRICS: dict[str, tuple[str, ...]] = {
 }
 # Metrics where larger is better; every other metric (loss, rmse, mae) is minimized.
 MAXIMIZED = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc", "r2"})
+# How the metrics read in tables and on the console: shares as percentages, short names.
+PERCENT = {"accuracy", "precision", "recall", "f1"}
+SHORT = {"accuracy": "acc", "precision": "prec", "recall": "rec", "roc_auc": "auc"}
+
+
+def format_metric(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if name in PERCENT:
+        return f"{100 * value:.2f}%"
+    value += 0.0  # -0.0 (a loss that is exactly zero from below) prints as 0
+    if abs(value) >= 1000:  # errors in a target's own units, e.g. a price: 47,823
+        return f"{value:,.0f}"
+    return f"{value:.4f}"
+
+
+def format_metrics(metrics: dict[str, float | None]) -> str:
+    return "  ".join(f"{SHORT.get(k, k)} {format_metric(k, v)}" for k, v in metrics.items())
 
 
 # What data.kind (csv) allows: classification is binary or multiclass, decided by the data.

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from dlcourse.cli import app
+from dlcourse.config import source
 from dlcourse.data import mnist
 from tests.conftest import CHURN_HEADER, churn_rows, tiny_mnist_images, write_csv, write_idx
 
@@ -113,6 +115,39 @@ def test_bad_config(tmp_path: Path, text: str, args: list[str], expected: str) -
         assert str(config) in result.output  # the message names the file
     assert not runs.exists()  # nothing started
     assert not (tmp_path / "pwned").exists()
+
+
+# dlcourse reads YAML with libyaml's loader when PyYAML has it, else the pure-Python one: the
+# bounds give dlcourse's own message with either (libyaml stops at 1,000 levels on its own).
+LOADERS = [
+    pytest.param(yaml.SafeLoader, id="python"),
+    pytest.param(
+        getattr(yaml, "CSafeLoader", None), id="libyaml",
+        marks=pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml"),
+    ),
+]  # fmt: skip
+YAML_BOUNDS = [
+    ("task: churn\nmodel: {hidden: " + "[" * 5000 + "]" * 5000 + "}\n", "bad.yaml:2: nesting deeper than 32 levels"),
+    ("task: churn\nx: " + "[" * 40 + "]" * 40 + "\n", "bad.yaml:2: nesting deeper than 32 levels"),
+    ("task: churn\nx:\n  " + "- " * 2000 + "1\n", "bad.yaml:3: nesting deeper than 32 levels"),
+    ("task: churn\nx: " + "{a: " * 40 + "1" + "}" * 40 + "\n", "bad.yaml:2: nesting deeper than 32 levels"),
+    ("task: churn\nmodel: {hidden: &r [1, *r]}\n", "bad.yaml:2: an alias refers to itself"),
+    (BOMB, "expand to more than 10,000 values"),
+    ("task: churn\nseed: " + "9" * 5000 + "\n", "bad.yaml:2: a number of 5,000 digits"),
+    ("task: churn\nname: 'abc\n", "bad.yaml:2:7: YAML syntax error: while scanning a quoted scalar that starts here never ends"),
+    ("task: churn\ntrain: {epochs: 3\n", "YAML syntax error"),
+    ("task: !!python/object/apply:os.system ['touch pwned']\n", "unsupported YAML tag"),
+    ("task: churn\nseed: 1\nseed: 2\n", "seed: duplicate key on line 3"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+@pytest.mark.parametrize(("text", "expected"), YAML_BOUNDS)
+def test_yaml_bounds_give_the_same_message_with_either_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loader: type, text: str, expected: str
+) -> None:
+    monkeypatch.setattr(source, "SAFE_LOADER", loader)
+    test_bad_config(tmp_path, text, [], expected)
 
 
 # ------------------------------------------------------------------ data files
@@ -549,6 +584,20 @@ def test_a_refused_resume_changes_no_byte_of_the_folder(
     assert result.exit_code == 2, result.output
     assert expected in result.output, result.output
     assert "Traceback" not in result.output
+    assert snapshot(run) == before
+
+
+def test_a_refused_resume_leaves_a_stale_lock_as_it_was(
+    four_epoch_run: Path, foreign_runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The lock file of a killed run is no one's: a refused command neither removes nor
+    rewrites it (and one that goes ahead claims it: the test below)."""
+    run = copy_run(four_epoch_run, tmp_path)
+    expected = damage(run, "edited lr", foreign_runs)
+    (run / ".lock").write_text("process 999999 on a-machine-that-crashed\n")
+    before = snapshot(run)
+    result = runner.invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 2 and expected in result.output, result.output
     assert snapshot(run) == before
 
 

@@ -14,9 +14,9 @@ from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from dlcourse.app import training as job
 from dlcourse.config import load_config
 from dlcourse.errors import InterruptedRun
-from dlcourse.app import training as job
 from dlcourse.training import trainer as trainer_module
 from tests.conftest import REPO
 

@@ -12,16 +12,26 @@ from typer.testing import CliRunner
 
 from dlcourse.cli import app
 from dlcourse.errors import UserError
+from dlcourse.runs import Summary
 from dlcourse.tools.diagnose import REMEDIES, diagnose_run, diagnose_summary
 from tests.conftest import REPO
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
 
 
+def summary_of(**fields) -> dict:
+    """A summary.json's fields: the required ones a finished run writes, then these."""
+    return {"epochs_run": 3, "best_epoch": 3, "monitor": "dev loss", **fields}
+
+
+def record(data: dict) -> Summary:
+    return Summary.model_validate(data)
+
+
 def classification(train_accuracy: float, dev_accuracy: float | None) -> dict:
     dev = None if dev_accuracy is None else {"loss": 0.3, "accuracy": dev_accuracy}
-    return {"task": "mnist", "kind": "multiclass", "stop_reason": "completed",
-            "train": {"loss": 0.2, "accuracy": train_accuracy}, "dev": dev}  # fmt: skip
+    return summary_of(task="mnist", kind="multiclass", stop_reason="completed",
+                      train={"loss": 0.2, "accuracy": train_accuracy}, dev=dev)  # fmt: skip
 
 
 # The lecture's four cases (Ng, "Bias and variance"): human error about 0-1%.
@@ -37,7 +47,7 @@ def classification(train_accuracy: float, dev_accuracy: float | None) -> dict:
     ],
 )
 def test_known_verdicts(train, dev, baseline, verdict, bias, variance) -> None:
-    found = diagnose_summary(classification(train, dev), baseline_error=baseline)
+    found = diagnose_summary(record(classification(train, dev)), baseline_error=baseline)
     assert found.verdict == verdict
     assert found.avoidable_bias == pytest.approx(bias)
     assert found.variance == pytest.approx(variance)
@@ -48,39 +58,39 @@ def test_known_verdicts(train, dev, baseline, verdict, bias, variance) -> None:
 
 
 def test_threshold_moves_the_verdict() -> None:
-    summary = classification(0.97, 0.96)  # bias 3%, variance 1%
+    summary = record(classification(0.97, 0.96))  # bias 3%, variance 1%
     assert diagnose_summary(summary).verdict == "high bias"
     assert diagnose_summary(summary, threshold=0.05).verdict == "fine"
     assert diagnose_summary(summary, threshold=0.005).verdict == "high bias and high variance"
 
 
 def test_regression_uses_the_noise_floor_of_the_summary() -> None:
-    summary = {"task": "transactions", "kind": "regression", "stop_reason": "completed",
-               "train": {"r2": 0.97}, "dev": {"r2": 0.90},
-               "reference": {"best_r2": 0.98}}  # fmt: skip
-    found = diagnose_summary(summary)
+    summary = summary_of(task="transactions", kind="regression", stop_reason="completed",
+                         train={"r2": 0.97}, dev={"r2": 0.90},
+                         reference={"best_r2": 0.98})  # fmt: skip
+    found = diagnose_summary(record(summary))
     assert found.baseline_error == pytest.approx(0.02) and "noise floor" in found.baseline
     assert found.avoidable_bias == pytest.approx(0.01)  # 3% unexplained - 2% noise
     assert found.variance == pytest.approx(0.07)
     assert found.verdict == "high variance" and found.error == "1 - R^2"
     # Without a known floor, the baseline is 0: the same errors are now high bias too.
     del summary["reference"]
-    assert diagnose_summary(summary).verdict == "high bias and high variance"
+    assert diagnose_summary(record(summary)).verdict == "high bias and high variance"
 
 
 def test_a_model_worse_than_the_mean_has_only_bias() -> None:
-    summary = {"kind": "regression", "stop_reason": "completed", "task": "csv",
-               "train": {"r2": -1.5}, "dev": {"r2": -3.0}}  # fmt: skip
-    found = diagnose_summary(summary)
+    summary = summary_of(kind="regression", stop_reason="completed", task="csv",
+                         train={"r2": -1.5}, dev={"r2": -3.0})  # fmt: skip
+    found = diagnose_summary(record(summary))
     assert found.verdict == "high bias" and found.variance is None
 
 
 def test_an_older_summary_without_kind_is_read_by_its_metrics() -> None:
-    summary = {"task": "some_new_task", "stop_reason": "completed",
-               "train": {"loss": 1.0, "rmse": 1, "r2": 0.5}, "dev": {"r2": 0.5}}  # fmt: skip
-    assert diagnose_summary(summary).kind == "regression"
-    binary = {"task": "churn", "stop_reason": "completed", "train": {"accuracy": 0.8}}
-    found = diagnose_summary(binary)
+    summary = summary_of(task="some_new_task", stop_reason="completed",
+                         train={"loss": 1.0, "rmse": 1, "r2": 0.5}, dev={"r2": 0.5})  # fmt: skip
+    assert diagnose_summary(record(summary)).kind == "regression"
+    binary = summary_of(task="churn", stop_reason="completed", train={"accuracy": 0.8})
+    found = diagnose_summary(record(binary))
     assert found.kind == "binary" and found.dev_error is None and found.variance is None
 
 
@@ -107,9 +117,10 @@ def test_cli_prints_the_verdict_and_remedies(tmp_path: Path) -> None:
     ("summary", "args", "message"),
     [
         (None, [], "summary.json: missing; the run has not finished"),
-        ({"stop_reason": "diverged", "train": None}, [], "no epoch completed"),
-        ({"stop_reason": "completed", "train": {"accuracy": 0.9}}, ["--baseline-error", "2"],
-         "--baseline-error: must be from 0 to 1"),
+        (summary_of(task="mnist", stop_reason="diverged", epochs_run=0, best_epoch=0, train=None),
+         [], "no epoch completed"),
+        (summary_of(task="mnist", stop_reason="completed", train={"accuracy": 0.9}),
+         ["--baseline-error", "2"], "--baseline-error: must be from 0 to 1"),
     ],
 )  # fmt: skip
 def test_bad_runs_and_values_exit_2(tmp_path: Path, summary, args, message) -> None:

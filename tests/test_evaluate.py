@@ -53,9 +53,9 @@ def test_evaluate_reproduces_summary_json_exactly(
 def test_a_sampled_train_split_is_evaluated_on_the_same_sample(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from dlcourse.app import training as job
     from dlcourse.config import validate_config
     from dlcourse.training import metrics as evaluation_module
-    from dlcourse.app import training as job
 
     monkeypatch.setattr(evaluation_module, "TRAIN_SAMPLE", 50)  # of 180 training examples
     cfg = validate_config({"task": "transactions", "data": {"n_samples": 300},
@@ -110,6 +110,7 @@ def test_model_safetensors_holds_the_best_weights_and_what_they_mean(
     assert json.loads(metadata["class_names"]) == ["stayed", "exited"]
     assert json.loads(metadata["preprocess"]) == best["data"]["preprocess"]
     assert int(metadata["epoch"]) == best["epoch"] == summary(run)["best_epoch"]
+    assert summary(run)["kept"] == "best"  # model.safetensors holds the kept weights
 
 
 def test_classification_writes_the_confusion_matrix_png_and_tensorboard(
@@ -188,12 +189,12 @@ def test_mnist_grid_of_confidently_wrong_digits(tmp_path_factory: pytest.TempPat
     run, data_dir = trained_run("mnist", tmp_path_factory)
     opened = open_run(run)
     data = opened.load_data(data_dir)
-    right = evaluate_split(opened, data, "test", "best")
+    right = evaluate_split(opened, data, "test", "kept")
     assert right.metrics["accuracy"] == 1.0  # the fake digits are easy: no grid
     assert "wrong_test.png" not in right.figures
     test = data.splits["test"]
     test.y = (test.y + 1) % 10  # every label wrong: every prediction is an error
-    wrong = evaluate_split(opened, data, "test", "best")
+    wrong = evaluate_split(opened, data, "test", "kept")
     assert wrong.metrics["accuracy"] == 0.0
     with Image.open(io.BytesIO(wrong.figures["wrong_test.png"])) as image:
         assert image.format == "PNG" and image.width > 500  # a grid of 8 columns
@@ -254,7 +255,8 @@ def test_the_export_round_trips_a_channels_last_model(tmp_path: Path) -> None:
     data = {"task": "mnist", "kind": "multiclass", "input_shape": [1, 28, 28], "n_outputs": 10,
             "feature_names": [], "class_names": list("0123456789"),
             "preprocess": {"kind": "image", "mean": 0.13, "std": 0.31}}  # fmt: skip
-    save_weights(tmp_path / "w.safetensors", weights, {"task": "mnist"}, data, 3)
+    checkpoint = {"model": weights, "config": {"task": "mnist"}, "data": data, "epoch": 3}
+    save_weights(tmp_path / "w.safetensors", checkpoint)
     record = load_weights(tmp_path / "w.safetensors")
     assert torch.equal(record["model"]["conv"], weights["conv"])
     assert record["data"] == data and record["epoch"] == 3

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from dlcourse.cli import app
 from dlcourse import models as activations
+from dlcourse.cli import app
 from dlcourse.tools.gradcheck import THRESHOLD, check_gradients, gradient_check, relative_error
 from tests.conftest import CONFIGS, REPO, config_id, example_data
 

@@ -19,10 +19,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from typer.testing import CliRunner
 
+from dlcourse.app import training
 from dlcourse.cli import app
 from dlcourse.config import load_config
 from dlcourse.insight.probe import capture_activations, layer_stats
-from dlcourse.app import training
 from tests.conftest import REPO
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
@@ -132,8 +132,9 @@ def test_insight_is_logged_every_epoch_by_default(cnn_run: Path) -> None:
     ratios = [e.value for e in accumulator.Scalars("update_ratio/fc1")]
     assert all(0 < ratio < 1 for ratio in ratios)  # a step changes weights, by a little
     image = accumulator.Images("feature_maps/conv1_relu")[-1]
-    # 4 examples x 16 channels of 28x28 maps, 1 px apart, drawn at twice the size.
-    assert (image.height, image.width) == (2 * (4 * 29 - 1), 2 * (16 * 29 - 1))
+    # 4 examples x 16 channels of 28x28 maps, 1 px apart, enlarged to at least ~100 pixels a
+    # map: 3 times (100 // 28) the size.
+    assert (image.height, image.width) == (3 * (4 * 29 - 1), 3 * (16 * 29 - 1))
 
 
 def test_hparams_and_config_are_in_the_run_folder(cnn_run: Path) -> None:
@@ -276,7 +277,11 @@ def test_output_layer_shows_probabilities_and_the_predicted_class() -> None:
     class Data:
         kind, class_names = "multiclass", ["cat", "dog"]
 
-    figure = output_figure(logits, Data(), ["test 0 (dog)", "test 1 (dog)"])  # type: ignore[arg-type]
+    class Opened:  # a TrainedRun: the names of its classes
+        class_names = ("cat", "dog")
+
+    rows = ["test 0 (dog)", "test 1 (dog)"]
+    figure = output_figure(Opened(), logits, Data(), rows)  # type: ignore[arg-type]
     heat, bar = figure.axes
     rows = [t.get_text() for t in heat.get_yticklabels()]
     assert rows == ["test 0 (dog) -> dog", "test 1 (dog) -> cat"]
@@ -289,9 +294,22 @@ def test_dead_layers_are_flagged(mlp_run: Path) -> None:
     from dlcourse.insight.probe import LayerStats
     from dlcourse.tools.visualize import LayerPicture, diagnoses
 
-    dead = LayerStats((8,), 0.0, 0.0, 1.0, dead=0.75, saturated=None)
-    lines = diagnoses([LayerPicture("fc1_relu", Path("x.png"), torch.zeros(3, 1, 1), dead)])
-    assert len(lines) == 1 and "75% of its units are dead" in lines[0]
+    dead = LayerStats((8,), 0.0, 0.0, 1.0, dead=0.75, saturated=None, units=8)
+    lines = diagnoses([LayerPicture("fc1_relu", "01_fc1_relu.png", torch.zeros(3, 1, 1), dead)])
+    assert len(lines) == 1 and lines[0][0] == "warning"  # three quarters: warned about
+    assert "fc1_relu: 6 of its 8 units (75%) are dead" in lines[0][1]
+    # a quarter of the units dead is partly dead; all of them, all
+    partly = LayerStats((8,), 0.0, 0.0, 1.0, dead=0.25, saturated=None, units=8)
+    every = LayerStats((8,), 0.0, 0.0, 1.0, dead=1.0, saturated=None, units=8)
+    few = LayerStats((8,), 0.0, 0.0, 1.0, dead=0.125, saturated=None, units=8)
+    pictures = [
+        LayerPicture(f"fc{i}_relu", f"0{i}_fc{i}_relu.png", torch.zeros(3, 1, 1), stats)
+        for i, stats in enumerate((partly, every, few))
+    ]
+    lines = diagnoses(pictures)
+    assert [level for level, _ in lines] == ["note", "warning"]  # a quarter: named, a note
+    assert "fc0_relu: 2 of its 8 units (25%) are dead" in lines[0][1]
+    assert "fc1_relu: all of its units are dead" in lines[1][1]
 
 
 # ------------------------------------------------------------------ TensorBoard itself

@@ -11,13 +11,13 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
+from dlcourse.app import training as job
 from dlcourse.cli import app
 from dlcourse.config import validate_config
 from dlcourse.data import SplitData, TaskData, load_task_data
 from dlcourse.errors import DivergedError, UserError
 from dlcourse.insight.warnings import identical_layers
 from dlcourse.models import build_model, count_parameters
-from dlcourse.app import training as job
 from dlcourse.training.trainer import Trainer
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
@@ -100,8 +100,16 @@ def test_a_constant_initialization_keeps_every_hidden_unit_identical(
     assert torch.equal(second, second[:1].expand_as(second))
     lines = [line for line in output.splitlines() if line.startswith("symmetry")]
     assert len(lines) == 3  # one per epoch
-    assert lines[0].startswith("symmetry all units identical in fc1 (8 units), fc2 (4 units): they")
-    assert lines[1] == "symmetry all units identical in fc1 (8 units), fc2 (4 units)"
+    assert lines[0].startswith(
+        "symmetry epoch 1: all units identical in fc1 (8 units), fc2 (4 units): they"
+    )
+    assert lines[1] == "symmetry epoch 2: all units identical in fc1 (8 units), fc2 (4 units)"
+    # The symmetry is the cause every warning of the run names (zeros: the predictions collapse).
+    text = " ".join(output.split())  # the console wraps long lines at 200 columns
+    warnings = text.split("warning: ")[1:]
+    assert len(warnings) == (1 if init["init"] == "zeros" else 0), warnings
+    assert all(f"model.init: {init['init']} starts every unit of a layer the same (the "
+               "symmetry problem)" in warning for warning in warnings)  # fmt: skip
 
 
 def test_a_random_initialization_breaks_the_symmetry(tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
+from dlcourse.app.training import lr_find, train
 from dlcourse.cli import app
 from dlcourse.config import load_config
 from dlcourse.tools.lr_find import lr_schedule, regions, smooth
-from dlcourse.app.training import lr_find
 from tests.conftest import REPO
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
@@ -38,10 +38,18 @@ def test_the_same_config_gives_the_same_suggestion(tmp_path: Path) -> None:
 
 def test_transactions_suggestion_is_in_a_sane_range(tmp_path: Path) -> None:
     result = find(tmp_path)
-    # Adam on this MLP trains well from 0.003 to 0.1 (the shipped config uses 0.01).
-    assert 3e-3 <= result.suggested <= 0.3
+    # Adam on this MLP trains to the noise floor (dev R^2 0.98) from 0.003 to about 0.5 (the
+    # shipped config uses 0.01); at 0.7 it reaches 0.94, at 2 nothing. The test runs the
+    # trainer's own batch order (reshuffled each epoch), which suggests about 0.4.
+    assert 3e-3 <= result.suggested <= 0.5
     assert result.too_small <= result.suggested <= result.lowest
     assert result.blew_up and result.lrs[-1] < 10  # the loss blew up before lr 10
+    # The suggestion trains this model well.
+    cfg = load_config(TRANSACTIONS, [f"optim.lr={result.suggested}", "logging.progress=false",
+                                     "logging.tensorboard=false"])  # fmt: skip
+    console = Console(file=io.StringIO())
+    trained = train(cfg, runs_dir=tmp_path / "runs", data_dir=tmp_path, console=console)
+    assert trained.summary.best_dev()["r2"] >= 0.97
 
 
 def test_outputs_csv_png_and_tensorboard(tmp_path: Path) -> None:

@@ -445,7 +445,8 @@ except SystemExit as exit:
     assert not exit.code, exit.code
 import torch
 from dlcourse.config import validate_config
-from dlcourse.training.optimizers import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from dlcourse.training.optimizers import OPTIMIZERS, build_optimizer
+from dlcourse.training.schedules import SCHEDULES, build_scheduler
 for name in set(OPTIMIZERS) - {"perceptron"}:  # every optimizer and schedule, stepped
     for schedule in SCHEDULES:
         config = {"task": "churn", "optim": {"name": name, "schedule": {"name": schedule}}}

@@ -161,15 +161,15 @@ def test_transactions_from_set_values_equal_the_model_by_hand(
         ("churn", ["{run}"], "give INPUT, a CSV with the columns CreditScore"),
         ("churn", ["{run}", "{missing}"], "missing.csv: file not found"),
         ("churn", ["{missing}", "{missing}"], "does not exist"),
-        ("transactions", ["{run}", "-s", "children=3"], "missing --set for the column(s) accounts"),
-        ("transactions", ["{run}", "-s", "kids=3", "-s", "accounts=1"], "no input column 'kids'"),
+        ("transactions", ["{run}", "-s", "children=3"], "--set: missing accounts (the model reads"),
+        ("transactions", ["{run}", "-s", "kids=3", "-s", "accounts=1"], "has no input 'kids'; its"),
         ("transactions", ["{run}", "-s", "children=x", "-s", "accounts=1"], "'x' is not a number"),
         ("transactions", ["{run}", "-s", "children"], "expected COLUMN=VALUE"),
         ("mnist", ["{run}", "--set", "pixel=3"], "this model reads images"),
-        ("mnist", ["{run}", "{text_png}"], "text.png: not an image"),
+        ("mnist", ["{run}", "{text_png}"], "text.png: not a PNG, JPEG or BMP image"),
         ("mnist", ["{run}", "{cut_png}"], "cut.png: cannot read the image, it is damaged"),
         ("mnist", ["{run}", "{flat_png}"], "flat.png: the picture is one flat colour"),
-        ("mnist", ["{run}", "{empty}"], "the folder has no PNG or JPEG files"),
+        ("mnist", ["{run}", "{empty}"], "empty: the folder has no PNG, JPEG or BMP files"),
         ("mnist", ["{text_png}", "{text_png}"], "text.png: not a readable safetensors file"),
         ("mnist", ["{weights}", "{digit}", "--output", "{summary}"], "training wrote this file"),
     ],
@@ -255,8 +255,8 @@ def test_real_mnist_test_digits_saved_as_pictures_are_read_right(
     paper as it is) many are not: the negative control."""
     from rich.console import Console
 
-    from dlcourse.config import load_config
     from dlcourse.app import training as job
+    from dlcourse.config import load_config
 
     cfg = load_config(
         Path(__file__).parent.parent / "configs" / "mnist_cnn.yaml",

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from dlcourse.cli import app
 from dlcourse.data.tabular import Table, TabularEncoder
-from dlcourse.insight.console import format_metric
+from dlcourse.tasks import format_metric
 from dlcourse.tools.report import table_columns
 from tests.trained_runs import last_row, summary, trained_run, training_files
 
@@ -105,7 +105,7 @@ def test_the_html_report_is_self_contained_and_every_image_decodes(
         assert source.startswith("data:image/png;base64,")
         with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as image:
             image.verify()
-    expected = ["Run", "Config", "Data", "Training", "Final metrics", "Diagnosis",
+    expected = ["Result", "Run", "Config", "Data", "Training", "Final metrics", "Diagnosis",
                 "Results on the test split", "Activations"]  # fmt: skip
     assert document.headings == expected
 
@@ -117,10 +117,15 @@ def test_the_numbers_in_the_report_are_those_of_the_run(
     run, report = write_report(task, tmp_path_factory, tmp_path)
     document = parse(report)
     best, last = summary(run), last_row(run)
+    kept = f"kept (epoch {best['kept_epoch']})"  # the weights summary.json measured
+    metric = "r2" if task == "transactions" else "accuracy"  # the error is 1 - metric
+    result = f"test {metric}: {format_metric(metric, best['test'][metric])}, with the kept weights"
+    assert result in report.read_text(encoding="utf-8")  # the Result section's number
     header, *rows = document.table("metric")
     columns = [text for text, _ in header]
-    assert columns == ["metric", "best: train", "best: dev", "best: test", "last epoch: train",
-                       "last epoch: dev"]  # fmt: skip
+    row = f"epoch {last['epoch']} row"
+    assert columns == ["metric", f"{kept}: train", f"{kept}: dev", f"{kept}: test",
+                       f"{row}: train", f"{row}: dev"]  # fmt: skip
     records = [best["train"], best["dev"], best["test"], last["train"], last["dev"]]
     assert [row[0][0] for row in rows] == list(best["test"])
     for row in rows:
@@ -135,7 +140,6 @@ def test_the_numbers_in_the_report_are_those_of_the_run(
     assert float(epochs[-1][dev_loss][1] or "nan") == last["dev"]["loss"]
     sizes = {row[0][0]: int(row[1][1] or 0) for row in document.table("split")[1:]}
     assert sum(sizes.values()) == sum(len(best_rows) for best_rows in split_rows(run))
-    metric = "r2" if task == "transactions" else "accuracy"  # the error is 1 - metric
     gaps = {row[0][0]: float(row[1][1] or "nan") for row in document.table("error")[1:]}
     assert gaps["train error"] == 1 - best["train"][metric]
     if best["train"][metric] > 0:  # else no better than the mean: variance is not judged
@@ -190,7 +194,8 @@ def test_report_refuses_to_replace_training_files_and_unfinished_runs(
     metrics.write_text(metrics.read_text().replace('"loss": ', '"loss": "x", "was": ', 1))
     result = invoke("report", unfinished, "--data-dir", data)
     assert result.exit_code == 2, result.output
-    assert f"{metrics}: line 1 has a metric that is not a number" in result.output
+    assert f"{metrics}: line 1: train.loss: " in result.output
+    assert "the file is damaged or was edited" in result.output
 
 
 def test_encoded_rows_are_decoded_to_the_columns_they_came_from() -> None:

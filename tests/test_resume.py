@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,15 +17,20 @@ import pytest
 import torch
 from rich.console import Console
 
+from dlcourse.app import training
 from dlcourse.config import validate_config
 from dlcourse.data import load_task_data
 from dlcourse.errors import InterruptedRun, UserError
 from dlcourse.fileio import write_json_atomic
 from dlcourse.models import build_model
-from dlcourse.app import training
-from dlcourse.training import trainer as state_module
 from dlcourse.training import trainer as trainer_module
-from dlcourse.training.checkpoint import TrainingState, checked, load_checkpoint, save_checkpoint
+from dlcourse.training.checkpoint import (
+    TrainingState,
+    checked,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from tests.conftest import REPO, write_tiny_mnist
 
 # Dropout, shuffling, augmentation and batch norm: every kind of state a resume must restore.
@@ -147,10 +153,31 @@ def test_the_exact_resume_test_catches_a_missing_rng_restore(
 ) -> None:
     """Negative control: resuming without restoring the random generators must be caught."""
     cut = interrupted_run(tmp_path, mnist_dir, monkeypatch, 2 * STEPS)
-    monkeypatch.setattr(state_module, "restore_rng", lambda state, generator: None)
+    monkeypatch.setattr(trainer_module, "restore_rng", lambda state, generator: None)
     training.resume(cut, data_dir=mnist_dir, console=console())
     problems = same_run(full_run, cut)
     assert any(p.startswith("last.pt/model/") for p in problems) and "metrics.jsonl" in problems
+
+
+def test_a_run_killed_before_its_summary_is_finished_by_resume(
+    tmp_path: Path, mnist_dir: Path, full_run: Path
+) -> None:
+    """Killed after its last checkpoint, before summary.json and model.safetensors: resume
+    writes them, as the uninterrupted run did, instead of refusing a finished run."""
+    cut = tmp_path / "cut"
+    shutil.copytree(full_run, cut)
+    (cut / "summary.json").unlink()
+    (cut / "model.safetensors").unlink()
+    result = training.resume(cut, data_dir=mnist_dir, console=console())
+    assert result.summary.epochs_run == 4 and result.summary.stop_reason == "completed"
+    assert same_run(full_run, cut) == []
+    kept = [leaves(load_weights(run / "model.safetensors")) for run in (full_run, cut)]
+    assert kept[0].keys() == kept[1].keys()  # the same weights and records, value for value
+    for key, value in kept[0].items():
+        other = kept[1][key]
+        assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other
+    with pytest.raises(UserError, match="already finished its 4 epochs"):  # now it is finished
+        training.resume(cut, data_dir=mnist_dir, console=console())
 
 
 def test_resume_extends_a_finished_run(tmp_path: Path, tiny_mnist_dir: Path) -> None:
@@ -165,7 +192,7 @@ def test_resume_extends_a_finished_run(tmp_path: Path, tiny_mnist_dir: Path) -> 
         run.path, data_dir=tiny_mnist_dir, console=console(), overrides=["train.epochs=3"]
     )
     assert result.summary.epochs_run == 3
-    assert [row["epoch"] for row in run.read_metrics()] == [1, 2, 3]
+    assert [row.epoch for row in run.read_metrics()] == [1, 2, 3]
     assert "epochs: 3" in run.config.read_text()
 
 

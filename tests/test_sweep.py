@@ -236,8 +236,8 @@ def test_runs_tells_running_and_incomplete_runs(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
          "from dlcourse.runs import RunFolder\n"
-         f"with RunFolder(Path({str(running.path)!r})).locked():\n"
-         "    print('locked', flush=True); time.sleep(60)"],
+         f"with RunFolder(Path({str(running.path)!r})).locked() as lock:\n"
+         "    lock.claim(); print('locked', flush=True); time.sleep(60)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     try:
@@ -267,5 +267,15 @@ def test_a_damaged_summary_is_reported_and_the_others_listed(tmp_path: Path) -> 
     bad.config.write_text("task: transactions\n")
     bad.summary.write_text("{oops")
     result = runner.invoke(app, ["runs", str(tmp_path), "--json"])
-    assert result.exit_code == 0
-    assert "skipped:" in result.output and "summary.json: not readable JSON" in result.output
+    assert result.exit_code == 0, result.output
+    rows = {row["name"].split("-")[0]: row for row in json.loads(result.output)}
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "good": "incomplete", "bad": "damaged",
+    }  # fmt: skip
+    assert "summary.json: not readable JSON" in rows["bad"]["problem"]
+    assert "problem" not in rows["good"]
+    table = runner.invoke(app, ["runs", str(tmp_path)])
+    assert table.exit_code == 0, table.output
+    assert "2 runs in" in table.output
+    (line,) = [line for line in table.output.splitlines() if line.startswith("damaged: ")]
+    assert "summary.json: not readable JSON" in line

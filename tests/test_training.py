@@ -12,11 +12,11 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from dlcourse.app import training
 from dlcourse.config import validate_config
 from dlcourse.data import SplitData, TaskData
 from dlcourse.errors import UserError
 from dlcourse.models import build_model
-from dlcourse.app import training
 from dlcourse.training.checkpoint import load_checkpoint
 from dlcourse.training.losses import penalty, weight_parameters
 from dlcourse.training.metrics import binary_metrics, confusion_matrix, regression_metrics, roc_auc
@@ -192,7 +192,8 @@ def test_best_weights_are_restored_and_reported(tmp_path: Path) -> None:
     run = RunFolder.create(tmp_path, "t")
     trainer, summary = fit({"model": {"hidden": [8]}, **config}, linear_task(), run)
     rows = run.read_metrics()
-    dev_losses = [row["dev"]["loss"] for row in rows]
+    dev_losses = [row.dev["loss"] for row in rows if row.dev is not None]
+    assert len(dev_losses) == len(rows) == 12
     best = min(range(len(rows)), key=dev_losses.__getitem__)
     assert summary["best_epoch"] == best + 1
     assert summary["dev"]["loss"] == pytest.approx(dev_losses[best], rel=1e-5)
@@ -290,7 +291,17 @@ def test_final_train_metrics_measure_a_fixed_sample_of_a_large_split() -> None:
     from dlcourse.insight.console import summary_table
     from dlcourse.runs import Summary
     from dlcourse.training.losses import loss_function
-    from dlcourse.training.metrics import TRAIN_SAMPLE, evaluate, final_metrics, train_sample
+    from dlcourse.training.metrics import (
+        TRAIN_SAMPLE,
+        compute_metrics,
+        final_metrics,
+        model_outputs,
+        train_sample,
+    )
+
+    def evaluate(model: nn.Module, split: SplitData, kind: str, loss_fn) -> dict:
+        """Every metric of the kind for the model on a split (what evaluate() was)."""
+        return compute_metrics(kind, model_outputs(model, split.x), split.y, loss_fn)
 
     generator = torch.Generator().manual_seed(0)
     n = TRAIN_SAMPLE + 5_000
@@ -310,7 +321,8 @@ def test_final_train_metrics_measure_a_fixed_sample_of_a_large_split() -> None:
     data = TaskData("csv", "regression", {"train": train, "dev": small}, (2,), 1, ["a", "b"],
                     [], {}, "test")  # fmt: skip
     model, loss_fn = nn.Linear(2, 1), loss_function("regression", None, "sgd")
-    summary = Summary("csv", 1, 1, "completed", "dev loss", kind="regression")
+    summary = Summary(task="csv", epochs_run=1, best_epoch=1, stop_reason="completed",
+                      monitor="dev loss", kind="regression")  # fmt: skip
     found = final_metrics(summary, model, data, loss_fn, lambda batch: batch)
     assert summary.train_sample == {"examples": TRAIN_SAMPLE, "of": n}
     assert found["train"] == evaluate(model, sample, "regression", loss_fn)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -12,31 +13,54 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
+from dlcourse.app import training as job
 from dlcourse.cli import app
 from dlcourse.config import load_config
+from dlcourse.data import SplitData, TaskData
 from dlcourse.insight.warnings import overfit_warning, same_prediction, vanishing_warning
 from dlcourse.models import build_model
-from dlcourse.app import training as job
-from dlcourse.training.losses import know_nothing_loss
-from dlcourse.training.losses import loss_function
+from dlcourse.training.losses import know_nothing_loss, loss_function
+from dlcourse.training.trainer import Trainer
 from tests.conftest import REPO
 
 runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
 QUIET = ["logging.progress=false", "logging.tensorboard=false"]
 
 
-def warnings_of(config: str, data_dir: Path, runs: Path, *overrides: str) -> list[str]:
-    """The warning lines a training run prints."""
+def console_of(config: str, data_dir: Path, runs: Path, *overrides: str) -> list[str]:
+    """The lines a training run prints."""
     cfg = load_config(REPO / "configs" / config, [*QUIET, *overrides])
     out = io.StringIO()
-    job.train(cfg, runs_dir=runs, data_dir=data_dir, console=Console(file=out, width=400))
-    return [line for line in out.getvalue().splitlines() if line.startswith("warning:")]
+    job.train(cfg, runs_dir=runs, data_dir=data_dir, console=Console(file=out, width=1000))
+    return out.getvalue().splitlines()
 
 
-def only(lines: list[str], start: str) -> str:
-    found = [line for line in lines if line.startswith(f"warning: {start}")]
+def warnings_of(config: str, data_dir: Path, runs: Path, *overrides: str) -> list[str]:
+    """The warning and note lines a training run prints."""
+    lines = console_of(config, data_dir, runs, *overrides)
+    return [line for line in lines if line.startswith(("warning:", "note:"))]
+
+
+def only(lines: list[str], start: str, *, before: bool = False, level: str = "warning") -> str:
+    """The one warning (or note) whose text starts with `start`: one seen in training
+    (`warning: epoch N: ...`), or with `before`, one of the checks before the first epoch
+    (`warning: ...`)."""
+    where = "" if before else r"epoch \d+: "
+    found = [line for line in lines if re.match(f"{level}: {where}{re.escape(start)}", line)]
     assert len(found) == 1, lines
     return found[0]
+
+
+def trainer_of(config: str, kind: str, dev_y: torch.Tensor,
+               class_names: tuple[str, ...] = ()) -> Trainer:  # fmt: skip
+    """A Trainer of the config's model on made-up data with a dev split of targets dev_y."""
+    cfg = load_config(REPO / "configs" / config)
+    n = len(dev_y)
+    x = torch.zeros(n, 2)
+    split = SplitData(x, dev_y, torch.arange(n))
+    data = TaskData(cfg.task, kind, {"train": split, "dev": split}, (2,), 1, ["a", "b"],
+                    list(class_names), {}, "made up")  # fmt: skip
+    return Trainer(cfg, data, build_model(cfg.model, (2,), 1), device=torch.device("cpu"))
 
 
 # ------------------------------------------------------------------ triggered by a config
@@ -47,10 +71,14 @@ def test_a_learning_rate_that_kills_every_relu(tmp_path: Path) -> None:
         "transactions_regression.yaml", tmp_path, tmp_path,
         "optim.name=sgd", "optim.lr=1", "train.epochs=3",
     )  # fmt: skip
-    dead = only(lines, "every unit of fc2_relu is dead")
+    dead = only(lines, "every unit of fc2 is dead")
     assert "optim.lr = 1" in dead and "model.activation: leaky_relu" in dead
+    # fc1 dies by half: named, as a note (half its units still carry it)
+    partly = only(lines, "fc1 is partly dead: 8 of its 16 units (50%)", level="note")
+    assert "optim.lr = 1, batch 32" in partly
     collapsed = only(lines, "every prediction is nearly the same value")
-    assert "R^2 is about 0" in collapsed and "train.batch_size" in collapsed
+    assert "R^2 -0.128, at most 0 for a constant prediction" in collapsed
+    assert "train.batch_size" in collapsed
 
 
 def test_a_learning_rate_too_small_to_leave_the_start(tmp_path: Path) -> None:
@@ -68,7 +96,7 @@ def test_saturated_sigmoid_layers(tmp_path: Path) -> None:
         "transactions_regression.yaml", tmp_path, tmp_path, "model.activation=sigmoid",
         "model.init=normal", "model.init_std=30", "train.epochs=1", "data.n_samples=300",
     )  # fmt: skip
-    saturated = only(lines, "fc2_sigmoid is saturated")
+    saturated = only(lines, "fc2 is saturated")
     assert "model.init = normal" in saturated and "model.init: xavier" in saturated
 
 
@@ -87,8 +115,56 @@ def test_every_prediction_the_same_class(tiny_churn_dir: Path, tmp_path: Path) -
         "churn_mlp.yaml", tiny_churn_dir, tmp_path, "model.activation=relu", "optim.name=sgd",
         "optim.lr=10", "train.epochs=4", "model.dropout=0",
     )  # fmt: skip
-    same = only(lines, "every prediction is the same class ('stayed')")
+    same = only(lines, "every prediction is the same class ('stayed') for all 40 dev examples")
     assert "optim.lr = 10" in same
+
+
+def test_a_warning_the_kept_weights_no_longer_show_is_noted(
+    tiny_churn_dir: Path, tmp_path: Path
+) -> None:
+    lines = console_of(
+        "churn_mlp.yaml", tiny_churn_dir, tmp_path, "model.activation=relu", "optim.name=sgd",
+        "optim.lr=1", "train.epochs=6", "model.dropout=0",
+    )  # fmt: skip
+    only(lines, "fc3 is partly dead: 4 of its 16 units (25%)", level="note")
+    notes = [line for line in lines if line.startswith("note: no longer true")]
+    assert notes == [
+        "note: no longer true of the kept weights (epoch 4), which the table above measures: "
+        "fc3 partly dead (epoch 1)"
+    ]
+
+
+def test_a_partly_dead_layer_that_dies_is_no_note(tiny_churn_dir: Path, tmp_path: Path) -> None:
+    lines = console_of(
+        "churn_mlp.yaml", tiny_churn_dir, tmp_path, "model.activation=relu", "optim.name=sgd",
+        "optim.lr=10", "train.epochs=4", "model.dropout=0",
+    )  # fmt: skip
+    only(lines, "fc2 is partly dead", level="(warning|note)")  # epoch 1; all dead from 2
+    only(lines, "every unit of fc2 is dead")
+    assert not [line for line in lines if line.startswith("note: no longer true")], lines
+
+
+def test_unscaled_inputs_are_named_first_and_are_the_cause(
+    tiny_churn_dir: Path, tmp_path: Path
+) -> None:
+    lines = warnings_of(
+        "churn_mlp.yaml", tiny_churn_dir, tmp_path, "data.normalize=false",
+        "model.activation=relu", "model.dropout=0", "train.epochs=2",
+    )  # fmt: skip
+    assert lines[0].startswith("warning: inputs far from unit scale: CreditScore (mean 610")
+    assert "set data.normalize: true" in lines[0]
+    initial = only(lines, "the initial loss is", before=True)
+    partly = only(lines, "fc1 is partly dead", level="(warning|note)")
+    for line in (initial, partly):
+        assert line.endswith(
+            "cause: the inputs are far from unit scale (data.normalize: false; see above)"
+        )
+    # Negative control: the same run on normalized inputs names no unscaled inputs.
+    normalized = warnings_of(
+        "churn_mlp.yaml", tiny_churn_dir, tmp_path / "normalized", "model.activation=relu",
+        "model.dropout=0", "train.epochs=2",
+    )  # fmt: skip
+    assert not [line for line in normalized if "unit scale" in line], normalized
 
 
 def test_over_fitting(tiny_churn_dir: Path, tmp_path: Path) -> None:
@@ -105,7 +181,7 @@ def test_an_initial_loss_far_from_knowing_nothing(tiny_churn_dir: Path, tmp_path
         "churn_mlp.yaml", tiny_churn_dir, tmp_path, "model.init=normal", "model.init_std=10",
         "train.epochs=1",
     )  # fmt: skip
-    initial = only(lines, "the initial loss is")
+    initial = only(lines, "the initial loss is", before=True)
     assert "ln 2 = 0.693" in initial and "model.init = normal" in initial
 
 
@@ -114,7 +190,7 @@ def test_each_warning_is_printed_once(tmp_path: Path) -> None:
         "transactions_regression.yaml", tmp_path, tmp_path,
         "optim.name=sgd", "optim.lr=1", "train.epochs=6",
     )  # fmt: skip
-    assert len(lines) == len(set(lines)) == 2, lines
+    assert len(lines) == len(set(lines)) == 3, lines  # fc1 partly dead, fc2 dead, collapse
 
 
 # ------------------------------------------------------------------ the checks on known numbers
@@ -136,22 +212,32 @@ def test_know_nothing_losses_are_ln_k_ln_2_and_half_the_variance() -> None:
 
 
 def test_vanishing_only_below_a_hundred_thousandth() -> None:
-    model = build_model(load_config(REPO / "configs" / "transactions_regression.yaml").model,
-                        (2,), 1)  # fmt: skip
-    assert vanishing_warning(model, 0.9e-5, 1.0, "relu") is not None
-    assert vanishing_warning(model, 1.1e-5, 1.0, "relu") is None
-    assert vanishing_warning(model, 0.0, 0.0, "relu") is None  # no gradient at all: nothing to say
-    assert vanishing_warning(model, 0.0, 1.0, "relu") is None  # all ReLUs off for the batch
+    trainer = trainer_of("transactions_regression.yaml", "regression", torch.arange(4.0))
+    assert vanishing_warning(trainer, 0.9e-5, 1.0, None) is not None
+    assert vanishing_warning(trainer, 1.1e-5, 1.0, None) is None
+    assert vanishing_warning(trainer, 0.0, 0.0, None) is None  # no gradient at all: nothing to say
+    assert vanishing_warning(trainer, 0.0, 1.0, None) is None  # all ReLUs off for the batch
+    named = vanishing_warning(trainer, 0.9e-5, 1.0, "the cause")
+    assert named is not None and named.endswith("Likely cause: the cause")
 
 
 def test_same_prediction_needs_one_class_or_a_tiny_spread() -> None:
-    names = ["stayed", "exited"]
+    """On the dev outputs the trainer measured last (the whole dev split)."""
+
+    def same(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> str | None:
+        config = "churn_mlp.yaml" if kind == "binary" else "transactions_regression.yaml"
+        trainer = trainer_of(config, kind, targets, class_names=("stayed", "exited"))
+        trainer.dev_outputs = outputs
+        return same_prediction(trainer)
+
     targets = torch.tensor([0.0, 1.0, 0.0])
-    assert same_prediction("binary", torch.tensor([[-1.0], [-2.0], [-0.5]]), targets, names)
-    assert not same_prediction("binary", torch.tensor([[-1.0], [2.0], [-0.5]]), targets, names)
+    assert same("binary", torch.tensor([[-1.0], [-2.0], [-0.5]]), targets) == (
+        "every prediction is the same class ('stayed') for all 3 dev examples"
+    )
+    assert not same("binary", torch.tensor([[-1.0], [2.0], [-0.5]]), targets)
     values = torch.tensor([0.0, 10.0, 20.0])  # std 10
-    assert same_prediction("regression", torch.tensor([[5.0], [5.05], [5.0]]), values, [])
-    assert not same_prediction("regression", torch.tensor([[5.0], [5.3], [5.0]]), values, [])
+    assert same("regression", torch.tensor([[5.0], [5.05], [5.0]]), values)
+    assert not same("regression", torch.tensor([[5.0], [5.3], [5.0]]), values)
 
 
 def test_over_fitting_needs_a_trend_and_a_gap() -> None:

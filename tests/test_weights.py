@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from dlcourse.cli import app
+from dlcourse.config import source
 from dlcourse.tools.forward import forward
 from tests.conftest import REPO, train_run
 
@@ -98,9 +99,28 @@ def _laughs() -> str:
     return f"out: {{bias: [0], weight: [{', '.join(levels)}]}}\n"
 
 
-def test_hostile_weights_files_are_refused_at_once(tmp_path: Path) -> None:
+# dlcourse reads YAML with libyaml's loader when PyYAML has it, else the pure-Python one: the
+# same messages with either (libyaml has limits of its own, e.g. 1,000 levels of nesting).
+LOADERS = [
+    pytest.param(yaml.SafeLoader, id="python"),
+    pytest.param(
+        getattr(yaml, "CSafeLoader", None), id="libyaml",
+        marks=pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml"),
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_hostile_weights_files_are_refused_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loader: type
+) -> None:
+    monkeypatch.setattr(source, "SAFE_LOADER", loader)
     bombs = {
-        "deep.yaml": ("[" * 100_000 + "]" * 100_000, "nested deeper than 8 levels"),
+        "deep.yaml": ("[" * 100_000 + "]" * 100_000, "deep.yaml:1: nested deeper than 8 levels"),
+        "deep2.yaml": ("out:\n  weight: " + "[" * 20 + "]" * 20 + "\n",
+                       "deep2.yaml:2: nested deeper than 8 levels"),
+        "blocks.yaml": ("out:\n  weight:\n  " + "- " * 2000 + "1\n",
+                        "blocks.yaml:3: nested deeper than 8 levels"),
         "laughs.yaml": ("fc1: {weight: [[1, 1], [1, 1]], bias: [0, 0]}\n" + _laughs(),
                         "out.weight: expected 1 values (shape of out.weight: (1, 2)), found a "
                         "list of 9"),
@@ -111,3 +131,4 @@ def test_hostile_weights_files_are_refused_at_once(tmp_path: Path) -> None:
         (tmp_path / name).write_text(text)
         result = invoke("forward", EXAMPLE, "--weights", tmp_path / name, "--input", "2,3")
         assert result.exit_code == 2 and expected in result.output, (name, result.output)
+        assert "Traceback" not in result.output

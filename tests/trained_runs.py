@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from dlcourse.config import load_config
 from dlcourse.app import training as job
+from dlcourse.config import load_config
 from tests.conftest import CHURN_HEADER, churn_rows, write_csv, write_tiny_mnist
 
 # task -> (config, overrides); data: the tiny data sets of conftest

@@ -1,4 +1,5 @@
-"""`dlcourse.sweep` and `dlcourse.lr_find`: the experiment commands as functions."""
+"""`dlcourse.compare`, `dlcourse.sweep` and `dlcourse.lr_find`: the experiment commands as
+functions; `Comparison` is compare's table and picture as an object."""
 
 from __future__ import annotations
 

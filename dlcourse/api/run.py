@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from dlcourse.training.trainer import Callback
 from html import escape
 
-from dlcourse.insight.console import format_metric
+from dlcourse.tasks import format_metric
 
 ConfigSource = str | Path | Mapping[str, Any]
 Overrides = Mapping[str, Any] | Sequence[str] | None

@@ -93,7 +93,7 @@ def train(
         lock.claim()
         folder.write_config(dump_config(cfg))
         folder.write_splits({name: split.rows for name, split in data.splits.items()})
-        describe(console, cfg, data, network, device, folder)
+        describe(console, cfg, data, network, device, folder, threads)
         model = prepare_model(cfg, network, device)
         trainer = Trainer(cfg, place_data(data, device), model, device=device, folder=folder)
         return train_in(trainer, console, threads=threads, callbacks=callbacks)
@@ -200,13 +200,19 @@ def describe(
     model: torch.nn.Module,
     device: torch.device,
     folder: RunFolder,
+    threads: int | None = None,
 ) -> None:
     sizes = " / ".join(f"{len(split):,} {name}" for name, split in data.splits.items())
+    if device.type == "cpu":
+        count = threads or torch.get_num_threads()
+        device_text = f"cpu ({plural(count, 'thread')})"
+    else:
+        device_text = str(device)
     console.print(
         f"[bold]{cfg.name}[/bold]: task {cfg.task}, {sizes} ({data.source})\n"
         f"model: {count_parameters(model):,} parameters, optimizer {cfg.optim.name} "
         f"lr {cfg.optim.lr:g}, batch {cfg.train.batch_size}, {plural(cfg.train.epochs, 'epoch')}, "
-        f"device {device}, run folder {folder.path}",
+        f"device {device_text}, run folder {folder.path}",
         highlight=False,
     )
 
@@ -247,16 +253,17 @@ def resumed_config(opened: TrainedRun, config: Path | None, overrides: list[str]
     """The config to continue with: config.yaml as it is now (or the given CONFIG file) with
     the overrides applied, provided it differs from the checkpoint's only in keys a resume may
     change. An edit of config.yaml counts as a --set of the keys it changed."""
-    folder = opened.folder
+    folder, edited_config = opened.folder, opened.edited
+    assert folder is not None and edited_config is not None  # a run folder's checkpoint
     if config is not None:
         cfg = load_config(config, overrides)
     else:
-        data = config_data(opened.edited)
+        data = config_data(edited_config)
         overridden = apply_overrides(data, overrides)
         cfg = validate_config(data, f"{folder.config} with --set", overridden=overridden)
     changed = sorted(set(config_diff(opened.cfg, cfg)) - RESUMABLE_CHANGES - {"name"})
     if changed:
-        edited = set(config_diff(opened.cfg, opened.edited)) & set(changed)
+        edited = set(config_diff(opened.cfg, edited_config)) & set(changed)
         where = f" ({', '.join(sorted(edited))} edited in {folder.config})" if edited else ""
         raise UserError(
             f"--resume {folder.path}: the run was trained with a different config; these keys "

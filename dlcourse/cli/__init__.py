@@ -50,10 +50,22 @@ data_app.command("make")(setup.make)
 @app.callback()
 def _main(
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show the traceback of unexpected errors.")
+        bool,
+        typer.Option(
+            "--debug",
+            help="Show the traceback of unexpected errors, and what dlcourse skipped and why.",
+        ),
     ] = False,
 ) -> None:
     DEBUG["traceback"] = debug
+    if debug:  # e.g. a model graph that could not be traced for TensorBoard
+        import logging
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("debug: %(message)s"))
+        logger = logging.getLogger("dlcourse")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
 
 
 def main() -> None:

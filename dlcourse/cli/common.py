@@ -50,6 +50,7 @@ class Split(str, Enum):
 
 
 class Checkpoint(str, Enum):
+    kept = "kept"  # the weights summary.json measured (the default everywhere)
     best = "best"
     last = "last"
 

@@ -173,7 +173,7 @@ def compare(
 def comparison_table(comparison: Comparison) -> Table:
     from rich.table import Table
 
-    from dlcourse.insight.console import format_metric
+    from dlcourse.tasks import format_metric
     from dlcourse.tools.compare import short_names
 
     table = Table()
@@ -218,7 +218,7 @@ def runs(
     """List the run folders: name, task, date, epochs, best dev, test, status."""
     from rich.table import Table
 
-    from dlcourse.insight.console import format_metric
+    from dlcourse.tasks import format_metric
     from dlcourse.tools.compare import list_runs
 
     found = list_runs(runs_dir, sort)

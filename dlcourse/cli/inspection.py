@@ -28,7 +28,8 @@ SourceArg = Annotated[
     ),
 ]
 CheckpointOption = Annotated[
-    Checkpoint, typer.Option(help="A run's best epoch's weights, or its last ones.")
+    Checkpoint,
+    typer.Option(help="A run's kept weights (summary.json's), its best epoch's, or its last ones."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the same data as JSON.")]
 
@@ -61,7 +62,7 @@ def forward(
         bool, typer.Option("--backward", help="Also print dL/dz, dL/dW and dL/db of every layer.")
     ] = False,
     full: Annotated[bool, typer.Option("--full", help="Print every unit of large layers.")] = False,
-    checkpoint: CheckpointOption = Checkpoint.best,
+    checkpoint: CheckpointOption = Checkpoint.kept,
     set_: SetOption = None,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
@@ -99,7 +100,7 @@ def weights(
     full: Annotated[
         bool, typer.Option("--full", help="Print every value of large tensors.")
     ] = False,
-    checkpoint: CheckpointOption = Checkpoint.best,
+    checkpoint: CheckpointOption = Checkpoint.kept,
     as_json: JsonOption = False,
 ) -> None:
     """Print a trained model's weights, or export them to a file that `forward` reads."""
@@ -131,7 +132,7 @@ def gradcheck(
     samples: Annotated[
         int, typer.Option(min=1, max=1000, help="Entries checked per parameter tensor.")
     ] = 10,
-    checkpoint: CheckpointOption = Checkpoint.best,
+    checkpoint: CheckpointOption = Checkpoint.kept,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -171,8 +172,11 @@ def visualize_activations(
     ] = None,
     split: Annotated[Split, typer.Option(help="The split the examples come from.")] = Split.test,
     checkpoint: Annotated[
-        Checkpoint, typer.Option(help="The best epoch's weights, or the last ones.")
-    ] = Checkpoint.best,
+        Checkpoint,
+        typer.Option(
+            help="The weights the run kept (summary.json's), the best epoch's, or the last ones."
+        ),
+    ] = Checkpoint.kept,
     out: Annotated[
         Path | None, typer.Option(help="Where the PNGs go (default: RUN_DIR/activations/).")
     ] = None,

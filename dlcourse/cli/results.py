@@ -24,8 +24,11 @@ def evaluate(
     run_dir: RunArg,
     split: Annotated[Split, typer.Option(help="The split to measure.")] = Split.test,
     checkpoint: Annotated[
-        Checkpoint, typer.Option(help="The best epoch's weights, or the last ones.")
-    ] = Checkpoint.best,
+        Checkpoint,
+        typer.Option(
+            help="The weights the run kept (summary.json's), the best epoch's, or the last ones."
+        ),
+    ] = Checkpoint.kept,
     data_dir: DataDirOption = None,
     json_: Annotated[
         bool, typer.Option("--json", help="Print only the metrics, as one JSON object.")
@@ -58,7 +61,7 @@ def predict(
         typer.Argument(
             exists=True,
             metavar="RUN",
-            help="A run folder (its best weights), or a model.safetensors file.",
+            help="A run folder (the weights it kept), or a model.safetensors file.",
         ),
     ],
     input_: Annotated[

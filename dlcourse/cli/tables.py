@@ -145,18 +145,26 @@ def _row(matrix: list[Any] | None, j: int) -> str:
     return "[" + ", ".join(num(v) for v in row) + "]"
 
 
-OUTPUT_COLUMNS = {"softmax": "p = softmax(z)", "sigmoid": "p = sigmoid(z)", "step": "y = step(z)"}
+def _output_column(prediction: Prediction, names: list[str]) -> str | None:
+    """The header of the output table's probability column: what its numbers are."""
+    if prediction.output == "softmax":
+        return "p(class) = softmax(z)"
+    if prediction.output == "sigmoid":
+        return f"p({names[1]}) = sigmoid(z)"  # one logit: the probability of the second class
+    if prediction.output == "step":
+        return "y = step(z)"
+    return None
 
 
 def _output_table(step: LayerStep, prediction: Prediction) -> Table:
     """The output layer: z, and what it becomes (softmax/sigmoid probability, step, value)."""
-    function = prediction.output
-    title = f"{step.name}: {step.formula}, " + OUTPUT_COLUMNS.get(function, "y = z")
-    table = Table(title=title, title_justify="left")
     classes = list(prediction.probabilities or [])
-    multiclass = function == "softmax"
+    multiclass = prediction.output == "softmax"
+    probability = _output_column(prediction, classes)
+    title = f"{step.name}: {step.formula}" + (f", {probability}" if probability else ", y = z")
+    table = Table(title=title, title_justify="left")
     columns = ["class" if multiclass else "unit", "z = W a + b"]
-    columns += [OUTPUT_COLUMNS[function]] if function in OUTPUT_COLUMNS else []
+    columns += [probability] if probability else []
     backward = step.grad_output is not None
     columns += ["dL/dz = dL/db", "dL/dW"] if backward else []
     for column in columns:
@@ -170,7 +178,7 @@ def _output_table(step: LayerStep, prediction: Prediction) -> Table:
         row = [label, _sum(step, j)]
         if prediction.probabilities is not None:  # softmax: p of class j; sigmoid: p of class 1
             row.append(f"{prediction.probabilities[classes[j if multiclass else 1]]:.4g}")
-        elif function == "step":
+        elif prediction.output == "step":
             row.append(str(int(z > 0)))
         if backward:
             row += [num(_at(step.grad_output, j)), _row(step.grad_weight, j)]
@@ -192,17 +200,40 @@ def _print_other(console: Console, step: LayerStep, full: bool) -> None:
 
 
 def _print_prediction(console: Console, prediction: Prediction) -> None:
-    line = f"[bold]prediction:[/bold] {prediction.predicted}"
-    if prediction.probabilities is not None:
-        p = prediction.probabilities[prediction.predicted]
-        line += f" (p = {p:.4g})"
-    console.print(line, highlight=False)
-    if prediction.loss is not None:
-        console.print(
-            f"[bold]loss[/bold] against target {prediction.target}: {prediction.loss_formula} "
-            f"= {num(prediction.loss)}",
-            highlight=False,
-        )
+    console.print(f"[bold]prediction:[/bold] {_prediction_text(prediction)}", highlight=False)
+    if prediction.loss is None:
+        return
+    target = prediction.target
+    if prediction.target_std is not None and isinstance(target, float):
+        mean, std = prediction.target_mean or 0.0, prediction.target_std
+        standardized = (target - mean) / std
+        target_text = (f"{target:,.6g} (standardized as in training: (t - mean) / std = "
+                       f"{standardized:.4g})")  # fmt: skip
+        formula = "squared error 1/2 (z - t)^2, on the standardized target"
+    else:
+        target_text = f"{target:,.6g}" if isinstance(target, float) else str(target)
+        formula = prediction.loss_formula or "the loss"
+    console.print(f"[bold]loss[/bold] against target {target_text}: {formula} = "
+                  f"{num(prediction.loss)}", highlight=False)  # fmt: skip
+
+
+def _prediction_text(prediction: Prediction) -> str:
+    """The prediction, with the number it comes from named as in the output table."""
+    predicted = prediction.predicted
+    if isinstance(predicted, float):  # regression, in the target's units
+        if prediction.target_std is None:
+            return f"y = z = {predicted:,.6g}"
+        z, mean, std = prediction.scores[0], prediction.target_mean or 0.0, prediction.target_std
+        return (f"y = z * std + mean = {num(z)} * {std:,.6g} + {mean:,.6g} = {predicted:,.6g} "
+                "(the network was trained on the standardized target)")  # fmt: skip
+    probabilities = prediction.probabilities
+    if probabilities is None:
+        return str(predicted)
+    p = probabilities[predicted]
+    first, *others = list(probabilities)
+    if prediction.output == "sigmoid" and predicted == first:
+        return f"{predicted} (p({predicted}) = 1 - p({others[0]}) = {p:.4g})"
+    return f"{predicted} (p({predicted}) = {p:.4g})"
 
 
 def print_weights(console: Console, result: WeightsResult, full: bool = False) -> None:

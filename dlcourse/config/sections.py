@@ -146,7 +146,7 @@ class Model(Section):
         return sizes
 
 
-# ------------------------------------------------------------------ optim, regularization, train, logging
+# ------------------------------------------------------------------ optim, train, logging
 
 OptimizerName = Literal[
     "sgd", "momentum", "sgd_momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad",

@@ -4,6 +4,12 @@ YAML is read with PyYAML's safe loader, which builds plain data only, and bounde
 a few kilobytes of shallow mappings, so a huge file, nesting deeper than MAX_DEPTH, aliases
 that refer to themselves or expand past MAX_VALUES values ("billion laughs"), and numbers of
 thousands of digits are refused at once with the line, instead of running for minutes.
+
+Every YAML file dlcourse reads (configs, sweep files, weights files) goes through SAFE_LOADER,
+chosen here only: libyaml's CSafeLoader when PyYAML was built with it, else the pure-Python
+SafeLoader. The bounds are dlcourse's own and give the same message with either loader (the
+tests run both): `check_nesting` reads the parse events flat, and libyaml's own limit (1,000
+levels, "exceeded maximum nesting depth") is reported as the same TooDeep.
 """
 
 from __future__ import annotations
@@ -23,6 +29,38 @@ MAX_DEPTH = 32  # levels of nesting
 MAX_VALUES = 10_000  # values after aliases are expanded
 MAX_DIGITS = 100  # of a number
 _KEY_PART = re.compile(r"[A-Za-z0-9_]+", re.ASCII)
+SAFE_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the one choice of loader
+
+
+class TooDeep(Exception):
+    """YAML nested deeper than its reader allows; `line` (1-based) is where."""
+
+    def __init__(self, line: int):
+        self.line = line
+
+
+def check_nesting(text: str, max_depth: int) -> None:
+    """Raise TooDeep where the text nests deeper than max_depth levels, reading SAFE_LOADER's
+    parse events one at a time (PyYAML's composer recurses, and crashes on deep nesting).
+    libyaml refuses 1,000 levels with its own error before the events get that deep: that is
+    TooDeep too. Any other YAML error is raised as it is."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=SAFE_LOADER):
+            depth += isinstance(event, yaml.CollectionStartEvent)
+            depth -= isinstance(event, yaml.CollectionEndEvent)
+            if depth > max_depth:
+                raise TooDeep(event.start_mark.line + 1 if event.start_mark else 0)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        if "maximum nesting depth" not in str(exc.problem) or mark is None:
+            raise
+        raise TooDeep(mark.line + 1) from None
+
+
+def safe_load(text: str) -> Any:
+    """The plain data of a YAML text read with SAFE_LOADER (check its nesting first)."""
+    return yaml.load(text, Loader=SAFE_LOADER)  # a safe loader: plain data only
 
 
 def read_config_file(path: Path) -> tuple[dict[str, Any], Lines]:
@@ -56,18 +94,20 @@ def parse_config(text: str, source: str) -> tuple[dict[str, Any], Lines]:
 
 def load_yaml_node(text: str, source: str) -> yaml.Node | None:
     """The composed YAML document, after the bounds are checked; UserError on any problem."""
-    loader = _BoundedLoader(text)
     try:
-        root = loader.get_single_node()
-    except _TooDeep as exc:
+        check_nesting(text, MAX_DEPTH)  # before composing: the composer recurses
+        loader = SAFE_LOADER(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except TooDeep as exc:
         raise UserError(
             f"{source}:{exc.line}: nesting deeper than {MAX_DEPTH} levels; a config is a few "
             "levels of sections"
         ) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(_yaml_error(exc, source)) from None
-    finally:
-        loader.dispose()
     if root is not None:
         _check_expansion(root, source)
     return root
@@ -94,27 +134,6 @@ def construct(node: yaml.Node, source: str) -> Any:
 
 class YamlSyntaxError(UserError):
     """Text that is not YAML."""
-
-
-class _TooDeep(Exception):
-    def __init__(self, line: int):
-        self.line = line
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """The safe loader, refusing nesting past MAX_DEPTH while it composes (PyYAML's composer
-    recurses, so a document thousands of levels deep would otherwise hit RecursionError)."""
-
-    depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self.depth += 1
-        try:
-            if self.depth > MAX_DEPTH:
-                raise _TooDeep(self.peek_event().start_mark.line + 1)
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

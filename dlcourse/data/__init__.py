@@ -3,6 +3,8 @@ to the training device whole (batches are then taken by indexing, never sample b
 
 Every task has one module here, named after it (mnist.py, churn.py, ...), with a
 `load(cfg, data_dir, saved) -> TaskData`; `load_task_data` picks it from the task table.
+The shared pieces live here too: the seeded train/dev/test split (stratified by class for
+classification) and a regression target's units.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each comes from a fixed formula plus seeded noise, so what a model can reach is known: the
 house prices are a non-linear function of area, bedrooms, distance to the centre and age with
 noise set so that the best possible R^2 is HOUSE_BEST_R2; the spam labels come from a logistic
-model of word counts. `dlcourse data make NAME --out FILE` writes them.
+model of word counts. `make_example` writes one (`dlcourse data make NAME --out FILE`).
 """
 
 from __future__ import annotations

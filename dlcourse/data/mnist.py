@@ -4,7 +4,8 @@ The files are read straight into uint8 tensors: no PIL image per sample, no Data
 reader is written here, not taken from torchvision, because torchvision's reader fails on a
 bad file with a bare assertion while a student needs to hear which file is wrong and how; it
 also keeps torchvision's 1.7 s import off the training path. torchvision is used for what it
-does well: downloading the files when they are missing.
+does well: downloading the files when they are missing. The images' augmentation (random
+shifts and rotations of a whole batch on its device) is here too.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""Seeing what the network does: TensorBoard logging and pictures of activations."""
+"""Seeing what the network does while it trains: the probe and its statistics, TensorBoard,
+the console, warnings, and the figures every command draws."""

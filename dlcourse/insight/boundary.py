@@ -11,15 +11,14 @@ were kept, to `decision_boundary.png` and `first_layer_units.png` in the run fol
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from dlcourse.fileio import write_atomic
+from dlcourse.insight.figures import figure_pixels, new_figure, save_png
 from dlcourse.runs import EpochRow, Summary
 from dlcourse.training.trainer import Callback
 
@@ -54,18 +53,14 @@ class DecisionBoundary(Callback):
         if self.writer is None or not (due or trainer.stopper.should_stop):
             return
         for tag, figure in draw(trainer, f"epoch {row.epoch}").items():
-            self.writer.add_figure(tag, figure, row.epoch)
+            self.writer.add_image(tag, figure_pixels(figure), row.epoch)
 
     def on_fit_end(self, trainer: Trainer, summary: Summary) -> None:
         if summary.train is None or summary.stop_reason == "interrupted":
             return
-        title = f"epoch {summary.best_epoch} (the weights kept)"
+        title = f"epoch {summary.weights_epoch} (the weights kept)"
         for tag, figure in draw(trainer, title).items():
-            write_atomic(self.folder / f"{tag}.png", functools.partial(save_png, figure))
-
-
-def save_png(figure: Figure, file: IO[bytes]) -> None:
-    figure.savefig(file, format="png", dpi=100)
+            save_png(figure, self.folder / f"{tag}.png")
 
 
 def draw(trainer: Trainer, title: str) -> dict[str, Figure]:
@@ -147,9 +142,7 @@ def boundary_figure(
 ) -> Figure:
     """Binary: P(class 1) from blue (0) to red (1), the 0.5 line in black; more classes: the
     region each class is predicted in."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5.2, 4.4))
+    figure = new_figure(5.2, 4.4)
     axes = figure.add_subplot()
     if kind == "binary":
         levels = torch.linspace(0, 1, 21).tolist()  # fixed: an unsure model looks pale
@@ -161,28 +154,24 @@ def boundary_figure(
         axes.contourf(grid.xs, grid.ys, values, levels=levels, cmap="tab10", alpha=0.5)
     _scatter(axes, points, labels, binary=kind == "binary")
     axes.set(xlabel="x1", ylabel="x2", title=f"decision boundary, {title}")
-    figure.tight_layout()
     return figure
 
 
 def units_figure(
     grid: Grid, units: torch.Tensor, points: torch.Tensor, labels: torch.Tensor, title: str
 ) -> Figure:
-    from matplotlib.figure import Figure
-
     columns = min(4, len(units))
     rows = -(-len(units) // columns)
-    figure = Figure(figsize=(2.4 * columns, 2.3 * rows + 0.4))
+    figure = new_figure(2.4 * columns, 2.3 * rows + 0.4)
     figure.suptitle(f"first hidden layer, {title}: each unit's output")
     for index, unit in enumerate(units):
         axes = figure.add_subplot(rows, columns, index + 1)
         axes.contourf(grid.xs, grid.ys, unit, levels=20, cmap="viridis")
         _scatter(axes, points, labels, size=4)
         dead = " (dead: constant)" if float(unit.max() - unit.min()) < 1e-6 else ""
-        axes.set_title(f"unit {index + 1}{dead}", fontsize=9)
+        axes.set_title(f"unit {index}{dead}", fontsize=9)  # numbered from 0, as everywhere
         axes.set_xticks([])
         axes.set_yticks([])
-    figure.tight_layout()
     return figure
 
 

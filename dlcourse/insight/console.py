@@ -17,28 +17,11 @@ from rich.progress import (
 from rich.table import Table
 
 from dlcourse.runs import EpochRow, Summary
+from dlcourse.tasks import format_metric, format_metrics
 from dlcourse.training.trainer import Callback
 
 if TYPE_CHECKING:
     from dlcourse.training.trainer import Trainer
-
-PERCENT = {"accuracy", "precision", "recall", "f1"}
-SHORT = {"accuracy": "acc", "precision": "prec", "recall": "rec", "roc_auc": "auc"}
-
-
-def format_metric(name: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    if name in PERCENT:
-        return f"{100 * value:.2f}%"
-    value += 0.0  # -0.0 (a loss that is exactly zero from below) prints as 0
-    if abs(value) >= 1000:  # errors in a target's own units, e.g. a price: 47,823
-        return f"{value:,.0f}"
-    return f"{value:.4f}"
-
-
-def format_metrics(metrics: dict[str, float | None]) -> str:
-    return "  ".join(f"{SHORT.get(k, k)} {format_metric(k, v)}" for k, v in metrics.items())
 
 
 class ConsoleReporter(Callback):
@@ -147,7 +130,9 @@ def summary_table(summary: Summary) -> Table:
     kept = summary.best if summary.kept == "best" else summary.last
     kept_epoch = kept.epoch if kept is not None else summary.best_epoch
     splits = {"train": summary.train, "dev": summary.dev, "test": summary.test}
-    rows = [(split, kept_epoch, summary.kept, m) for split, m in splits.items() if m]
+    rows: list[tuple[str, int, str, dict[str, float | None]]] = [
+        (split, kept_epoch, summary.kept, m) for split, m in splits.items() if m
+    ]
     other = summary.last if summary.kept == "best" else summary.best
     if other is not None and other.epoch != kept_epoch:
         label = "last" if summary.kept == "best" else "best"

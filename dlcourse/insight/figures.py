@@ -3,8 +3,8 @@ drawn through its axes, and written with `savefig` (`png_bytes`, `save_png`).
 
 No pyplot and no `matplotlib.use`: a figure renders with its own Agg canvas, so nothing here
 touches the global state of a notebook's matplotlib (its backend, its current figure), and a
-figure shows itself in Jupyter as its PNG. matplotlib is imported inside the functions that
-draw (0.3 s), never at the top.
+figure shows itself in Jupyter as its PNG. matplotlib (0.3 s) and torch are imported inside
+the functions that use them, never at the top: `dlcourse compare` draws without torch.
 
 Image grids (feature maps of several examples, filters, digits) are built by `tile`, the one
 grid helper: torchvision's make_grid would do it, but importing torchvision takes 1.2 s, more
@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from dlcourse.fileio import write_bytes_atomic
 from dlcourse.tasks import MAXIMIZED
 
 if TYPE_CHECKING:
+    import torch
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -68,6 +67,7 @@ def save_png(figure: Figure, path: Path) -> None:
 
 def figure_pixels(figure: Figure) -> torch.Tensor:
     """The RGB pixels (3, H, W) in [0, 1] of a figure, as written to a PNG (TensorBoard)."""
+    import torch
     from PIL import Image
 
     with Image.open(io.BytesIO(png_bytes(figure))) as image:
@@ -78,6 +78,7 @@ def figure_pixels(figure: Figure) -> torch.Tensor:
 
 def pixels_png(image: torch.Tensor) -> bytes:
     """An RGB image (3, H, W) in [0, 1] as a PNG file's bytes."""
+    import torch
     from PIL import Image
 
     rgb = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
@@ -92,6 +93,8 @@ def pixels_png(image: torch.Tensor) -> bytes:
 def tile(maps: torch.Tensor, pad: int = 1, pad_value: float = 1.0) -> torch.Tensor:
     """(R, C, H, W) -> one (R*(H+pad)-pad, C*(W+pad)-pad) image: a row per example, a column
     per channel (or map), separated by `pad` pixels of `pad_value` (NaN: drawn blank)."""
+    import torch
+
     rows, cols, height, width = maps.shape
     padded = torch.nn.functional.pad(maps.float(), (0, pad, 0, pad), value=pad_value)
     grid = padded.permute(0, 2, 1, 3).reshape(rows * (height + pad), cols * (width + pad))
@@ -100,6 +103,8 @@ def tile(maps: torch.Tensor, pad: int = 1, pad_value: float = 1.0) -> torch.Tens
 
 def scale_each(maps: torch.Tensor) -> torch.Tensor:
     """Min-max scale each (H, W) map of a (..., H, W) tensor into [0, 1] (flat maps -> 0)."""
+    import torch
+
     flat = maps.float().flatten(-2)
     low = flat.amin(-1, keepdim=True)
     span = flat.amax(-1, keepdim=True) - low
@@ -115,6 +120,8 @@ def upscale(image: torch.Tensor, factor: int, width_factor: int | None = None) -
 
 def heat_map(values: torch.Tensor) -> torch.Tensor:
     """(rows, cols) signed values -> (3, rows, cols) RGB in [0, 1]: red > 0, blue < 0, white 0."""
+    import torch
+
     values = values.float()
     peak = float(values.abs().max())
     v = values / peak if peak > 0 else values
@@ -127,6 +134,8 @@ def heat_map(values: torch.Tensor) -> torch.Tensor:
 
 def confusion_figure(counts: list[list[int]], labels: list[str], title: str) -> Figure:
     """Counts [true class][predicted class] as a heat map with the counts written in."""
+    import torch
+
     n = len(counts)
     size = min(9.0, 4.0 + 0.3 * n)
     figure = new_figure(size, size * 0.9)
@@ -154,6 +163,8 @@ def examples_figure(images: torch.Tensor, captions: Sequence[str], title: str) -
 
     One picture of all the images on one axes: an axes per image would take 10x longer.
     """
+    import torch
+
     count, height, width = images.shape
     columns = min(8, max(1, count))
     rows = max(1, math.ceil(count / columns))
@@ -175,6 +186,8 @@ def examples_figure(images: torch.Tensor, captions: Sequence[str], title: str) -
 
 def scatter_figure(predicted: torch.Tensor, true: torch.Tensor, title: str) -> Figure:
     """Predicted against true values (N,), with the line of perfect predictions."""
+    import torch
+
     figure = new_figure(5.5, 5)
     axes = figure.add_subplot()
     axes.scatter(true.numpy(), predicted.numpy(), s=8, alpha=0.5, linewidths=0)

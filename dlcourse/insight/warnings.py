@@ -23,9 +23,11 @@ import math
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch import nn
 
 from dlcourse.insight.probe import (
+    MOSTLY_DEAD,
     PARTLY_DEAD,
     SATURATED,
     SATURATION_MARGIN,
@@ -69,11 +71,14 @@ class TrainingWarnings(Callback):
         self.grad_norms: torch.Tensor | None = None  # (2,) first and last layer, on device
         self.unscaled = False  # the inputs are far from unit scale: the first cause of all
 
-    def say(self, key: str, text: str | None, epoch: int) -> None:
+    def say(self, key: str, text: str | None, epoch: int, level: str = "warning") -> None:
+        """Print a finding once per run: a warning, or a note (true, but the run may well do
+        without what it names)."""
         if text is not None and key not in self.issued:
             self.issued[key] = epoch
             where = f"epoch {epoch}: " if epoch else ""
-            self.console.print(f"[yellow]warning:[/yellow] {where}{text}", highlight=False)
+            label = "[yellow]warning:[/yellow]" if level == "warning" else "note:"
+            self.console.print(f"{label} {where}{escape(text)}", highlight=False)
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if trainer.folder is not None:  # a resumed run remembers its earlier epochs
@@ -93,8 +98,9 @@ class TrainingWarnings(Callback):
         if self.unscaled:
             return "the inputs are far from unit scale (data.normalize: false; see above)"
         if trainer.cfg.model.init in SYMMETRIC_INITS:
-            return (f"model.init: {trainer.cfg.model.init} starts every unit of a layer the same "
-                    "(the symmetry problem); use model.init: default, xavier or kaiming")  # fmt: skip
+            init = trainer.cfg.model.init
+            return (f"model.init: {init} starts every unit of a layer the same (the symmetry "
+                    "problem); use model.init: default, xavier or kaiming")  # fmt: skip
         return None
 
     def on_before_step(self, trainer: Trainer) -> None:
@@ -104,8 +110,8 @@ class TrainingWarnings(Callback):
         model, epoch, cause = trainer.model, row.epoch, self.cause(trainer)
         stats = model_stats(model, probe_activations(model, probe_inputs(trainer.data),
                                                      trainer.prepare))  # fmt: skip
-        for key, text in layer_warnings(trainer, stats, cause):
-            self.say(key, text, epoch)
+        for key, text, level in layer_warnings(trainer, stats, cause):
+            self.say(key, text, epoch, level)
         dead = any(key.startswith("dead") for key in self.issued)
         if self.grad_norms is not None and not dead:
             first, last = self.grad_norms.tolist()
@@ -124,8 +130,9 @@ class TrainingWarnings(Callback):
             return
         stats = model_stats(trainer.model, probe_activations(
             trainer.model, probe_inputs(trainer.data), trainer.prepare))  # fmt: skip
-        still = {key for key, _ in layer_warnings(trainer, stats, None)}
-        trainer.dev_outputs = None  # those of the last epoch, not of the kept weights
+        still = {key for key, _, _ in layer_warnings(trainer, stats, None)}
+        # a layer partly dead then, all dead now: the partly dead warning still holds
+        still |= {f"partly {key}" for key in still if key.startswith("dead ")}
         if same_prediction(trainer):
             still.add("same")
         gone = [
@@ -143,9 +150,10 @@ class TrainingWarnings(Callback):
 
 def describe_key(key: str) -> str:
     what, _, layer = key.partition(" ")
+    layer = layer.removeprefix("dead ").rsplit("_", 1)[0]  # fc2_relu: the units of fc2
     return {
         "dead": f"{layer} all dead",
-        "partly": f"{layer.removeprefix('dead ')} partly dead",
+        "partly": f"{layer} partly dead",
         "saturated": f"{layer} saturated",
         "same": "every prediction the same",
     }[what]
@@ -222,9 +230,11 @@ def initial_loss_warning(
 
 def layer_warnings(
     trainer: Trainer, stats: dict[str, LayerStats], cause: str | None
-) -> list[tuple[str, str]]:
-    """(key, text) for every ReLU layer that is dead or partly dead and every sigmoid/tanh
-    layer that is saturated on the probe."""
+) -> list[tuple[str, str, str]]:
+    """(key, text, level) for every ReLU layer that is dead or partly dead and every
+    sigmoid/tanh layer that is saturated on the probe. A layer with dead units that keeps
+    most of them alive (below MOSTLY_DEAD) is a note: it is named, but a network with units to
+    spare (the transactions network on its 48 distinct inputs) does well without them."""
     cfg, found = trainer.cfg, []
     probe = describe_probe(trainer.data)
     for key, layer in stats.items():
@@ -236,16 +246,23 @@ def layer_warnings(
                     f"a learning rate too large (optim.lr = {cfg.optim.lr:g}) pushed the ReLUs' "
                     "inputs below 0 for good; lower optim.lr, or use model.activation: "
                     "leaky_relu"))
-            )))  # fmt: skip
+            ), "warning"))  # fmt: skip
         elif layer.dead is not None and layer.dead >= PARTLY_DEAD:
-            found.append((f"partly dead {key}", (
+            alive = layer.units - dead_units(layer)
+            text = (
                 f"{name} is partly dead: {dead_units(layer)} of its {layer.units} units "
-                f"({layer.dead:.0%}) are 0 for all of {probe}, and learn no more. Likely "
-                "cause: " + (cause or (
-                    f"a learning rate or batch too noisy for this layer (optim.lr = "
-                    f"{cfg.optim.lr:g}, batch {cfg.train.batch_size}); lower optim.lr, use "
-                    "model.init: kaiming, or model.activation: leaky_relu"))
-            )))  # fmt: skip
+                f"({layer.dead:.0%}) are 0 for all of {probe}, so they pass no gradient and "
+                f"learn no more; the other {alive} carry the layer."
+            )
+            remedy = (cause or (
+                f"a learning rate or batch too noisy for this layer (optim.lr = "
+                f"{cfg.optim.lr:g}, batch {cfg.train.batch_size}); lower optim.lr, use "
+                "model.init: kaiming, or model.activation: leaky_relu"))  # fmt: skip
+            if layer.dead >= MOSTLY_DEAD:
+                found.append((f"partly dead {key}", f"{text} Likely cause: {remedy}", "warning"))
+            else:
+                found.append((f"partly dead {key}", f"{text} If the model under-fits, likely "
+                              f"cause: {remedy}", "note"))  # fmt: skip
         if layer.saturated is not None and layer.saturated >= SATURATED:
             found.append((f"saturated {key}", (
                 f"{name} is saturated: {layer.saturated:.0%} of its outputs on {probe} are "
@@ -254,7 +271,7 @@ def layer_warnings(
                     f"weights too large (model.init = {cfg.model.init}) or an optim.lr of "
                     f"{cfg.optim.lr:g}; use model.init: xavier, a smaller optim.lr, or "
                     "model.activation: relu"))
-            )))  # fmt: skip
+            ), "warning"))  # fmt: skip
     return found
 
 

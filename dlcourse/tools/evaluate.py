@@ -22,7 +22,6 @@ from rich.table import Table
 from dlcourse.data import SplitData, TaskData, in_target_units
 from dlcourse.errors import UserError
 from dlcourse.fileio import write_bytes_atomic
-from dlcourse.insight.console import format_metric
 from dlcourse.insight.figures import (
     confusion_figure,
     examples_figure,
@@ -30,6 +29,7 @@ from dlcourse.insight.figures import (
     scatter_figure,
 )
 from dlcourse.runs import Metrics
+from dlcourse.tasks import format_metric
 from dlcourse.tools.trained import TrainedRun, open_run, probabilities
 from dlcourse.training.losses import loss_for
 from dlcourse.training.metrics import compute_metrics, confusion_matrix, train_sample

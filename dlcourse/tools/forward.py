@@ -25,8 +25,10 @@ from torch import nn
 from dlcourse.data import in_target_units, target_scale
 from dlcourse.errors import UserError
 from dlcourse.tools.inputs import InputValue, read_example
-from dlcourse.tools.trained import TrainedRun, from_target_units, open_source
+from dlcourse.tools.trained import TrainedRun, as_number, from_target_units, probabilities
+from dlcourse.tools.weights import open_source
 from dlcourse.training.losses import loss_for
+from dlcourse.training.metrics import predictions
 
 # Layer type -> (kind, what it computes); activations are recognized by their layer's name.
 FORMULAS: dict[type[nn.Module], tuple[str, str]] = {
@@ -221,17 +223,15 @@ def predict(opened: TrainedRun, output: str, z: torch.Tensor) -> Prediction:
     class, or the value in the target's units."""
     scores = z[0].tolist()
     names = opened.class_names
-    if output == "softmax":
-        softmax = [float(p) for p in torch.softmax(z[0].double(), 0).tolist()]
-        best = max(range(len(softmax)), key=softmax.__getitem__)
-        return Prediction(output, scores, names[best], dict(zip(names, softmax, strict=True)))
-    if output == "sigmoid":
-        p = float(torch.sigmoid(z[0, 0].double()))
-        probabilities = {names[0]: 1 - p, names[1]: p}
-        return Prediction(output, scores, names[int(p > 0.5)], probabilities)
     if output == "step":
         return Prediction(output, scores, names[int(scores[0] > 0)])
-    value = float(in_target_units(z[0, :1].double(), opened.preprocess)[0])
+    if output in ("softmax", "sigmoid"):  # as predict gives them
+        p = probabilities(opened.kind, z)
+        assert p is not None
+        shown = {name: as_number(value) for name, value in zip(names, p[0], strict=True)}
+        best = names[int(predictions(opened.kind, z)[0])]
+        return Prediction(output, scores, best, shown)
+    value = as_number(in_target_units(z[:, 0], opened.preprocess)[0])
     prediction = Prediction(output, scores, value)
     mean, std = target_scale(opened.preprocess)
     if (mean, std) != (0.0, 1.0):

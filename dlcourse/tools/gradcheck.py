@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlcourse.models import Step
-from dlcourse.tools.trained import open_source
+from dlcourse.tools.weights import open_source
 from dlcourse.training.losses import loss_for, weight_parameters
 
 EPS = 1e-5  # float64: truncation (eps^2) and rounding (1e-16 / eps) errors both near 1e-10

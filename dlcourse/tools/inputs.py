@@ -196,7 +196,9 @@ def read_inputs(run: TrainedRun, path: Path | None, values: list[str]) -> Inputs
         if values:
             raise UserError("--set gives the columns of a table row; this model reads images")
         if path is None:
-            raise UserError("give INPUT: a PNG or JPEG picture of a digit, or a folder of them")
+            raise UserError(
+                "give INPUT: a PNG, JPEG or BMP picture of a digit, or a folder of them"
+            )
         files = image_files(path)
         names = [str(file) for file in files]
         return Inputs(read_digits(run, files), names, ["file"], [[name] for name in names])

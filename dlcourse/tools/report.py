@@ -20,11 +20,10 @@ import torch
 
 from dlcourse.data import SplitData, TaskData
 from dlcourse.errors import UserError
-from dlcourse.insight.console import format_metric
 from dlcourse.insight.figures import curves_figure, png_bytes
 from dlcourse.insight.probe import dead_units, describe_probe
 from dlcourse.runs import MAIN_METRIC, EpochRow, Metrics, Summary
-from dlcourse.tasks import KIND_METRICS
+from dlcourse.tasks import KIND_METRICS, format_metric
 from dlcourse.tools.diagnose import diagnose_summary
 from dlcourse.tools.document import (
     Cell,

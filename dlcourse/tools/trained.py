@@ -5,7 +5,7 @@ gradcheck, visualize-activations, report, train --resume) starts here.
 dev epoch's, or the last epoch's with `train.restore_best: false` (`checkpoint="best"` and
 `"last"` ask for one of them). A run folder without checkpoints (a handed-in run) opens from
 its model.safetensors, which holds the kept weights; so does a model.safetensors on its own.
-`open_source` also takes a config with a weights file (forward, gradcheck).
+(weights.py's `open_source` also opens a config with a weights file: forward, gradcheck.)
 
 The checkpoint holds the config its weights were trained with; config.yaml beside it may have
 been edited since. Keys that change the model or its data must agree, or the folder is refused
@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from dlcourse.config import Config, config_diff, flat_config, load_config, stored_config
+from dlcourse.config import Config, config_diff, flat_config, stored_config
 from dlcourse.data import TaskData, load_task_data, target_scale
 from dlcourse.errors import UserError
 from dlcourse.models import build_model
@@ -220,52 +221,6 @@ def describe_edits(
     )
 
 
-def open_source(
-    source: Path,
-    *,
-    data_dir: Path,
-    weights: Path | None = None,
-    overrides: list[str] | None = None,
-    checkpoint: str = "kept",
-    need_weights: bool = True,
-) -> TrainedRun:
-    """A run folder (its weights, or --weights in their place) or a config with --weights.
-
-    need_weights=False lets a config stand alone with the seeded initialization it trains from.
-    """
-    from dlcourse.tools.weights import load_weights_file
-
-    if source.is_dir():
-        if overrides:
-            raise UserError(
-                f"{source}: --set changes a config; a run folder keeps the config its weights "
-                "were trained with (give the config file instead)"
-            )
-        run = open_run(source, checkpoint)
-        if weights is not None:
-            load_weights_file(weights, run.model)
-            run.label, run.epoch, run.weights = f"{source} with {weights}", None, str(weights)
-        return run
-    if not source.is_file():
-        raise UserError(f"{source}: no such run folder or config file")
-    if weights is None and need_weights:
-        raise UserError(
-            f"{source}: a config holds no trained weights; give --weights FILE (typed in, or "
-            "written by `dlcourse weights RUN_DIR --out FILE`), or a run folder instead"
-        )
-    cfg = load_config(source, overrides or [])
-    data = load_task_data(cfg, data_dir)
-    torch.manual_seed(cfg.seed)  # the initialization training would start from
-    model = build_model(cfg.model, data.input_shape, data.n_outputs)
-    label = f"{source} (initialized with seed {cfg.seed})"
-    if weights is not None:
-        load_weights_file(weights, model)
-        label = f"{source} with {weights}"
-    model.eval()
-    info = DataInfo.model_validate(data.info())
-    return TrainedRun(cfg, model, info, None, label, _data=data)
-
-
 # ------------------------------------------------------------------ what outputs mean
 
 
@@ -277,6 +232,12 @@ def probabilities(kind: str, outputs: torch.Tensor) -> torch.Tensor | None:
         positive = torch.sigmoid(outputs.float().squeeze(1))
         return torch.stack([1 - positive, positive], dim=1)
     return None
+
+
+def as_number(value: torch.Tensor) -> float:
+    """A float32 as the float of its shortest decimal, the number that reads back as the same
+    float32 (what predict prints): 2.5511765, not 2.5511765480041504."""
+    return float(str(np.float32(value.item())))
 
 
 def class_names(names: list[str], n_outputs: int) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dlcourse.data import TaskData
@@ -33,6 +34,7 @@ from dlcourse.insight.figures import (
     pixels_png,
 )
 from dlcourse.insight.probe import (
+    MOSTLY_DEAD,
     PARTLY_DEAD,
     SATURATED,
     LayerStats,
@@ -100,8 +102,9 @@ def visualize_run(
     log_to_tensorboard(opened, pictures)
     console.print(f"{opened.weights}, {len(chosen)} {split} examples", highlight=False)
     console.print(stats_table(pictures, describe_probe(data)))
-    for line in diagnoses(pictures):
-        console.print(f"[yellow]warning[/yellow] {line}", highlight=False)
+    for level, line in diagnoses(pictures):
+        label = "[yellow]warning:[/yellow]" if level == "warning" else "note:"
+        console.print(f"{label} {escape(line)}", highlight=False)
     console.print(f"{len(pictures)} images written to {target}/", highlight=False)
     console.print(predictions_table(opened, data, split, chosen))
     return pictures
@@ -232,24 +235,28 @@ def stats_table(pictures: list[LayerPicture], probe: str) -> Table:
     return table
 
 
-def diagnoses(pictures: list[LayerPicture]) -> list[str]:
-    """One line per dead, partly dead or saturated layer, saying what it means for learning."""
+def diagnoses(pictures: list[LayerPicture]) -> list[tuple[str, str]]:
+    """(level, line) per dead, partly dead or saturated layer, saying what it means for
+    learning: a warning, or a note for a layer that keeps most of its units alive (the
+    training warnings' thresholds)."""
     lines = []
     for item in pictures:
         s = item.stats
         if s is None:
             continue
         if s.dead is not None and s.dead >= PARTLY_DEAD:
-            amount = "all" if s.dead >= 1 else f"{dead_units(s)} of the {s.units}"
-            lines.append(
-                f"{item.name}: {amount} of its units are dead (0 for every probe example). A "
+            amount = "all of its units" if s.dead >= 1 else (
+                f"{dead_units(s)} of its {s.units} units ({s.dead:.0%})")  # fmt: skip
+            level = "warning" if s.dead >= MOSTLY_DEAD else "note"
+            lines.append((level,
+                f"{item.name}: {amount} are dead (0 for every probe example). A "
                 "dead ReLU passes no gradient, so those units no longer learn; a smaller "
                 "learning rate, kaiming init or leaky_relu keeps them alive."
-            )
+            ))  # fmt: skip
         if s.saturated is not None and s.saturated >= SATURATED:
-            lines.append(
+            lines.append(("warning",
                 f"{item.name}: {100 * s.saturated:.0f}% of its outputs are saturated (at the flat "
                 "ends of the curve), where the gradient is nearly 0, so learning slows down "
                 "(vanishing gradients). Normalized inputs, xavier init or relu help."
-            )
+            ))  # fmt: skip
     return lines

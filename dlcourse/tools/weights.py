@@ -1,5 +1,6 @@
 """`dlcourse weights`: a trained model's weights as numbers, or exported to a weights file;
-and the weights files themselves, which `forward --weights` and `gradcheck` read.
+the weights files themselves; and `open_source`, the model of a run folder or of a config
+with a weights file, which `forward` and `gradcheck` use.
 
 The export is the file `dlcourse forward --weights` reads: edit one weight, pass the same
 example through, and see what changes.
@@ -17,10 +18,15 @@ import torch
 import yaml
 from torch import nn
 
+from dlcourse.config import load_config
 from dlcourse.config.sections import BIG
+from dlcourse.config.source import TooDeep, check_nesting, safe_load
+from dlcourse.data import load_task_data
 from dlcourse.errors import UserError
 from dlcourse.fileio import read_bounded, write_atomic, write_text_atomic
-from dlcourse.tools.trained import open_run
+from dlcourse.models import build_model
+from dlcourse.tools.trained import TrainedRun, open_run
+from dlcourse.training.checkpoint import DataInfo
 
 
 @dataclass
@@ -224,25 +230,22 @@ def _check_names(path: Path, given: set[Any], expected: list[str], what: str, ow
 
 
 def _parse_yaml(path: Path, raw: bytes) -> dict[Any, Any]:
-    """safe-load the YAML after checking, event by event, that it nests no deeper than
-    MAX_DEPTH (PyYAML's composer recurses, and crashes on deep nesting). Aliases are harmless
-    here: loading shares their values instead of copying them, and each tensor is read only as
-    far as its expected shape goes, so no alias "bomb" is ever expanded."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    """safe-load the YAML (with config.source's SAFE_LOADER) after checking, event by event,
+    that it nests no deeper than MAX_DEPTH (PyYAML's composer recurses, and crashes on deep
+    nesting). Aliases are harmless here: loading shares their values instead of copying them,
+    and each tensor is read only as far as its expected shape goes, so no alias "bomb" is ever
+    expanded."""
     try:
         text = raw.decode("utf-8")
-        depth = 0
-        for event in yaml.parse(text, Loader=loader):
-            depth += isinstance(event, yaml.CollectionStartEvent)
-            depth -= isinstance(event, yaml.CollectionEndEvent)
-            if depth > MAX_DEPTH:
-                raise UserError(
-                    f"{path}:{_line(event)}: nested deeper than {MAX_DEPTH} levels; a "
-                    "weights file has layers, their tensors and the tensors' rows"
-                )
-        data = yaml.load(text, Loader=loader)  # a safe loader: plain data only
+        check_nesting(text, MAX_DEPTH)
+        data = safe_load(text)
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: cannot read the weights file ({exc})") from None
+    except TooDeep as exc:
+        raise UserError(
+            f"{path}:{exc.line}: nested deeper than {MAX_DEPTH} levels; a weights file has "
+            "layers, their tensors and the tensors' rows"
+        ) from None
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer of 5,000 digits
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a readable YAML weights file ({first})") from None
@@ -252,10 +255,6 @@ def _parse_yaml(path: Path, raw: bytes) -> dict[Any, Any]:
             f"bias: ...}}), not {_describe(data)}"
         )
     return data
-
-
-def _line(event: yaml.Event) -> int:
-    return event.start_mark.line + 1 if event.start_mark else 0
 
 
 def _tensor(path: Path, key: str, value: Any, like: torch.Tensor) -> torch.Tensor:
@@ -324,3 +323,50 @@ def load_weights_file(path: Path, model: nn.Module) -> None:
     """Put the file's weights into the model (after every check has passed)."""
     state = read_weights(path, model)
     model.load_state_dict(state)
+
+
+# ------------------------------------------------------------------ a model from a weights file
+
+
+def open_source(
+    source: Path,
+    *,
+    data_dir: Path,
+    weights: Path | None = None,
+    overrides: list[str] | None = None,
+    checkpoint: str = "kept",
+    need_weights: bool = True,
+) -> TrainedRun:
+    """A run folder (its weights, or --weights in their place) or a config with --weights.
+
+    need_weights=False lets a config stand alone with the seeded initialization it trains from.
+    """
+    if source.is_dir():
+        if overrides:
+            raise UserError(
+                f"{source}: --set changes a config; a run folder keeps the config its weights "
+                "were trained with (give the config file instead)"
+            )
+        run = open_run(source, checkpoint)
+        if weights is not None:
+            load_weights_file(weights, run.model)
+            run.label, run.epoch, run.weights = f"{source} with {weights}", None, str(weights)
+        return run
+    if not source.is_file():
+        raise UserError(f"{source}: no such run folder or config file")
+    if weights is None and need_weights:
+        raise UserError(
+            f"{source}: a config holds no trained weights; give --weights FILE (typed in, or "
+            "written by `dlcourse weights RUN_DIR --out FILE`), or a run folder instead"
+        )
+    cfg = load_config(source, overrides or [])
+    data = load_task_data(cfg, data_dir)
+    torch.manual_seed(cfg.seed)  # the initialization training would start from
+    model = build_model(cfg.model, data.input_shape, data.n_outputs)
+    label = f"{source} (initialized with seed {cfg.seed})"
+    if weights is not None:
+        load_weights_file(weights, model)
+        label = f"{source} with {weights}"
+    model.eval()
+    info = DataInfo.model_validate(data.info())
+    return TrainedRun(cfg, model, info, None, label, _data=data)

@@ -1,2 +1,3 @@
-"""Training: the loop (trainer.py), what it needs (metrics, optim, checkpoints, early stopping,
-regularization) and the `dlcourse train` job that drives it (run.py)."""
+"""Training: the one loop (trainer.py) and its modes (modes.py), and what it needs: losses and
+penalties, metrics, optimizers, schedules, checkpoints, the device and threads, several
+processes. Jobs that drive it (train, resume, sweeps) are in dlcourse/app/."""

@@ -29,14 +29,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError
 
 from dlcourse.errors import UserError
-from dlcourse.fileio import write_atomic, write_bytes_atomic
+from dlcourse.fileio import require_safe_torch, write_atomic, write_bytes_atomic
 
 FORMAT = "dlcourse-checkpoint-1"
 WEIGHTS_FORMAT = "dlcourse-weights-1"
 WEIGHTS_FILE = "model.safetensors"
-# torch.load(weights_only=True) is only safe from 2.10: CVE-2025-32434 (fixed in 2.6) and
-# CVE-2026-24747 (fixed in 2.10) let crafted files run code through the weights-only unpickler.
-SAFE_TORCH = (2, 10)
 
 Tensor = InstanceOf[torch.Tensor]
 Tensors = dict[str, Tensor]
@@ -160,17 +157,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise UserError(f"{path}: not a dlcourse checkpoint (no '{FORMAT}' format tag)")
     return checkpoint
-
-
-def require_safe_torch(version: str | None = None) -> None:
-    """Refuse to unpickle anything with a torch whose weights-only loader has known holes."""
-    found = version or torch.__version__
-    numbers = tuple(int(part) for part in re.findall(r"\d+", found)[:2])
-    if numbers < SAFE_TORCH:
-        raise UserError(
-            f"torch {found} has known security holes in loading checkpoints "
-            "(CVE-2025-32434, CVE-2026-24747); install torch>=2.10 to load one"
-        )
 
 
 # ------------------------------------------------------------------ random number generators

@@ -6,6 +6,15 @@ and tells each its place in the environment: RANK, WORLD_SIZE, LOCAL_RANK, MASTE
 processes. Everything the other modules need from torch.distributed is here: who is rank 0,
 a barrier, sums over the ranks, rank 0's answer shared with the others, the shard of a batch
 each rank trains on, and a check that every rank holds the same weights.
+
+`DistributedTrainer` is the one training loop of trainer.py in one of several processes:
+every rank holds the whole data set and computes the same shuffled order, and every global
+batch of `train.batch_size` examples is split between the ranks (`shard`), so the steps,
+their number and the examples each step sees are those of one process. DDP averages the
+gradients over the ranks in the backward pass. Each rank records only its part of each batch
+in the epoch's buffers; at each sync point the new part is summed over the ranks, after which
+every rank holds the numbers one process would have. Stopping is agreed at those points too.
+Only rank 0 has a run folder and callbacks.
 """
 
 from __future__ import annotations

@@ -54,13 +54,13 @@ class EpochProgress:
         finite = torch.isfinite(self.losses[: self.batch])
         return None if bool(finite.all()) else int((~finite).nonzero()[0]) + 1
 
-    def sampled_losses(self, first_step: int, every: int) -> list[list[float]]:
+    def sampled_losses(self, first_step: int, every: int) -> list[tuple[int, float]]:
         """[[global step, batch loss], ...] of the steps that are multiples of `every`;
         `first_step` is the global step of this epoch's first batch. One host copy."""
         steps = torch.arange(first_step, first_step + len(self.losses))
         keep = steps % every == 0
         losses = self.losses[keep.to(self.losses.device)].tolist()
-        return [[step, loss] for step, loss in zip(steps[keep].tolist(), losses, strict=True)]
+        return list(zip(steps[keep].tolist(), losses, strict=True))
 
     def state_dict(self) -> dict[str, Any]:
         return {

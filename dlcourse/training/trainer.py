@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -34,7 +34,16 @@ from dlcourse.config import Config, config_data
 from dlcourse.data import TaskData
 from dlcourse.data.mnist import augment_images
 from dlcourse.errors import DivergedError, InterruptedRun, UserError
-from dlcourse.runs import FINISHED, EpochMetrics, EpochRow, Metrics, RunFolder, Summary
+from dlcourse.runs import (
+    FINISHED,
+    EpochMetrics,
+    EpochRow,
+    Kind,
+    Metrics,
+    RunFolder,
+    StopReason,
+    Summary,
+)
 from dlcourse.tasks import MAXIMIZED
 from dlcourse.training.checkpoint import (
     TrainingState,
@@ -224,12 +233,12 @@ class Trainer:
                 if self.stopping():
                     self.in_epochs = False
                     raise self.interrupted()
-                if not self.run_epoch():
-                    if not self.stop_training:
-                        self.in_epochs = False
-                        raise self.interrupted()
-                if self.stop_training:
+                finished = self.run_epoch()
+                if self.stop_training:  # a mode's callback ended the run
                     break
+                if not finished:  # stopped at a batch boundary: Ctrl-C or SIGTERM
+                    self.in_epochs = False
+                    raise self.interrupted()
         except DivergedError:
             self.in_epochs = False
             self.save_best()  # last.pt keeps the last finite weights it had
@@ -529,7 +538,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the end of a run
 
-    def finish(self, stop_reason: str) -> Summary:
+    def finish(self, stop_reason: StopReason) -> Summary:
         """The end of a run: keep the best weights (or the last: train.restore_best), measure
         every split, write summary.json and model.safetensors, and tell the callbacks."""
         data, stopper = self.data, self.stopper
@@ -537,10 +546,11 @@ class Trainer:
         summary = Summary(
             task=data.task, epochs_run=self.epoch, best_epoch=stopper.best_epoch,
             stop_reason=stop_reason, monitor=monitor, reference=dict(data.reference),
-            kind=data.kind,
+            kind=cast(Kind, data.kind),
         )  # fmt: skip
         if self.best_state is not None and self.measure_at_end:  # an epoch completed
             self.keep_weights(summary)
+            self.dev_outputs = None  # those were the last epoch's, not the kept weights
         summary.seconds = round(self.elapsed_seconds(), 2)
         summary.threads = torch.get_num_threads()
         if self.folder and self.best_state is not None and self.measure_at_end:
