@@ -7,17 +7,17 @@ STAMP := $(VENV)/.installed-stamp
 export DLCOURSE_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast validate smoke lint format typecheck bench clean
+.PHONY: help install run test test-fast validate smoke lint format typecheck bench docs docs-examples clean
 
 help:  ## list the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## create .venv and install dlcourse with its dev tools
+install: $(STAMP)  ## create .venv and install dlcourse with its dev and docs tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,docs]'
 	touch $(STAMP)
 
 run: install  ## train the MNIST CNN (the main job) and print where the run went
@@ -54,6 +54,12 @@ typecheck: install  ## mypy on the package
 bench: install  ## time dlcourse against hand-written loops (see bench/)
 	$(BIN)/python bench/run.py
 
-clean:  ## remove caches and smoke runs (not .venv, not runs/)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache /tmp/dlcourse-smoke
+docs: install  ## build the docs site into site/ (mkdocs --strict; the references made from the code)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-examples: install  ## run the commands the docs show, write their output to docs/snippets/ (minutes)
+	$(BIN)/python docs/examples.py
+
+clean:  ## remove caches, smoke runs and the built docs (not .venv, not runs/)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache /tmp/dlcourse-smoke site
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -12,17 +12,21 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from dlcourse.config import Model
-from dlcourse.errors import UserError
+from dlcourse.config import Config, Model
+from dlcourse.errors import ConfigError, UserError
 
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
 def build_model(cfg: Model, input_shape: tuple[int, ...], n_outputs: int) -> nn.Sequential:
+    problem = memory_problem(cfg, input_shape, n_outputs)  # the weights alone, before allocating
+    if problem is not None:
+        raise UserError(f"{problem[0]}: {problem[1]}")
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     if cfg.conv:
         features = _add_conv_blocks(layers, cfg, input_shape)
@@ -77,6 +81,106 @@ def _add_conv_blocks(
 
 def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
+
+
+# ------------------------------------------------------------------ memory, before allocating
+
+# A fixed cap, not the memory the machine has free: the same config is then accepted or refused
+# on every machine (a hand-in graded on another computer behaves as on the student's laptop),
+# and free memory changes from one moment to the next. 4 GiB fits the laptops the course runs
+# on and is far above its largest model (a few MB of weights, a few hundred MB of a batch's
+# activations); a network past it (model.hidden: [65536, 65536] is 17 GB of weights) is a typo
+# or a model for a GPU server, and is refused before a byte of it is allocated.
+MEMORY_CAP = 4 * 2**30  # bytes
+FLOAT_BYTES = 4  # float32
+
+
+@dataclass
+class LayerSize:
+    """What one layer (with its batch norm, activation, pooling and dropout) needs."""
+
+    key: str  # the config key that sets its size: model.hidden.0, model.conv.1
+    what: str  # the layer, for the user: "fc1 (784 inputs x 65,536 units)"
+    parameters: int  # weights and biases (batch norm's statistics too)
+    activations: int  # floats per example that its outputs keep for the backward pass
+
+
+def layer_sizes(cfg: Model, input_shape: tuple[int, ...], n_outputs: int) -> list[LayerSize]:
+    """The layers build_model would build, counted without building them."""
+    sizes = []
+    if cfg.conv:
+        channels, height, width = input_shape
+        for i, block in enumerate(cfg.conv):
+            padding = block.kernel // 2 if block.padding == "same" else 0
+            grow = 2 * padding - block.kernel + 1
+            height, width = max(height + grow, 0), max(width + grow, 0)
+            maps = block.channels * height * width
+            weights = channels * block.channels * block.kernel**2
+            extra = 4 * block.channels + 1 if block.batch_norm else block.channels
+            kept = (3 if block.batch_norm else 2) * maps  # conv, [batch norm], activation
+            if block.pool != "none":
+                height, width = height // 2, width // 2
+                kept += block.channels * height * width
+            if block.dropout > 0:
+                kept += block.channels * height * width
+            what = f"conv{i + 1} ({channels} -> {block.channels} channels of {height}x{width})"
+            sizes.append(LayerSize(f"model.conv.{i}", what, weights + extra, kept))
+            channels = block.channels
+        features = channels * height * width
+    else:
+        features = math.prod(input_shape)
+    for i, units in enumerate(cfg.hidden or []):
+        what = f"fc{i + 1} ({features:,} inputs x {units:,} units)"
+        kept = (3 if cfg.dropout > 0 else 2) * units  # linear, activation, [dropout]
+        sizes.append(LayerSize(f"model.hidden.{i}", what, (features + 1) * units, kept))
+        features = units
+    what = f"out ({features:,} inputs x {n_outputs:,} outputs)"
+    sizes.append(LayerSize("model.hidden", what, (features + 1) * n_outputs, n_outputs))
+    return sizes
+
+
+def memory_needed(sizes: list[LayerSize], batch: int = 1, copies: int = 1) -> int:
+    """Bytes: `copies` float32 tensors the size of the parameters (the weights; training adds
+    their gradients, the optimizer's slots and the best weights kept), and the activations of
+    a batch, twice (the forward pass keeps them, the backward pass makes their gradients)."""
+    parameters = sum(size.parameters for size in sizes)
+    activations = sum(size.activations for size in sizes)
+    return FLOAT_BYTES * (copies * parameters + 2 * batch * activations)
+
+
+def memory_problem(
+    cfg: Model, input_shape: tuple[int, ...], n_outputs: int, batch: int = 1, copies: int = 1
+) -> tuple[str, str] | None:
+    """(key, message) when the network would need more than MEMORY_CAP, naming its largest
+    layer and the config key that sets it; None when it fits."""
+    sizes = layer_sizes(cfg, input_shape, n_outputs)
+    needed = memory_needed(sizes, batch, copies)
+    if needed <= MEMORY_CAP:
+        return None
+    largest = max(sizes, key=lambda size: copies * size.parameters + 2 * batch * size.activations)
+    parameters = sum(size.parameters for size in sizes)
+    what = (
+        "the weights"
+        if copies == 1
+        else f"{copies} (the weights, their gradients, the optimizer's state, the best weights)"
+    )
+    return largest.key, (
+        f"the network would need about {needed / 2**30:,.1f} GiB ({parameters:,} parameters "
+        f"x 4 bytes x {what}, and the activations of a batch of {batch:,}); its largest layer "
+        f"is {largest.what}. That is more than dlcourse's fixed cap of "
+        f"{MEMORY_CAP / 2**30:g} GiB for a course model (the same on every machine); use "
+        "smaller layers"
+    )
+
+
+def check_memory(
+    cfg: Config, input_shape: tuple[int, ...], n_outputs: int, batch: int = 1, copies: int = 1
+) -> None:
+    """ConfigError naming the key (model.hidden.0, model.conv.1) when the network would not
+    fit under MEMORY_CAP; call it before building the model."""
+    problem = memory_problem(cfg.model, input_shape, n_outputs, batch, copies)
+    if problem is not None:
+        raise ConfigError(cfg.source, [problem])
 
 
 # ------------------------------------------------------------------ from activations.py

@@ -33,10 +33,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dlcourse.config import Config, config_data, flatten, stored_config
-from dlcourse.config.source import read_config_file
+from dlcourse.config.source import CONFIG_LIMIT, read_config_file
 from dlcourse.errors import UserError
 from dlcourse.fileio import (
+    append_text,
+    check_regular,
+    checked_target,
+    make_folder,
+    path_text,
     read_bounded,
+    remove_file,
     require_safe_torch,
     write_atomic,
     write_json_atomic,
@@ -247,9 +253,10 @@ class RunFolder:
     def require(self) -> RunFolder:
         """This folder, when it is a run folder (has a config.yaml); else UserError."""
         if not self.path.is_dir():
-            raise UserError(f"{self.path}: no such run folder")
-        if not self.config.is_file():
-            raise UserError(f"{self.path}: not a run folder (it has no config.yaml)")
+            raise UserError(f"{path_text(self.path)}: no such run folder")
+        if not os.path.exists(self.config):
+            raise UserError(f"{path_text(self.path)}: not a run folder (it has no config.yaml)")
+        check_regular(self.config, "config.yaml")
         return self
 
     # ------------------------------------------------------------------ config.yaml
@@ -260,8 +267,12 @@ class RunFolder:
         data, lines = read_config_file(self.config)
         return stored_config(data, str(self.config), lines=lines)
 
+    def read_config_text(self) -> str:
+        """config.yaml as its text (what a report shows), read as safely as read_config."""
+        return read_bounded(self.config, CONFIG_LIMIT, "config").decode("utf-8", "replace")
+
     def write_config(self, text: str) -> None:
-        write_text_atomic(self.config, text)
+        write_text_atomic(self.config, text, root=self.path)
 
     # ------------------------------------------------------------------ metrics.jsonl
 
@@ -298,16 +309,12 @@ class RunFolder:
         return rows
 
     def append_metrics(self, row: EpochRow) -> None:
-        try:
-            with self.metrics.open("a", encoding="utf-8") as file:
-                file.write(json.dumps(row.to_json()) + "\n")
-        except OSError as exc:
-            raise UserError(f"{self.metrics}: cannot write it ({exc.strerror or exc})") from None
+        append_text(self.metrics, json.dumps(row.to_json()) + "\n", root=self.path)
 
     def write_metrics(self, rows: list[EpochRow]) -> None:
         """Replace metrics.jsonl with these rows (a resume keeps those up to its checkpoint)."""
         text = "".join(json.dumps(row.to_json()) + "\n" for row in rows)
-        write_text_atomic(self.metrics, text)
+        write_text_atomic(self.metrics, text, root=self.path)
 
     # ------------------------------------------------------------------ summary.json
 
@@ -329,14 +336,14 @@ class RunFolder:
             raise _problem(self.summary, exc) from None
 
     def write_summary(self, summary: Summary) -> None:
-        write_json_atomic(self.summary, summary.to_json())
+        write_json_atomic(self.summary, summary.to_json(), root=self.path)
 
     # ------------------------------------------------------------------ split.pt
 
     def write_splits(self, rows: dict[str, torch.Tensor]) -> None:
         import torch  # here, not at the top: listing run folders must not import torch
 
-        write_atomic(self.splits, lambda file: torch.save(rows, file))
+        write_atomic(self.splits, lambda file: torch.save(rows, file), root=self.path)
 
     def read_splits(self) -> dict[str, torch.Tensor]:
         """split.pt: the example indices of each split, checked before they index anything."""
@@ -369,8 +376,29 @@ class RunFolder:
     def remove_temporary_files(self) -> None:
         """Half-written files a killed process left behind (see fileio.write_atomic)."""
         for folder in (self.path, self.checkpoints):
+            checked_target(folder, self.path)  # never in a folder a link leads to
             for leftover in folder.glob(".*.tmp-*"):
-                leftover.unlink(missing_ok=True)
+                remove_file(leftover, root=self.path)
+
+    # What training writes in a run folder (besides checkpoints/ and tb/ and their files).
+    TRAINING_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "split.pt",
+                      "model.safetensors", ".lock", "decision_boundary.png",
+                      "first_layer_units.png")  # fmt: skip
+
+    def check_writable(self) -> None:
+        """UserError naming the first file or folder training would write through a symbolic
+        link (or out of the folder): checked before a resume changes anything."""
+        for name in self.TRAINING_FILES:
+            checked_target(self.path / name, self.path)
+        for folder in (self.checkpoints, self.tensorboard):
+            checked_target(folder, self.path)
+        for file in (self.best, self.last):
+            checked_target(file, self.path)
+
+    def folder(self, path: Path) -> Path:
+        """A folder inside the run folder to write into (tb/, activations/, ...), created if
+        missing; UserError when it is a symbolic link or leaves the run folder."""
+        return make_folder(path, root=self.path)
 
     # ------------------------------------------------------------------ the lock
 
@@ -402,8 +430,7 @@ class RunFolder:
         from filelock import FileLock, Timeout
 
         existed = os.path.lexists(self.lock_file)
-        if self.lock_file.is_symlink():
-            raise UserError(f"{self.lock_file}: a symbolic link; dlcourse never writes through one")
+        checked_target(self.lock_file, self.path)  # never a link: the lock is written
         lock = FileLock(self.lock_file, timeout=0)
         try:
             lock.acquire()
@@ -422,8 +449,7 @@ class RunFolder:
             yield claim
         finally:
             if claim.claimed or not existed:
-                with contextlib.suppress(OSError):
-                    self.lock_file.unlink()  # while still held: no one waits on this inode
+                remove_file(self.lock_file)  # while still held: no one waits on this inode
             lock.release()
 
 
@@ -476,7 +502,7 @@ class RunInfo:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return path_text(self.path.name)
 
     @property
     def kind(self) -> str:

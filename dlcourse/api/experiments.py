@@ -8,7 +8,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlcourse.api.run import Overrides, notebook_console, override_strings, show_progress
+from dlcourse.api.run import (
+    Overrides,
+    notebook_console,
+    override_strings,
+    show_progress,
+    yaml_value,
+)
+from dlcourse.errors import UserError
 from dlcourse.fileio import resolve_data_dir
 
 if TYPE_CHECKING:
@@ -42,8 +49,7 @@ def sweep(
         spec = read_sweep_file(path)
     else:
         spec = SweepSpec(config=path, name=f"{path.stem}-sweep")
-    for key, values in (grid or {}).items():
-        spec.grid[key] = [json.dumps(value) for value in values]  # YAML reads JSON
+    spec.grid.update(grid_values(grid))
     console = notebook_console(quiet)
     spec.overrides += [
         *override_strings(set),
@@ -53,6 +59,32 @@ def sweep(
     folder = resolve_data_dir(Path(data_dir) if data_dir is not None else None)
     result = run_sweep(spec, runs_dir=Path(runs_dir), data_dir=folder, console=console)
     return Comparison(result.comparison)
+
+
+def grid_values(grid: Mapping[str, Sequence[Any]] | None) -> dict[str, list[str]]:
+    """The grid's values as YAML (JSON) text; UserError naming the key whose values are not a
+    non-empty list (a string is not: {"seed": "12"} would try seeds 1 and 2)."""
+    if grid is None:
+        return {}
+    if not isinstance(grid, Mapping):
+        raise UserError(f"grid: give a dict {{key: [values]}}, not a {type(grid).__name__}")
+    texts = {}
+    for key, values in grid.items():
+        label = f"grid {key!r}"
+        if not isinstance(values, list | tuple) or not values:
+            raise UserError(
+                f"{label}: give a non-empty list of the values to try (e.g. {{{key!r}: "
+                f"[{values!r}]}} for one value), not {_described(values)}"
+            )
+        texts[key] = [yaml_value(f"{label}[{i}]", key, value) for i, value in enumerate(values)]
+    return texts
+
+
+def _described(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "an empty list"
+    text = repr(value)
+    return f"the {type(value).__name__} {text if len(text) <= 40 else text[:40] + '...'}"
 
 
 def lr_find(

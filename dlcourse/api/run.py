@@ -12,13 +12,14 @@ import importlib.util
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from dlcourse.config import Config, apply_overrides, load_config, validate_config
-from dlcourse.errors import InterruptedRun, UserError
+from dlcourse.config.source import plain_data_problem
+from dlcourse.errors import ConfigError, InterruptedRun, UserError
 from dlcourse.fileio import resolve_data_dir
 from dlcourse.runs import MAIN_METRIC, RunFolder, Summary
 
@@ -146,7 +147,7 @@ class Run:
         LayerPicture has its path), the layer statistics and the predictions printed."""
         from dlcourse.tools.visualize import visualize_run
 
-        return visualize_run(self.path, data_dir=self.data_dir, console=Console(),
+        return visualize_run(self.path, data_dir=self.data_dir, console=notebook_console(False),
                              checkpoint=checkpoint, split=split,
                              indices=list(indices) if indices else None)  # fmt: skip
 
@@ -226,19 +227,50 @@ def open_run(path: str | Path, *, data_dir: str | Path | None = None) -> Run:
     return Run(folder.path, data_dir=data_dir)
 
 
-def override_strings(values: Overrides) -> list[str]:
-    """--set's KEY=VALUE strings; a mapping's values written as JSON (which YAML reads)."""
+def override_strings(values: Overrides, name: str = "set") -> list[str]:
+    """--set's KEY=VALUE strings; a mapping's values written as JSON (which YAML reads).
+    UserError naming the key when a value is not plain data (plain_data_problem)."""
     if values is None:
         return []
     if isinstance(values, Mapping):
-        return [f"{key}={json.dumps(value)}" for key, value in values.items()]
-    return [str(value) for value in values]
+        return [f"{key}={yaml_value(f'{name} {key!r}', key, value)}" for key, value in
+                values.items()]  # fmt: skip
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+        raise UserError(
+            f"{name}: give a dict {{key: value}} or a list of 'KEY=VALUE' strings, not a "
+            f"{type(values).__name__}"
+        )
+    for value in values:
+        if not isinstance(value, str):
+            raise UserError(f"{name}: {value!r} is not a 'KEY=VALUE' string")
+    return list(values)
+
+
+def yaml_value(label: str, key: Any, value: Any) -> str:
+    """A Python value as the YAML (JSON) text of an override; UserError naming it (`label`)
+    when it is not plain data."""
+    if not isinstance(key, str):
+        raise UserError(f"{label}: a key is a string such as 'optim.lr', not a "
+                        f"{type(key).__name__}")  # fmt: skip
+    problem = plain_data_problem(value)
+    if problem is not None:
+        inner, message = problem
+        raise UserError(f"{label}{'' if inner == '(top)' else f' at {inner}'}: {message}")
+    return json.dumps(value)
 
 
 def read_config(config: ConfigSource, overrides: list[str]) -> Config:
     """A config file or mapping, overridden and validated (ConfigError naming the keys)."""
     if not isinstance(config, Mapping):
-        return load_config(config, overrides)
+        if not isinstance(config, str | PurePath):
+            raise UserError(
+                f"config: give a YAML file's path or a dict of the config's keys, not a "
+                f"{type(config).__name__}"
+            )
+        return load_config(Path(config), overrides)
+    problem = plain_data_problem(dict(config))
+    if problem is not None:  # before deepcopy, which recurses
+        raise ConfigError("the config dict", [problem])
     data = copy.deepcopy(dict(config))
     overridden = apply_overrides(data, overrides, "set")
     return validate_config(data, "the config dict", overridden=overridden)
@@ -246,7 +278,7 @@ def read_config(config: ConfigSource, overrides: list[str]) -> Config:
 
 def notebook_console(quiet: bool) -> Console:
     """Where training prints: the terminal, or a notebook's output (rich detects Jupyter)."""
-    return Console(quiet=quiet, soft_wrap=True)
+    return Console(quiet=quiet, soft_wrap=True, markup=False)  # user text is printed as text
 
 
 def show_progress(asked: bool, console: Console) -> bool:

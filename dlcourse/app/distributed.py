@@ -31,6 +31,7 @@ from rich.console import Console
 
 from dlcourse.app.training import (
     begin_resume,
+    check_fits,
     describe,
     prepare_resume,
     stop_on_signals,
@@ -96,6 +97,7 @@ def joined(cfg: Config) -> Iterator[Group]:
 def train_new(cfg: Config, group: Group, runs_dir: Path, data_dir: Path, console: Console) -> None:
     seed_everything(cfg.seed)
     data = load_task_data(cfg, data_dir)
+    check_fits(cfg, data)
     network = build_model(cfg.model, data.input_shape, data.n_outputs)
     check_schedule(cfg, len(data.splits["train"]))
     with ExitStack() as stack:

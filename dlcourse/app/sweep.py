@@ -34,12 +34,14 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.text import Text
 
 from dlcourse.app.training import resume, train
 from dlcourse.config import Config, config_data, load_config
+from dlcourse.config.schema import is_safe_name
 from dlcourse.config.source import read_config_file
 from dlcourse.errors import DivergedError, InterruptedRun, UserError
-from dlcourse.fileio import write_text_atomic
+from dlcourse.fileio import make_folder, write_text_atomic
 from dlcourse.runs import RunFolder, RunInfo, read_run
 from dlcourse.tools.compare import Comparison, compare_runs, short_key
 
@@ -168,6 +170,16 @@ def label_of(value: str) -> str:
     return value.strip().strip("'\"")
 
 
+def check_name(name: str) -> None:
+    """A sweep's name becomes its folder under the runs folder: one plain name, never a path
+    (absolute, or with '..', which would put the folder and its files anywhere)."""
+    if not is_safe_name(name):
+        raise UserError(
+            f"sweep name {name!r} (--name, or name: in the sweep file): not a safe folder name; "
+            "use letters, digits, '.', '_' and '-' (no '/', '..' or spaces)"
+        )
+
+
 def resolve(spec: SweepSpec) -> list[tuple[Combination, Config]]:
     """Every combination with its validated config (all checked before any run starts)."""
     if not spec.grid and not spec.variants:
@@ -206,20 +218,17 @@ def run_sweep(spec: SweepSpec, *, runs_dir: Path, data_dir: Path, console: Conso
     """Train every combination not yet finished, then compare them all (sweep.csv,
     compare.png in the sweep folder)."""
     resolved = resolve(spec)
-    folder = runs_dir / spec.name
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{folder}: cannot create the sweep folder ({exc.strerror})") from None
-    write_text_atomic(folder / "sweep.yaml", describe_spec(spec))
+    check_name(spec.name)
+    folder = make_folder(runs_dir / spec.name, runs_dir)
+    write_text_atomic(folder / "sweep.yaml", describe_spec(spec), root=folder)
     skipped, diverged, paths = [], [], []
     for index, (combo, cfg) in enumerate(resolved, start=1):
         path = find_run(folder, cfg)
         run = read_run(path) if path is not None else None
-        head = f"[bold]sweep {spec.name}: run {index}/{len(resolved)}, {combo.label}[/bold]"
+        head = Text(f"sweep {spec.name}: run {index}/{len(resolved)}, {combo.label}", "bold")
         if run is not None and run.status in DONE:
-            console.print(f"{head}: {run.status} already ({run.path.name}), skipped",
-                          highlight=False)  # fmt: skip
+            console.print(Text.assemble(head, f": {run.status} already ({run.path.name}), "
+                                        "skipped"), highlight=False)  # fmt: skip
             skipped.append(combo.label)
             paths.append(run.path)
             continue
@@ -249,7 +258,7 @@ def train_combination(
                 console.print(f"cannot resume it ({exc}); training it anew", highlight=False)
         train(cfg, runs_dir=folder, data_dir=data_dir, console=console)
     except DivergedError as exc:
-        console.print(f"[red]{exc}[/red]", highlight=False)
+        console.print(Text(str(exc), "red"), highlight=False)
         return True
     except InterruptedRun as exc:
         raise InterruptedRun(

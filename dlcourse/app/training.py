@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.text import Text
 
 from dlcourse.config import (
     Config,
@@ -34,11 +35,12 @@ from dlcourse.config import (
     validate_config,
 )
 from dlcourse.data import TaskData, load_task_data
-from dlcourse.errors import UserError
+from dlcourse.errors import InterruptedRun, UserError
+from dlcourse.fileio import path_text
 from dlcourse.insight import boundary
 from dlcourse.insight.console import ConsoleReporter, plural
 from dlcourse.insight.warnings import SymmetryWarning, TrainingWarnings
-from dlcourse.models import build_model, count_parameters
+from dlcourse.models import build_model, check_memory, count_parameters
 from dlcourse.runs import EpochRow, RunFolder, RunLock, Summary
 from dlcourse.tools.diagnose import diagnose_summary
 from dlcourse.tools.lr_find import LrFindResult, lr_schedule, regions, smooth, write_outputs
@@ -55,6 +57,7 @@ from dlcourse.training.device import (
 )
 from dlcourse.training.losses import know_nothing_loss
 from dlcourse.training.modes import LrRangeTest, OverfitWatch
+from dlcourse.training.optimizers import OPTIMIZERS
 from dlcourse.training.schedules import check_schedule
 from dlcourse.training.trainer import Callback, Trainer
 
@@ -85,6 +88,7 @@ def train(
     seed_everything(cfg.seed)
     device = resolve_device(cfg)
     data = load_task_data(cfg, data_dir)
+    check_fits(cfg, data)
     network = build_model(cfg.model, data.input_shape, data.n_outputs)
     check_schedule(cfg, len(data.splits["train"]))  # before a run folder exists
     threads = threads_for(cfg, network, load)
@@ -97,6 +101,18 @@ def train(
         model = prepare_model(cfg, network, device)
         trainer = Trainer(cfg, place_data(data, device), model, device=device, folder=folder)
         return train_in(trainer, console, threads=threads, callbacks=callbacks)
+
+
+def check_fits(cfg: Config, data: TaskData, batch: int | None = None) -> None:
+    """ConfigError naming the model key when training the network would need more than
+    models.MEMORY_CAP: its weights, their gradients, the optimizer's slots and the best weights
+    kept, and the activations of a batch (default: train.batch_size); before it is built."""
+    n_train = len(data.splits["train"])
+    if batch is None:
+        size = cfg.train.batch_size
+        batch = n_train if size == "full" else min(int(size), n_train)
+    copies = 3 + len(OPTIMIZERS[cfg.optim.name].slots) if cfg.optim.name in OPTIMIZERS else 3
+    check_memory(cfg, data.input_shape, data.n_outputs, batch=batch, copies=copies)
 
 
 def resume(
@@ -150,7 +166,7 @@ def train_in(
             # On resume, events of epochs after the checkpoint (logged before a crash) are
             # dropped, so TensorBoard shows each step once.
             purge = trainer.epoch + 1 if resumed else None
-            writer = SummaryWriter(log_dir=str(folder.tensorboard), purge_step=purge)
+            writer = SummaryWriter(log_dir=str(folder.folder(folder.tensorboard)), purge_step=purge)
             trainer.add_callbacks([TensorBoardScalars(writer)])
             if cfg.logging.insight:
                 trainer.add_callbacks([InsightLogger(writer, cfg.logging.insight_every)])
@@ -160,30 +176,44 @@ def train_in(
         with stop_on_signals(trainer), cpu_threads(threads):
             summary = trainer.fit()
         console.print(diagnose_summary(summary).line(), highlight=False)
+        if trainer.stop_requested:  # asked during the last steps: the run ended first
+            raise InterruptedRun(
+                f"interrupted as the run ended; it finished and everything is saved in "
+                f"{path_text(folder.path)}", folder.path,
+            )  # fmt: skip
         return TrainResult(folder, summary)
     finally:
         reporter.stop()
         if writer is not None:
             writer.close()
-        console.print(f"run folder: [bold]{folder.path}[/bold]", highlight=False)
+        console.print(
+            Text.assemble("run folder: ", (path_text(folder.path), "bold")), highlight=False
+        )
+
+
+def raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 @contextmanager
 def stop_on_signals(trainer: Trainer) -> Iterator[None]:
     """Ctrl-C and SIGTERM ask the trainer to stop at the next batch boundary.
 
-    The handler only sets a flag; the loop does the stopping and saving. A second Ctrl-C, or
-    one outside the epochs (during the final evaluation), raises KeyboardInterrupt at once.
+    The handler only sets a flag; the loop does the stopping and saving, and a request that
+    comes as the last steps run ends the command when the run has ended (train_in). A second
+    Ctrl-C or SIGTERM, or one outside the epochs (during the final evaluation), raises
+    KeyboardInterrupt at once; whatever was written is whole (fileio), and the run resumes.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be installed from the main thread
         return
 
     def request_stop(signum: int, frame: Any) -> None:
-        if not trainer.in_epochs:
-            signal.default_int_handler(signum, frame)
         trainer.stop_requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if not trainer.in_epochs:
+            raise KeyboardInterrupt
+        for sig in (signal.SIGINT, signal.SIGTERM):  # the next one stops at once
+            signal.signal(sig, raise_interrupt)
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -208,13 +238,13 @@ def describe(
         device_text = f"cpu ({plural(count, 'thread')})"
     else:
         device_text = str(device)
-    console.print(
-        f"[bold]{cfg.name}[/bold]: task {cfg.task}, {sizes} ({data.source})\n"
+    console.print(Text.assemble(
+        (cfg.name, "bold"),
+        f": task {cfg.task}, {sizes} ({data.source})\n"
         f"model: {count_parameters(model):,} parameters, optimizer {cfg.optim.name} "
         f"lr {cfg.optim.lr:g}, batch {cfg.train.batch_size}, {plural(cfg.train.epochs, 'epoch')}, "
-        f"device {device_text}, run folder {folder.path}",
-        highlight=False,
-    )
+        f"device {device_text}, run folder {path_text(folder.path)}",
+    ), highlight=False)  # fmt: skip
 
 
 # ------------------------------------------------------------------ resume
@@ -230,6 +260,7 @@ def prepare_resume(
     """A trainer restored from last.pt and the metrics rows to keep; nothing is written.
 
     `build` makes the trainer (Trainer's arguments; the distributed job gives its own)."""
+    folder.check_writable()  # no link out of the folder, before anything is read or written
     if not folder.last.is_file():
         raise UserError(
             f"{folder.last}: no checkpoint to resume from (the run never completed an epoch); "
@@ -319,7 +350,8 @@ def begin_resume(folder: RunFolder, lock: RunLock, trainer: Trainer, rows: list[
     where = f"epoch {trainer.epoch + 1}"
     if trainer.progress is not None:
         where += f", batch {trainer.progress.batch + 1}"
-    console.print(f"resuming [bold]{folder.path}[/bold] at {where}", highlight=False)
+    console.print(Text.assemble("resuming ", (path_text(folder.path), "bold"), f" at {where}"),
+                  highlight=False)  # fmt: skip
 
 
 # ------------------------------------------------------------------ overfit one batch
@@ -373,6 +405,7 @@ def overfit_batch(
     few = dataclasses.replace(train, x=train.x[:OVERFIT_EXAMPLES], y=train.y[:OVERFIT_EXAMPLES],
                               rows=train.rows[:OVERFIT_EXAMPLES])  # fmt: skip
     data = dataclasses.replace(data, splits={"train": few})
+    check_fits(cfg, data, batch=len(few))
     network = build_model(cfg.model, data.input_shape, data.n_outputs)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
         update={"epochs": steps, "batch_size": "full"})})  # fmt: skip
@@ -415,6 +448,7 @@ def lr_find(
     device = resolve_device(cfg)
     data = load_task_data(cfg, data_dir)
     data = dataclasses.replace(data, splits={"train": data.splits["train"]})
+    check_fits(cfg, data)
     network = build_model(cfg.model, data.input_shape, data.n_outputs)
     n_train = len(data.splits["train"])
     size = n_train if cfg.train.batch_size == "full" else min(int(cfg.train.batch_size), n_train)

@@ -12,9 +12,10 @@ import signal
 import sys
 from typing import Annotated, Any
 
+import click
 import typer
 
-from dlcourse.cli import experiments, inspection, results, setup, training
+from dlcourse.cli import experiments, grading, inspection, results, setup, training
 from dlcourse.cli.common import DEBUG
 
 app = typer.Typer(
@@ -28,6 +29,10 @@ config_app = typer.Typer(help="Check a config, or print it fully resolved.", no_
 app.add_typer(config_app, name="config")
 data_app = typer.Typer(help="Example data sets, generated.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+assignment_app = typer.Typer(
+    help="An assignment: show it, or check a run before handing it in.", no_args_is_help=True
+)
+app.add_typer(assignment_app, name="assignment")
 
 app.command("train")(training.train)
 app.command("visualize-activations")(inspection.visualize_activations)
@@ -45,6 +50,10 @@ app.command("runs")(experiments.runs)
 config_app.command("validate")(setup.validate)
 config_app.command("show")(setup.show)
 data_app.command("make")(setup.make)
+assignment_app.command("show")(grading.show)
+assignment_app.command("check")(grading.check)
+app.command("handin")(grading.handin)
+app.command("grade")(grading.grade)
 
 
 @app.callback()
@@ -68,15 +77,39 @@ def _main(
         logger.setLevel(logging.DEBUG)
 
 
-def main() -> None:
-    # SIGTERM stops a command as Ctrl-C does, from its first moment: half-written files are
-    # removed on the way out and the exit code is 130 (training installs its own handler,
-    # which stops at the next batch and saves).
+def main(stopped_early: bool = False) -> None:
+    """The program (dlcourse/__main__.py starts it). Ctrl-C and SIGTERM interrupt the command
+    (exit 130), whose half-written files are removed on the way out; training installs its
+    own handler, which stops at the next batch and saves. click's own standalone mode would
+    turn an interruption outside a command's body (while the arguments are parsed) into
+    "Aborted!" and exit code 1; every interruption here ends with 130, and every usage error
+    with click's 2. `stopped_early`: a signal came while the program was starting."""
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        app()
-    except KeyboardInterrupt:  # outside a command, e.g. while importing
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if stopped_early:
+        print("interrupted", file=sys.stderr)
         sys.exit(130)
+    try:
+        code = app(standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except USAGE_ERRORS as exc:
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    # The command is done. Python's shutdown would put the default handlers back, under which
+    # a late Ctrl-C or SIGTERM kills the process (exit 143) with its work complete; ignored
+    # signals stay ignored through the shutdown, on every thread.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+# click's usage errors (exit 2), as click itself and typer (which carries its own click from
+# 0.20 on) define them
+USAGE_ERRORS: tuple[type[Exception], ...] = tuple(
+    {click.ClickException, getattr(typer, "TyperException", click.ClickException)}
+)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -59,7 +59,31 @@ def console() -> Any:
     """The terminal the commands print to (rich, imported when a command runs)."""
     from rich.console import Console
 
-    return Console(soft_wrap=True)
+    return Console(soft_wrap=True, markup=False)  # user text (names, paths, labels) is text
+
+
+def check_paths(arguments: dict[str, Any]) -> None:
+    """Refuse a path argument that is not UTF-8 (bytes a name got elsewhere): dlcourse writes
+    paths into its files and messages, which are UTF-8. One clear message, before anything is
+    read or made, instead of a crash half way."""
+    from dlcourse.errors import UserError
+    from dlcourse.fileio import path_text
+
+    for value in arguments.values():
+        for path in value if isinstance(value, list) else [value]:
+            if isinstance(path, Path):
+                try:
+                    str(path).encode("utf-8")
+                except UnicodeEncodeError:
+                    raise UserError(
+                        f"{path_text(path)}: the path is not UTF-8 text (\\x: bytes of another "
+                        "encoding); rename the file or folder with plain characters"
+                    ) from None
+
+
+def printable(text: str) -> str:
+    """Text any terminal can print: bytes that are not UTF-8 as \\x escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def cli_errors(command: F) -> F:
@@ -70,10 +94,12 @@ def cli_errors(command: F) -> F:
         from dlcourse.errors import DlcourseError
 
         try:
+            check_paths(kwargs)
             return command(*args, **kwargs)
         except DlcourseError as exc:
             if str(exc):  # (silent: another of torchrun's processes reports it)
-                typer.echo(f"error: {exc}" if exc.exit_code == 2 else str(exc), err=True)
+                message = f"error: {exc}" if exc.exit_code == 2 else str(exc)
+                typer.echo(printable(message), err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from dlcourse.tools.compare import Comparison
 
 RunsDirOption = Annotated[Path, typer.Option(help="Where run folders are created.")]
+MAX_STEPS = 10_000  # tools.lr_find.MAX_STEPS (importing it would import torch)
 
 
 @cli_errors
@@ -75,7 +76,9 @@ def lr_find(
     set_: SetOption = None,
     start: Annotated[float, typer.Option(help="The first learning rate.")] = 1e-7,
     end: Annotated[float, typer.Option(help="The last learning rate.")] = 10.0,
-    steps: Annotated[int, typer.Option(help="Mini-batches (one lr each).")] = 100,
+    steps: Annotated[
+        int, typer.Option(min=2, max=MAX_STEPS, help="Mini-batches (one lr each).")
+    ] = 100,
     out: Annotated[
         Path | None,
         typer.Option(help="A new folder for the outputs (default: RUNS_DIR/lr-find-NAME-TIME)."),
@@ -199,7 +202,11 @@ def comparison_table(comparison: Comparison) -> Table:
 
 
 def print_outputs(comparison: Comparison) -> None:
-    typer.echo(f"table: {comparison.table}\nloss curves: {comparison.figure}")
+    from dlcourse.fileio import path_text
+
+    for path in comparison.replaced:
+        typer.echo(f"replaced the earlier {path_text(path)}")
+    typer.echo(f"table: {path_text(comparison.table)}\nloss curves: {path_text(comparison.figure)}")
 
 
 @cli_errors
@@ -227,7 +234,9 @@ def runs(
         return
     table = Table(title=f"{len(found.rows)} runs in {runs_dir}")
     for column in ("run", "task", "date", "epochs", "best dev", "test", "status"):
-        table.add_column(column, justify="right" if column in ("epochs",) else "left")
+        # a name wraps rather than being cut: two runs must never read the same
+        table.add_column(column, justify="right" if column in ("epochs",) else "left",
+                         overflow="fold" if column == "run" else "ellipsis")  # fmt: skip
     for row in found.rows:
         table.add_row(
             row.name, row.task, row.date, "-" if row.epochs is None else str(row.epochs),

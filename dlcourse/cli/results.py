@@ -89,7 +89,7 @@ def predict(
     ] = False,
 ) -> None:
     """Predict with a trained model: the class and its probabilities, or the value."""
-    from dlcourse.fileio import write_text_atomic
+    from dlcourse.fileio import path_text, write_text_atomic
     from dlcourse.tools.predict import predict as predict_with
     from dlcourse.tools.trained import refuse_training_file
 
@@ -99,9 +99,11 @@ def predict(
         typer.echo(text, nl=False)
         return
     refuse_training_file(output, model if model.is_dir() else model.parent)
+    replaced = output.exists()
     write_text_atomic(output, text)
     count = len(result.inputs.names)
-    typer.echo(f"{count} prediction{'s' if count != 1 else ''} written to {output}", err=True)
+    where = f"{path_text(output)} (it replaced the earlier file)" if replaced else path_text(output)
+    typer.echo(f"{count} prediction{'s' if count != 1 else ''} written to {where}", err=True)
 
 
 @cli_errors
@@ -117,7 +119,11 @@ def report(
     data_dir: DataDirOption = None,
 ) -> None:
     """Write the hand-in report of a run: one self-contained HTML file (or Markdown)."""
+    from dlcourse.fileio import path_text
     from dlcourse.tools.report import write_report
 
+    target = out or run_dir / ("report.md" if markdown else "report.html")
+    replaced = target.exists()
     path = write_report(run_dir, data_dir=resolve_data_dir(data_dir), out=out, markdown=markdown)
-    typer.echo(f"report written to {path}")
+    typer.echo(f"report written to {path_text(path)}"
+               + (" (it replaced the earlier one)" if replaced else ""))  # fmt: skip

@@ -11,6 +11,9 @@ import typer
 
 from dlcourse.cli.common import ConfigArg, SetOption, cli_errors
 
+# dlcourse.data.examples's bounds (importing it would import torch: checked by a test)
+MIN_ROWS, MAX_ROWS, MAX_SEED = 10, 1_000_000, 2**63 - 1
+
 
 @cli_errors
 def validate(config: ConfigArg, set_: SetOption = None) -> None:
@@ -42,8 +45,11 @@ class ExampleName(str, Enum):  # the keys of dlcourse.data.examples.EXAMPLES
 def make(
     name: Annotated[ExampleName, typer.Argument(help="Which example CSV to write.")],
     out: Annotated[Path, typer.Option(help="The CSV file to write (never overwritten).")],
-    rows: Annotated[int, typer.Option(help="How many rows.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the generator: same seed, same file.")] = 0,
+    rows: Annotated[int, typer.Option(min=MIN_ROWS, max=MAX_ROWS, help="How many rows.")] = 1000,
+    seed: Annotated[
+        int,
+        typer.Option(min=0, max=MAX_SEED, help="Seed of the generator: same seed, same file."),
+    ] = 0,
 ) -> None:
     """Write an example CSV for `task: csv`: house-prices (area, bedrooms, distance, age ->
     price) or spam (word counts -> spam or not)."""

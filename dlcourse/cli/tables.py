@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dlcourse.tools.forward import ForwardResult, LayerStep, Prediction
 from dlcourse.tools.gradcheck import GradcheckResult
@@ -29,7 +30,7 @@ def num(value: float) -> str:
 
 
 def print_forward(console: Console, result: ForwardResult, full: bool = False) -> None:
-    console.print(f"[bold]forward pass[/bold] of {result.source}", highlight=False)
+    console.print(Text.assemble(("forward pass", "bold"), f" of {result.source}"), highlight=False)
     console.print(f"example: {result.example}", highlight=False)
     console.print(_inputs_view(result, full))
     steps = result.layers
@@ -48,9 +49,9 @@ def print_forward(console: Console, result: ForwardResult, full: bool = False) -
     _print_prediction(console, result.prediction)
     if any(step.grad_weight and len(_flatten(step.grad_weight[0])) > MAX_TERMS for step in steps):
         note = f"dL/dW has a row per unit, its norm when it has more than {MAX_TERMS} values"
-        console.print(f"[dim]note: {note} (--json: every value)[/dim]", highlight=False)
+        console.print(Text(f"note: {note} (--json: every value)", "dim"), highlight=False)
     for note in result.notes:
-        console.print(f"[dim]note: {note}[/dim]", highlight=False)
+        console.print(Text(f"note: {note}", "dim"), highlight=False)
 
 
 def _inputs_view(result: ForwardResult, full: bool) -> Any:
@@ -189,18 +190,20 @@ def _output_table(step: LayerStep, prediction: Prediction) -> Table:
 def _print_other(console: Console, step: LayerStep, full: bool) -> None:
     values = step.output
     shape = "x".join(str(s) for s in step.shape)
-    line = (f"[bold]{step.name}[/bold] ({shape}): {step.formula}; values {num(min(values))} to "
-            f"{num(max(values))}, mean {num(sum(values) / len(values))}")  # fmt: skip
+    line = Text.assemble((step.name, "bold"), f" ({shape}): {step.formula}; values "
+                         f"{num(min(values))} to {num(max(values))}, mean "
+                         f"{num(sum(values) / len(values))}")  # fmt: skip
     if step.grad_output is not None:
         norm = math.sqrt(sum(g * g for g in step.grad_output))
-        line += f"; dL/d(output) norm {num(norm)}"
+        line.append(f"; dL/d(output) norm {num(norm)}")
     console.print(line, highlight=False)
     if full:
         console.print(" ".join(num(v) for v in values), highlight=False)
 
 
 def _print_prediction(console: Console, prediction: Prediction) -> None:
-    console.print(f"[bold]prediction:[/bold] {_prediction_text(prediction)}", highlight=False)
+    console.print(Text.assemble(("prediction:", "bold"), f" {_prediction_text(prediction)}"),
+                  highlight=False)  # fmt: skip
     if prediction.loss is None:
         return
     target = prediction.target
@@ -213,8 +216,8 @@ def _print_prediction(console: Console, prediction: Prediction) -> None:
     else:
         target_text = f"{target:,.6g}" if isinstance(target, float) else str(target)
         formula = prediction.loss_formula or "the loss"
-    console.print(f"[bold]loss[/bold] against target {target_text}: {formula} = "
-                  f"{num(prediction.loss)}", highlight=False)  # fmt: skip
+    console.print(Text.assemble(("loss", "bold"), f" against target {target_text}: {formula} = "
+                                f"{num(prediction.loss)}"), highlight=False)  # fmt: skip
 
 
 def _prediction_text(prediction: Prediction) -> str:
@@ -239,14 +242,13 @@ def _prediction_text(prediction: Prediction) -> str:
 def print_weights(console: Console, result: WeightsResult, full: bool = False) -> None:
     """Each tensor's summary line; a matrix a row per unit, a vector on one line (conv
     kernels: the summary only, unless --full)."""
-    console.print(f"[bold]weights[/bold] of {result.source}", highlight=False)
+    console.print(Text.assemble(("weights", "bold"), f" of {result.source}"), highlight=False)
     for tensor in result.tensors:
         shape = "x".join(str(s) for s in tensor.shape) or "scalar"
-        console.print(
-            f"[bold]{tensor.name}[/bold] ({shape}): mean {num(tensor.mean)}, "
+        console.print(Text.assemble(
+            (tensor.name, "bold"), f" ({shape}): mean {num(tensor.mean)}, "
             f"std {num(tensor.std)}, min {num(tensor.min)}, max {num(tensor.max)}",
-            highlight=False,
-        )
+        ), highlight=False)  # fmt: skip
         if len(tensor.shape) > 2 and not full:
             continue
         rows = tensor.values if len(tensor.shape) > 1 else [tensor.values]
@@ -268,22 +270,25 @@ def _flatten(values: Any) -> list[float]:
 
 
 def print_gradcheck(console: Console, result: GradcheckResult) -> None:
-    console.print(f"[bold]gradient check[/bold] of {result.source}", highlight=False)
+    console.print(Text.assemble(("gradient check", "bold"), f" of {result.source}"),
+                  highlight=False)  # fmt: skip
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     table = Table()
     for column in ("tensor", "shape", "checked", "skipped (kink)", "relative error", "result"):
         table.add_column(column, justify="left" if column in ("tensor", "result") else "right")
     for t in result.tensors:
-        verdict = "[green]pass[/green]" if t.passed else "[red]FAIL[/red]"
+        verdict = Text("pass", "green") if t.passed else Text("FAIL", "red")
         shape = "x".join(str(s) for s in t.shape)
         table.add_row(t.name, shape, str(t.checked), str(t.skipped), f"{t.relative_error:.2e}",
                       verdict)  # fmt: skip
     console.print(table)
     failed = [t.name for t in result.tensors if not t.passed]
     if failed:
-        console.print(f"[red]FAILED[/red]: {', '.join(failed)}: autograd's gradient differs from "
-                      "the finite differences (exit 1)", highlight=False)  # fmt: skip
+        console.print(Text.assemble(("FAILED", "red"), f": {', '.join(failed)}: autograd's "
+                                    "gradient differs from the finite differences (exit 1)"),
+                      highlight=False)  # fmt: skip
     else:
-        console.print(f"[green]all {len(result.tensors)} tensors pass[/green] "
-                      f"(relative error < {result.threshold:g})", highlight=False)  # fmt: skip
+        console.print(Text.assemble((f"all {len(result.tensors)} tensors pass", "green"),
+                                    f" (relative error < {result.threshold:g})"),
+                      highlight=False)  # fmt: skip

@@ -20,6 +20,7 @@ from dlcourse.cli.common import (
 if TYPE_CHECKING:
     from dlcourse.config import Config
 
+MAX_PROCESSES = 64  # torchrun processes: one per GPU (or a few on the CPU); 64 is far past both
 OverfitBatchOption = Annotated[
     bool,
     typer.Option(
@@ -32,6 +33,7 @@ NprocOption = Annotated[
     int | None,
     typer.Option(
         min=1,
+        max=MAX_PROCESSES,
         help="Train in N processes with DistributedDataParallel (one per GPU, or on the CPU): "
         "runs torchrun --standalone --nproc-per-node=N -m dlcourse train ...",
     ),
@@ -42,6 +44,15 @@ DeterministicOption = Annotated[
         "--deterministic",
         help="Reproducible GPU runs: deterministic algorithms only (slower; an operation "
         "without one fails), cuDNN deterministic, CUBLAS_WORKSPACE_CONFIG=:4096:8.",
+    ),
+]
+AssignmentOption = Annotated[
+    Path | None,
+    typer.Option(
+        exists=True,
+        dir_okay=False,
+        help="Train CONFIG, your own config file, under this assignment's rules (locked keys, "
+        "ranges, budget).",
     ),
 ]
 ResumeOption = Annotated[
@@ -62,7 +73,8 @@ def train(
             metavar="CONFIG",
             exists=True,
             dir_okay=False,
-            help="The experiment config (YAML); optional with --resume.",
+            help="The experiment config (YAML), or an assignment (*.assignment.yaml); "
+            "optional with --resume.",
         ),
     ] = None,
     set_: SetOption = None,
@@ -76,11 +88,17 @@ def train(
     resume: ResumeOption = None,
     nproc: NprocOption = None,
     deterministic: DeterministicOption = False,
+    assignment: AssignmentOption = None,
 ) -> None:
     """Train the model a config describes; results go to a new run folder."""
     from dlcourse.config import load_config
     from dlcourse.errors import UserError
+    from dlcourse.grading.assignment import is_assignment_file
 
+    if config is not None and resume is None and (assignment or is_assignment_file(config)):
+        options = (name, device, nproc, deterministic, overfit_batch)
+        train_for_assignment(config, assignment, list(set_ or []), runs_dir, data_dir, options)
+        return
     if nproc is not None:
         if overfit_batch:
             raise UserError("--nproc cannot be used with --overfit-batch")
@@ -126,12 +144,13 @@ def train(
 
 def job_function(name: str) -> Any:
     """train or resume: in this process, or as one of torchrun's processes (distributed)."""
-    from dlcourse.training.distributed import launched
+    from dlcourse.training.distributed import launched, torchrun_environment
 
     if not launched():
         from dlcourse.app import training
 
         return getattr(training, name)
+    torchrun_environment()  # checked before anything is loaded or joined
     from dlcourse.app import distributed
 
     return getattr(distributed, f"{name}_worker")
@@ -169,3 +188,38 @@ def check_overfit_batch(cfg: Config, data_dir: Path) -> None:
             f"rate too small or too large (optim.lr = {cfg.optim.lr:g}), a model too small to "
             "memorize a few examples (model.hidden), or wrong targets"
         )
+
+
+def train_for_assignment(
+    config: Path,
+    assignment: Path | None,
+    overrides: list[str],
+    runs_dir: Path,
+    data_dir: Path | None,
+    options: tuple[str | None, str | None, int | None, bool, bool],
+) -> None:
+    """`dlcourse train ASSIGNMENT [--set ...]`, or `train CONFIG --assignment ASSIGNMENT`: the
+    variant is checked against the assignment's rules before anything trains (exit 2 naming
+    the key, the assignment file and its line)."""
+    from dlcourse.app.assignments import assignment_config, check_budget, train_assignment
+    from dlcourse.errors import UserError
+
+    name, device, nproc, deterministic, overfit_batch = options
+    if nproc is not None:
+        raise UserError("--nproc: an assignment's run trains in one process")
+    if device is not None:
+        overrides.append(f"device={json.dumps(device)}")
+    if name is not None:
+        overrides.append(f"name={json.dumps(name)}")
+    own = config if assignment is not None else None
+    found, cfg = assignment_config(assignment or config, overrides, own)
+    if deterministic:
+        from dlcourse.training.device import make_deterministic
+
+        make_deterministic()
+    if overfit_batch:
+        check_budget(found, cfg, resolve_data_dir(data_dir))
+        check_overfit_batch(cfg, resolve_data_dir(data_dir))
+        return
+    train_assignment(found, cfg, runs_dir=runs_dir, data_dir=resolve_data_dir(data_dir),
+                     console=console())  # fmt: skip

@@ -29,7 +29,12 @@ from dlcourse.config.sections import (
 )
 from dlcourse.tasks import TASKS
 
-_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*", re.ASCII)
+# A name that becomes a folder (a run's, a sweep's): one plain path component, never "..".
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", re.ASCII)
+
+
+def is_safe_name(name: str) -> bool:
+    return bool(SAFE_NAME.fullmatch(name)) and ".." not in name
 
 
 class Config(Section):
@@ -55,7 +60,7 @@ class Config(Section):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, name: str) -> str:
-        if not _RUN_NAME.fullmatch(name) or ".." in name:
+        if not is_safe_name(name):
             raise ValueError(
                 f"name: {name!r} is not a safe run-folder name; use letters, digits, '.', '_' "
                 "and '-' (no '/', '..', spaces, control characters or absolute paths)"

@@ -15,7 +15,7 @@ levels, "exceeded maximum nesting depth") is reported as the same TooDeep.
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
@@ -201,6 +201,44 @@ def _yaml_error(exc: yaml.YAMLError, source: str) -> str:
     return f"{where}: YAML syntax error: {problem}"
 
 
+def compose(text: str) -> yaml.Node | None:
+    """The YAML text composed with SAFE_LOADER (check its nesting first: the composer
+    recurses)."""
+    loader = SAFE_LOADER(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def duplicate_keys(root: yaml.Node) -> list[tuple[str, str]]:
+    """(dotted key, message) for each key a mapping gives twice, as parse_config reports them
+    (YAML itself keeps the last silently). Each node is visited once, so aliases that share a
+    node many times (an alias "bomb") cost nothing."""
+    found: list[tuple[int, str, str]] = []  # (line, key, message)
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())]
+    while stack:  # depth-first, without recursion
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(((item, (*path, i)) for i, item in enumerate(node.value)))
+            continue
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        first: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key, line = key_node.value, key_node.start_mark.line + 1
+            if key in first:
+                message = f"duplicate key on line {line}; first given on line {first[key]}"
+                found.append((line, dotted((*path, key)), f"{message} (YAML keeps only one)"))
+            first.setdefault(key, line)
+            stack.append((value_node, (*path, key)))
+    return [(key, message) for _, key, message in sorted(found)]
+
+
 def _walk_nodes(
     node: yaml.Node, path: tuple[Any, ...], lines: Lines, duplicates: list[tuple[str, str]]
 ) -> None:
@@ -219,6 +257,41 @@ def _walk_nodes(
             item_path = (*path, index)
             lines[item_path] = item.start_mark.line + 1
             _walk_nodes(item, item_path, lines, duplicates)
+
+
+def plain_data_problem(data: Any) -> tuple[str, str] | None:
+    """(dotted key, message) where Python data (a config given as a dict, a `set=` value) is
+    not what a YAML file could hold: a value of another type (a Path, a numpy number, an
+    object), a key that is not a string, more than MAX_VALUES values, or nesting deeper than
+    MAX_DEPTH (a dict that contains itself included); None when it is plain data. Iterative:
+    no depth reaches Python's recursion limit."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    count = 0
+    while stack:
+        value, path = stack.pop()
+        count += 1
+        if len(path) > MAX_DEPTH:
+            return dotted(path[:MAX_DEPTH]), (
+                f"nested deeper than {MAX_DEPTH} levels; a config is a few levels of sections"
+            )
+        if count > MAX_VALUES:
+            return dotted(path), f"more than {MAX_VALUES:,} values; a config is far smaller"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return dotted(path) or "(top)", (
+                        f"the key {_shorten(repr(key))} is a {type(key).__name__}; keys are strings"
+                    )
+                stack.append((item, (*path, key)))
+        elif isinstance(value, list | tuple):
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+        elif not isinstance(value, str | int | float | bool | None):
+            hint = " (write a path as a string: str(path))" if isinstance(value, PurePath) else ""
+            return dotted(path) or "(top)", (
+                f"a {type(value).__name__} is not a config value: give a string, number, "
+                f"True/False, None, list or dict{hint}"
+            )
+    return None
 
 
 def apply_overrides(

@@ -20,9 +20,12 @@ import torch
 from dlcourse.config import Config
 from dlcourse.data import TaskData
 from dlcourse.data.tabular import (
+    ID_MIN,
+    ID_SHARE,
     RawTable,
     TabularEncoder,
     encode,
+    looks_like_id,
     parse_number,
     read_rows,
     tabular_task_data,
@@ -119,7 +122,16 @@ def read_target(
         lines = zip(cells, raw.lines, strict=True)
         values = [parse_number(cell, raw.path, line, name) for cell, line in lines]
         return "regression", torch.tensor(values, dtype=torch.float32), []
-    classes = classes or _class_names(cells)
+    if classes is None:
+        classes = _class_names(cells)
+        if looks_like_id(len(classes), len(cells)):
+            raise UserError(
+                f"{raw.path}: column {name} (data.target): {len(classes):,} distinct values in "
+                f"{len(cells):,} rows: it looks like an id, a name or free text, not classes "
+                f"(a target of more than {ID_MIN} classes, over {ID_SHARE:.0%} of its values "
+                "distinct, is refused); set data.target to the column to predict, or "
+                "data.kind: regression if it is a quantity"
+            )
     if len(classes) < 2:
         raise UserError(
             f"{raw.path}: column {name} (data.target) holds one value only ({classes[0]!r}); "

@@ -126,12 +126,23 @@ class MadeFile:
     note: str
 
 
+MIN_ROWS, MAX_ROWS = 10, 1_000_000  # a million rows is 40 MB of CSV, far past a course's
+MAX_SEED = 2**63 - 1  # as the config's seed
+
+
 def make_example(name: str, out: Path, rows: int = 1000, seed: int = 0) -> MadeFile:
     """Write the example CSV `name` to `out` (never over an existing file)."""
     if name not in EXAMPLES:
         raise UserError(f"no example data set {name!r}; choose one of {', '.join(EXAMPLES)}")
-    if rows < 10:
-        raise UserError(f"--rows {rows}: an example needs at least 10 rows")
+    if not MIN_ROWS <= rows <= MAX_ROWS:
+        raise UserError(
+            f"--rows {rows}: an example has {MIN_ROWS} to {MAX_ROWS:,} rows"
+            if abs(rows) < 10**30
+            else f"--rows: a number of {len(str(rows)):,} digits; an example has {MIN_ROWS} to "
+            f"{MAX_ROWS:,} rows"
+        )
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed: a seed is a whole number from 0 to {MAX_SEED:,}")
     if out.exists():
         raise UserError(f"{out}: already exists; remove it or choose another --out")
     text = io.StringIO()

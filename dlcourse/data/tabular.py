@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 CSV_LIMIT = 100 * 2**20  # bytes: the course's tables are well under 1 MB
 FLOAT32_MAX = 3.4028234663852886e38
+# A text column is one-hot encoded: a column per distinct value. One whose values are mostly
+# distinct (more than ID_SHARE of the rows, and more than ID_MIN values) is an id or a name, not
+# a category: it would add a column per row that says nothing about a new row.
+ID_MIN, ID_SHARE = 20, 0.5
+FEATURES_LIMIT = 2**30  # bytes of the features (rows x features x 8, float64) one-hot may make
 
 
 @dataclass
@@ -63,13 +68,19 @@ class RawTable:
     header: list[str]
     rows: list[list[str]]
     lines: list[int]  # the file line of each row (the header is line 1)
+    # name -> index in the header, built once: looking each column up in the list instead made
+    # typing a file of a million columns quadratic (it never finished)
+    positions: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.positions = {name: i for i, name in enumerate(self.header)}
 
     def column(self, name: str) -> list[str]:
-        index = self.header.index(name)
+        index = self.positions[name]
         return [row[index].strip() for row in self.rows]
 
     def require(self, names: list[str], what: str = "column(s)") -> None:
-        missing = [name for name in names if name not in self.header]
+        missing = [name for name in names if name not in self.positions]
         if missing:
             raise UserError(
                 f"{self.path}: missing {what} {', '.join(missing)}; the header has "
@@ -80,7 +91,7 @@ class RawTable:
         """The named columns, numbers checked (finite, within float32) and categories non-empty;
         every problem names the file, line and column."""
         self.require([*numeric, *categorical])
-        where = {name: self.header.index(name) for name in (*numeric, *categorical)}
+        where = {name: self.positions[name] for name in (*numeric, *categorical)}
         table = Table(self.path, {name: [] for name in numeric}, {n: [] for n in categorical}, [])
         for row, line in zip(self.rows, self.lines, strict=True):
             _add_row(table, row, line, where)
@@ -100,6 +111,7 @@ def read_rows(path: Path) -> RawTable:
         if header is None:
             raise UserError(f"{path}: the file is empty; expected a CSV with a header row")
         table = RawTable(path, [name.strip() for name in header], [], [])
+        check_header(table)
         for row in reader:
             if not row or all(not cell.strip() for cell in row):
                 continue  # blank lines, e.g. a trailing newline
@@ -117,6 +129,20 @@ def read_rows(path: Path) -> RawTable:
     return table
 
 
+def check_header(table: RawTable) -> None:
+    """Refuse a header that names a column twice: which of the two a name means is a guess."""
+    if len(table.positions) == len(table.header):
+        return
+    first: dict[str, int] = {}
+    for i, name in enumerate(table.header):
+        if name in first:
+            raise UserError(
+                f"{table.path}: line 1: the header names column {name!r} twice (columns "
+                f"{first[name] + 1} and {i + 1}); rename or remove one of them"
+            )
+        first[name] = i
+
+
 def read_table(path: Path, numeric: list[str], categorical: list[str]) -> Table:
     """Read the named columns of a CSV; every problem names the file, line and column."""
     return read_rows(path).select(numeric, categorical)
@@ -125,6 +151,12 @@ def read_table(path: Path, numeric: list[str], categorical: list[str]) -> Table:
 def parse_number(cell: str, path: Path, line: int, name: str) -> float:
     """A cell as a finite number that fits a 32-bit float, or UserError naming where it is."""
     cell = cell.strip()
+    try:
+        value = float(cell)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and abs(value) <= FLOAT32_MAX:
+        return value  # the usual case, without building a message (a wide file has millions)
     where = f"{path}: line {line}, column {name}"
     if not cell:
         raise UserError(f"{where}: the cell is empty; fill it, or leave the column out")
@@ -188,6 +220,8 @@ class TabularEncoder:
         picked = rows.tolist()
         for name in self.categorical:
             self.categories[name] = sorted({table.categorical[name][i] for i in picked})
+            check_categories(table, name, len(self.categories[name]), len(picked))
+        check_feature_size(table, self)
         features = self._raw_features(table, unseen="zeros")[rows]
         self.mean = features.mean(0).tolist()
         std = features.std(0, unbiased=False)
@@ -247,6 +281,50 @@ class TabularEncoder:
         encoder.categories = {k: list(v) for k, v in state["categories"].items()}
         encoder.mean, encoder.std = list(state["mean"]), list(state["std"])
         return encoder
+
+
+def looks_like_id(distinct: int, rows: int) -> bool:
+    """Mostly distinct values: an id, a name or free text rather than a category."""
+    return distinct > ID_MIN and distinct > ID_SHARE * rows
+
+
+def check_categories(table: Table, name: str, distinct: int, rows: int) -> None:
+    """Refuse a text column that looks like an id (see ID_SHARE), before it is one-hot encoded."""
+    if looks_like_id(distinct, rows):
+        raise UserError(
+            f"{table.path}: column {name}: {distinct:,} distinct values in {rows:,} training "
+            f"rows (a text column with more than {ID_MIN} values, over {ID_SHARE:.0%} of them "
+            "distinct, is refused): it looks like an id or a name, not a category, and one-hot "
+            f"encoding would make {distinct:,} columns that say nothing about a new row; list "
+            "it in data.drop"
+        )
+
+
+def check_feature_size(table: Table, encoder: TabularEncoder) -> None:
+    """Refuse features (rows x columns x 8 bytes, as they are computed) over FEATURES_LIMIT,
+    naming the text column that one-hot encoding widens most, before they are allocated."""
+    widths = {name: one_hot_width(len(values)) for name, values in encoder.categories.items()}
+    columns = len(encoder.numeric) + sum(widths.values())
+    size = len(table) * columns * 8
+    if size <= FEATURES_LIMIT:
+        return
+    widest = max(widths, key=widths.__getitem__, default=None)
+    because = (
+        f"; column {widest} alone is one-hot encoded into {widths[widest]:,} of them (list it "
+        "in data.drop, or group its values)"
+        if widest is not None
+        else ""
+    )
+    raise UserError(
+        f"{table.path}: {len(table):,} rows x {columns:,} feature columns take "
+        f"{size / 2**30:.1f} GiB, more than dlcourse's limit of {FEATURES_LIMIT / 2**30:g} GiB "
+        f"for the features of a table{because}"
+    )
+
+
+def one_hot_width(values: int) -> int:
+    """The columns one-hot encoding makes of a text column of this many values (two: one)."""
+    return 1 if values == 2 else values
 
 
 def tabular_task_data(

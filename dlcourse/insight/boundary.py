@@ -60,7 +60,7 @@ class DecisionBoundary(Callback):
             return
         title = f"epoch {summary.weights_epoch} (the weights kept)"
         for tag, figure in draw(trainer, title).items():
-            save_png(figure, self.folder / f"{tag}.png")
+            save_png(figure, self.folder / f"{tag}.png", root=self.folder)
 
 
 def draw(trainer: Trainer, title: str) -> dict[str, Figure]:

@@ -15,6 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from dlcourse.runs import EpochRow, Summary
 from dlcourse.tasks import format_metric, format_metrics
@@ -68,12 +69,12 @@ class ConsoleReporter(Callback):
     def on_epoch_end(self, trainer: Trainer, row: EpochRow) -> None:
         epochs = trainer.cfg.train.epochs
         width = len(str(epochs))
-        line = f"epoch {row.epoch:>{width}}/{epochs}  train {format_metrics(row.train)}"
+        line = Text(f"epoch {row.epoch:>{width}}/{epochs}  train {format_metrics(row.train)}")
         if row.dev is not None:
-            line += f"  | dev {format_metrics(row.dev)}"
-        line += f"  | lr {row.lr:.2e}  {row.seconds:.1f}s"
+            line.append(f"  | dev {format_metrics(row.dev)}")
+        line.append(f"  | lr {row.lr:.2e}  {row.seconds:.1f}s")
         if row.best and row.dev is not None:
-            line += "  [green]*best[/green]"
+            line.append("  *best", "green")
         self.console.print(line, highlight=False)
         if self.progress is not None and self.epochs is not None and self.batches is not None:
             self.progress.update(self.epochs, completed=row.epoch)

@@ -60,9 +60,10 @@ def png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def save_png(figure: Figure, path: Path) -> None:
-    """Write the figure as a PNG (atomically: the old file stays whole if this fails)."""
-    write_bytes_atomic(path, png_bytes(figure))
+def save_png(figure: Figure, path: Path, root: Path | None = None) -> None:
+    """Write the figure as a PNG (atomically: the old file stays whole if this fails; with
+    `root`, only inside that folder: fileio.checked_target)."""
+    write_bytes_atomic(path, png_bytes(figure), root)
 
 
 def figure_pixels(figure: Figure) -> torch.Tensor:

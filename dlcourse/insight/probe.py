@@ -26,7 +26,7 @@ PROBE_SIZE = 256  # examples of the probe
 SATURATION_MARGIN = 0.02  # an output this close to a bound of sigmoid/tanh counts as saturated
 PARTLY_DEAD = 0.25  # a ReLU layer with at least this share of dead units is named (a note)
 MOSTLY_DEAD = 0.75  # ... and with at least this share, warned about
-SATURATED = 0.5  # a sigmoid/tanh layer with at least this share of saturated outputs is named
+SATURATED = 0.9  # a sigmoid/tanh layer with at least this share of saturated outputs is named
 SKIPPED = (nn.Flatten, nn.Dropout)  # reshape / identity at evaluation: nothing new to show
 
 

@@ -23,7 +23,7 @@ import math
 
 import torch
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 from torch import nn
 
 from dlcourse.insight.probe import (
@@ -77,8 +77,8 @@ class TrainingWarnings(Callback):
         if text is not None and key not in self.issued:
             self.issued[key] = epoch
             where = f"epoch {epoch}: " if epoch else ""
-            label = "[yellow]warning:[/yellow]" if level == "warning" else "note:"
-            self.console.print(f"{label} {where}{escape(text)}", highlight=False)
+            label = Text("warning:", "yellow") if level == "warning" else Text("note:")
+            self.console.print(Text.assemble(label, f" {where}{text}"), highlight=False)
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if trainer.folder is not None:  # a resumed run remembers its earlier epochs
@@ -428,9 +428,10 @@ class SymmetryWarning(Callback):
         if not layers:
             return
         names = ", ".join(f"{name} ({units} units)" for name, units in layers)
-        line = f"[yellow]symmetry[/yellow] epoch {row.epoch}: all units identical in {names}"
+        line = Text.assemble(("symmetry", "yellow"), f" epoch {row.epoch}: all units identical "
+                             f"in {names}")  # fmt: skip
         if not self.explained:
-            line += (
+            line.append(
                 ": they started with the same weights, so they compute the same output and get "
                 "the same gradient; each such layer works as one unit. A random initialization "
                 "(model.init: default, xavier or kaiming) breaks the symmetry."

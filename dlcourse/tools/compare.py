@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from dlcourse.config.applies import OPTIONS
 from dlcourse.errors import UserError
-from dlcourse.fileio import write_text_atomic
+from dlcourse.fileio import make_folder, path_text, write_text_atomic
 from dlcourse.insight.figures import new_figure, save_png
 from dlcourse.runs import MAIN_METRIC, RunFolder, RunInfo, read_run
 from dlcourse.tasks import MAXIMIZED
@@ -70,6 +70,7 @@ class Comparison:
     rows: list[CompareRow]  # best first
     figure: Path
     table: Path  # the CSV
+    replaced: list[Path] = field(default_factory=list)  # earlier files written over
 
 
 def differing_keys(runs: list[RunInfo]) -> list[str]:
@@ -169,12 +170,10 @@ def compare_runs(
     folder = out or parents.pop()
     comparison = Comparison(columns, monitor, metric, rows, folder / "compare.png",
                             folder / table_name)  # fmt: skip
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{folder}: cannot create the folder ({exc.strerror})") from None
-    write_text_atomic(comparison.table, table_csv(comparison))
-    plot_curves(comparison)
+    make_folder(folder, folder)
+    comparison.replaced = [path for path in (comparison.table, comparison.figure) if path.exists()]
+    write_text_atomic(comparison.table, table_csv(comparison), root=folder)
+    save_png(curves_figure(comparison), comparison.figure, root=folder)
     return comparison
 
 
@@ -192,7 +191,7 @@ def table_rows(comparison: Comparison) -> list[dict[str, Any]]:
             "epochs": row.run.epochs,
             "seconds": row.run.seconds,
             "status": row.run.status,
-            "run": str(row.run.path),
+            "run": path_text(row.run.path),
         }
         for row in comparison.rows
     ]
@@ -225,11 +224,6 @@ def spreadsheet_safe(text: str) -> str:
         except ValueError:
             return "'" + text
     return text
-
-
-def plot_curves(comparison: Comparison) -> None:
-    """compare.png: curves_figure, written atomically."""
-    save_png(curves_figure(comparison), comparison.figure)
 
 
 def curves_figure(comparison: Comparison) -> Figure:
@@ -295,7 +289,7 @@ class RunRow:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "path": str(self.path), "task": self.task, "date": self.date,
+            "name": self.name, "path": path_text(self.path), "task": self.task, "date": self.date,
             "epochs": self.epochs, "best_dev": {self.dev_metric: self.dev},
             "test": {self.test_metric: self.test}, "status": self.status,
             **({"problem": self.problem} if self.problem else {}),
@@ -320,7 +314,7 @@ def find_run_folders(root: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
 def run_row(root: Path, run: RunInfo) -> RunRow:
     metric = MAIN_METRIC[run.kind]
     return RunRow(
-        name=str(run.path.relative_to(root)),
+        name=path_text(run.path.relative_to(root)),
         path=run.path,
         task=run.config.task,
         started=run.started,
@@ -338,7 +332,7 @@ def damaged_row(root: Path, path: Path, problem: str) -> RunRow:
         started = path.stat().st_mtime
     except OSError:
         started = 0.0
-    return RunRow(str(path.relative_to(root)), path, "?", started, None, "loss", None, "?",
+    return RunRow(path_text(path.relative_to(root)), path, "?", started, None, "loss", None, "?",
                   None, "damaged", problem)  # fmt: skip
 
 

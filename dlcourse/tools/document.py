@@ -1,16 +1,23 @@
 """The hand-in report as a document: sections of paragraphs, code, tables and figures, written
 as one self-contained HTML file (figures embedded as base64 data URIs: no network, no other
-file) or as Markdown with the figures as PNG files beside it."""
+file) or as Markdown with the figures as PNG files beside it.
+
+Every text comes from a run (run and column names, class labels, cells of a CSV) and is text:
+escaped for HTML in both formats (Markdown passes HTML through, so a `<script>` in a column
+name would otherwise run when the report is viewed), with Markdown's own table and emphasis
+characters escaped too, and code in a fence longer than any run of backticks it holds.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
-from dlcourse.errors import UserError
-from dlcourse.fileio import write_bytes_atomic, write_text_atomic
+from dlcourse.fileio import make_folder, write_bytes_atomic, write_text_atomic
 
 
 @dataclass
@@ -69,7 +76,7 @@ figcaption { color: #555; font-size: 0.9em; }
 """
 
 
-def write_html(path: Path, title: str, sections: list[Section]) -> None:
+def write_html(path: Path, title: str, sections: list[Section], root: Path | None = None) -> None:
     body = [f"<h1>{html.escape(title)}</h1>"]
     for section in sections:
         body.append(f"<section>\n<h2>{html.escape(section.title)}</h2>")
@@ -81,7 +88,7 @@ def write_html(path: Path, title: str, sections: list[Section]) -> None:
         + "\n".join(body)
         + "\n</body>\n</html>\n"
     )
-    write_text_atomic(path, document)
+    write_text_atomic(path, document, root)
 
 
 def html_block(block: Block) -> str:
@@ -108,43 +115,56 @@ def html_cell(cell: Cell) -> str:
     return f"<td{value}>{html.escape(cell.text)}</td>"
 
 
-def write_markdown(path: Path, title: str, sections: list[Section]) -> list[Path]:
+def write_markdown(
+    path: Path, title: str, sections: list[Section], root: Path | None = None
+) -> list[Path]:
     """report.md, and its figures in a folder beside it (<stem>_files/); returns every file
-    written."""
+    written (with `root`, only inside that folder)."""
     folder = path.parent / f"{path.stem}_files"
     written = []
-    lines = [f"# {title}", ""]
+    lines = [f"# {md(title)}", ""]
     for section in sections:
-        lines += [f"## {section.title}", ""]
+        lines += [f"## {md(section.title)}", ""]
         for block in section.blocks:
             if isinstance(block, Figure):
-                make_folder(folder)
+                make_folder(folder, root)
                 image = folder / block.name
-                write_bytes_atomic(image, block.png)
+                write_bytes_atomic(image, block.png, root)
                 written.append(image)
-                lines += [f"![{block.name}]({folder.name}/{block.name})", "", f"*{block.caption}*"]
+                lines += [f"![{md(block.name)}]({quote(folder.name)}/{quote(block.name)})", "",
+                          f"*{md(block.caption)}*"]  # fmt: skip
             else:
                 lines += markdown_block(block)
             lines.append("")
-    write_text_atomic(path, "\n".join(lines))
+    write_text_atomic(path, "\n".join(lines), root)
     return [path, *written]
 
 
-def make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{folder}: cannot create the folder for the figures ({exc})") from None
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # emphasis, code, links, tables
+BLOCK_START = re.compile(r"^([#>+*-] |\d+\. )")  # a heading, quote or list item
+
+
+def md(text: str) -> str:
+    """Text as Markdown shows it literally: HTML escaped, Markdown's marks backslashed, one
+    line (a newline would end a table row or a heading)."""
+    escaped = html.escape(" ".join(text.splitlines()), quote=False)
+    return MARKDOWN_SPECIAL.sub(r"\\\1", escaped)
+
+
+def md_paragraph(text: str) -> str:
+    """md(text) for a paragraph, which must not begin like a heading, quote or list."""
+    return BLOCK_START.sub(r"\\\1", md(text))
 
 
 def markdown_block(block: Paragraph | Code | TableBlock) -> list[str]:
     if isinstance(block, Paragraph):
-        return [block.text]
+        return [md_paragraph(block.text)]
     if isinstance(block, Code):
-        return [f"```{block.language}", block.text.rstrip("\n"), "```"]
-    lines = [f"**{block.caption}**", ""] if block.caption else []
-    lines.append("| " + " | ".join(block.header) + " |")
+        longest = max((len(run) for run in re.findall(r"`+", block.text)), default=0)
+        fence = "`" * max(3, longest + 1)  # no run of backticks inside can close it
+        return [f"{fence}{block.language}", block.text.rstrip("\n"), fence]
+    lines = [f"**{md(block.caption)}**", ""] if block.caption else []
+    lines.append("| " + " | ".join(md(name) for name in block.header) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(block.header) - 1)) + "|")
-    lines += ["| " + " | ".join(cell.text.replace("|", "\\|") for cell in row) + " |"
-              for row in block.rows]  # fmt: skip
+    lines += ["| " + " | ".join(md(cell.text) for cell in row) + " |" for row in block.rows]
     return lines

@@ -179,7 +179,7 @@ def save_figures(evaluation: Evaluation, run_dir: Path) -> list[Path]:
     written: list[Path] = []
     for name, content in evaluation.figures.items():
         path = run_dir / name
-        write_bytes_atomic(path, content)
+        write_bytes_atomic(path, content, root=run_dir)
         written.append(path)
         evaluation.written = written  # those written before a failure
     return written
@@ -192,7 +192,7 @@ def log_figures(opened: TrainedRun, evaluation: Evaluation) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     assert opened.folder is not None
-    with SummaryWriter(log_dir=str(opened.folder.tensorboard)) as writer:
+    with SummaryWriter(log_dir=str(opened.folder.folder(opened.folder.tensorboard))) as writer:
         for name, content in evaluation.figures.items():
             with Image.open(io.BytesIO(content)) as image:
                 pixels = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8

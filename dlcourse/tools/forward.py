@@ -149,7 +149,7 @@ def parse_target(text: str, opened: TrainedRun) -> torch.Tensor:
     names = opened.class_names
     if text in names:
         index = names.index(text)
-    elif text.strip().isdigit() and int(text) < len(names):
+    elif _small_count(text) and int(text) < len(names):
         index = int(text)
     else:
         raise UserError(
@@ -159,6 +159,12 @@ def parse_target(text: str, opened: TrainedRun) -> torch.Tensor:
     if opened.kind == "binary":
         return torch.tensor([float(index)])
     return torch.tensor([index])
+
+
+def _small_count(text: str) -> bool:
+    """ASCII digits that int() reads, and few of them (int() refuses 4,300; "²" is a digit)."""
+    digits = text.strip()
+    return digits.isascii() and digits.isdigit() and len(digits) <= 18
 
 
 def run_layers(

@@ -86,7 +86,13 @@ def read_example(inputs: list[str], run: TrainedRun, data_dir: Path) -> Example:
     if not inputs:
         raise UserError(f"give the example with --input ({expected(run)})")
     if len(inputs) == 1 and (match := _SPLIT_INDEX.fullmatch(inputs[0].strip())):
-        return _from_data(run, data_dir, match.group(1), int(match.group(2)))
+        split, digits = match.groups()
+        if len(digits) > 18:  # int() refuses 4,300 digits; no split has 10**18 examples
+            raise UserError(
+                f"--input {split}=...: an index of {len(digits):,} digits is out of range; give "
+                f"the number of an example of the {split} split"
+            )
+        return _from_data(run, data_dir, split, int(digits))
     looks_like_image = len(inputs) == 1 and Path(inputs[0]).suffix.lower() in IMAGE_SUFFIXES
     if is_image_model(run):
         if looks_like_image:

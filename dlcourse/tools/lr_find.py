@@ -27,11 +27,12 @@ from pathlib import Path
 
 from dlcourse.config import Config
 from dlcourse.errors import UserError
-from dlcourse.fileio import write_text_atomic
+from dlcourse.fileio import make_folder, write_text_atomic
 from dlcourse.insight.figures import new_figure, save_png
 from dlcourse.training.modes import SMOOTHING
 
 FALL = 0.1  # share of the total fall after which the lr is no longer too small
+MAX_STEPS = 10_000  # mini-batches: a range test needs a few hundred
 
 
 @dataclass
@@ -48,11 +49,11 @@ class LrFindResult:
 
 def lr_schedule(start: float, end: float, steps: int) -> list[float]:
     """`steps` learning rates growing exponentially from start to end (both included)."""
-    if not (0 < start < end <= 1e6) or steps < 2:
-        raise UserError(
-            f"--start {start:g} --end {end:g} --steps {steps}: need 0 < start < end <= 1e6 and "
-            "at least 2 steps"
-        )
+    if not 2 <= steps <= MAX_STEPS:
+        raise UserError(f"--steps: the test takes 2 to {MAX_STEPS:,} steps" + (
+            f", not {steps}" if abs(steps) < 10**30 else ""))  # fmt: skip
+    if not (0 < start < end <= 1e6):
+        raise UserError(f"--start {start:g} --end {end:g}: need 0 < start < end <= 1e6")
     return [start * (end / start) ** (i / (steps - 1)) for i in range(steps)]
 
 
@@ -85,18 +86,15 @@ def write_outputs(result: LrFindResult, cfg: Config) -> None:
     """lr_find.csv, lr_find.png and the curve in TensorBoard (tb/), into a new folder."""
     from torch.utils.tensorboard import SummaryWriter
 
-    try:
-        result.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{result.out}: cannot create the folder ({exc.strerror})") from None
+    make_folder(result.out, result.out)
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
     writer.writerow(["step", "lr", "loss", "smoothed_loss"])
     for step, row in enumerate(zip(result.lrs, result.losses, result.smoothed, strict=True)):
         writer.writerow([step, *(f"{value:.6g}" for value in row)])
-    write_text_atomic(result.out / "lr_find.csv", table.getvalue())
+    write_text_atomic(result.out / "lr_find.csv", table.getvalue(), root=result.out)
     plot(result, cfg, result.out / "lr_find.png")
-    with SummaryWriter(log_dir=str(result.out / "tb")) as tb:
+    with SummaryWriter(log_dir=str(make_folder(result.out / "tb", result.out))) as tb:
         for step, (lr, loss, smoothed) in enumerate(
             zip(result.lrs, result.losses, result.smoothed, strict=True)
         ):
@@ -133,4 +131,4 @@ def plot(result: LrFindResult, cfg: Config, path: Path) -> None:
     axes.set_ylabel("training loss")
     axes.set_title(f"lr-find: {cfg.name} ({cfg.optim.name}, batch {cfg.train.batch_size})")
     axes.legend(fontsize=8, loc="upper left")
-    save_png(figure, path)
+    save_png(figure, path, root=path.parent)

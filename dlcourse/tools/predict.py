@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dlcourse.data import in_target_units
+from dlcourse.tools.compare import spreadsheet_safe
 from dlcourse.tools.inputs import Inputs, read_inputs
 from dlcourse.tools.trained import open_trained, probabilities
 from dlcourse.training.metrics import predictions
@@ -64,10 +65,11 @@ class Predictions:
         header += probability_columns if self.probabilities is not None else []
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow([*header, "prediction"])
+        writer.writerow([spreadsheet_safe(name) for name in [*header, "prediction"]])
         for index, cells in enumerate(self.inputs.cells):
             probs = [] if self.probabilities is None else list(self.probabilities[index])
-            writer.writerow([*cells, *(shortest(p) for p in probs), self.predicted[index]])
+            row = [*cells, *(shortest(p) for p in probs), self.predicted[index]]
+            writer.writerow([spreadsheet_safe(cell) for cell in row])  # the input's own cells
         return buffer.getvalue()
 
 

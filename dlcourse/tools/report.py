@@ -20,6 +20,7 @@ import torch
 
 from dlcourse.data import SplitData, TaskData
 from dlcourse.errors import UserError
+from dlcourse.fileio import make_folder, path_text
 from dlcourse.insight.figures import curves_figure, png_bytes
 from dlcourse.insight.probe import dead_units, describe_probe
 from dlcourse.runs import MAIN_METRIC, EpochRow, Metrics, Summary
@@ -63,7 +64,7 @@ def write_report(
     sections = [
         result_section(summary, split),
         overview_section(summary),
-        Section("Config", [Code(folder.config.read_text(encoding="utf-8"), "yaml")]),
+        Section("Config", [Code(folder.read_config_text(), "yaml")]),
         data_section(data),
         training_section(rows, metrics, summary.weights_epoch),
         final_metrics_section(summary, rows, metrics),
@@ -72,15 +73,13 @@ def write_report(
     if diagnosis is not None:
         sections.append(diagnosis)
     sections += [results_section(opened, data, split), activations_section(opened, data, split)]
-    title = f"dlcourse run {folder.path.resolve().name}"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{target.parent}: cannot create the folder ({exc.strerror})") from None
+    title = f"dlcourse run {path_text(folder.path.resolve().name)}"
+    root = run_dir if out is None else None  # the run folder's own report, or the user's file
+    make_folder(target.parent, root)
     if markdown:
-        write_markdown(target, title, sections)
+        write_markdown(target, title, sections, root)
     else:
-        write_html(target, title, sections)
+        write_html(target, title, sections, root)
     return target
 
 

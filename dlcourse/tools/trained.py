@@ -31,11 +31,12 @@ from torch import nn
 from dlcourse.config import Config, config_diff, flat_config, stored_config
 from dlcourse.data import TaskData, load_task_data, target_scale
 from dlcourse.errors import UserError
-from dlcourse.models import build_model
+from dlcourse.models import build_model, check_memory
 from dlcourse.runs import RunFolder, Summary
 from dlcourse.training.checkpoint import (
     DataInfo,
     ModelCheckpoint,
+    check_weights,
     checked,
     load_checkpoint,
     load_weights,
@@ -196,7 +197,10 @@ def restore(
     changed = [key for key in config_diff(cfg, edited) if key.startswith(MODEL_DEFINING)]
     if changed:
         raise UserError(describe_edits(folder, file, cfg, edited, changed))
-    model = build_model(cfg.model, tuple(record.data.input_shape), record.data.n_outputs)
+    shape, n_outputs = tuple(record.data.input_shape), record.data.n_outputs
+    check_memory(cfg, shape, n_outputs)  # ConfigError naming the file: before building it
+    model = build_model(cfg.model, shape, n_outputs)
+    check_weights(file, record.model, model)
     try:
         model.load_state_dict(record.model)
     except RuntimeError as exc:

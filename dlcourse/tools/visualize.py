@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from dlcourse.data import TaskData
 from dlcourse.errors import UserError
-from dlcourse.fileio import write_bytes_atomic
+from dlcourse.fileio import make_folder, path_text, write_bytes_atomic
 from dlcourse.insight.figures import (
     Labels,
     feature_map_figure,
@@ -90,22 +90,23 @@ def visualize_run(
             f"the run has no {split} split (it has {', '.join(data.splits)}); choose --split"
         )
     chosen = indices or default_indices(data, split)
-    target = out or run_dir / "activations"
+    # the run folder's activations/, or a folder the user named
+    root = run_dir if out is None else out
+    target = make_folder(out or run_dir / "activations", root)
     pictures = visualize_activations(opened, data, split, chosen)
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{target}: cannot write the pictures there ({exc.strerror})") from None
+    replaced = [item.file_name for item in pictures if (target / item.file_name).exists()]
     for item in pictures:
         item.path = target / item.file_name
-        write_bytes_atomic(item.path, item.png)
+        write_bytes_atomic(item.path, item.png, root)
     log_to_tensorboard(opened, pictures)
     console.print(f"{opened.weights}, {len(chosen)} {split} examples", highlight=False)
     console.print(stats_table(pictures, describe_probe(data)))
     for level, line in diagnoses(pictures):
-        label = "[yellow]warning:[/yellow]" if level == "warning" else "note:"
-        console.print(f"{label} {escape(line)}", highlight=False)
-    console.print(f"{len(pictures)} images written to {target}/", highlight=False)
+        label = Text("warning:", "yellow") if level == "warning" else Text("note:")
+        console.print(Text.assemble(label, " ", line), highlight=False)
+    console.print(f"{len(pictures)} images written to {path_text(target)}/"
+                  + (f" (replacing {len(replaced)} earlier ones)" if replaced else ""),
+                  highlight=False, markup=False)  # fmt: skip
     console.print(predictions_table(opened, data, split, chosen))
     return pictures
 
@@ -133,9 +134,9 @@ def predictions_table(opened: TrainedRun, data: TaskData, split: str, chosen: li
     names = opened.class_names
     for row, index in enumerate(chosen):
         truth, best = int(examples.y[index]), int(p[row].argmax())
-        mark = "" if truth == best else " [red]wrong[/red]"
+        mark = Text("") if truth == best else Text(" wrong", "red")
         table.add_row(
-            f"{split} {index}", names[truth], names[best] + mark,
+            f"{split} {index}", names[truth], Text.assemble(names[best], mark),
             f"{float(p[row, best]):.4f}", f"{float(p[row, truth]):.4f}",
         )  # fmt: skip
     return table
@@ -212,7 +213,7 @@ def log_to_tensorboard(opened: TrainedRun, pictures: list[LayerPicture]) -> None
 
     assert opened.folder is not None
     step = opened.epoch or 0
-    with SummaryWriter(log_dir=str(opened.folder.tensorboard)) as writer:
+    with SummaryWriter(log_dir=str(opened.folder.folder(opened.folder.tensorboard))) as writer:
         for item in pictures:
             writer.add_image(f"activations/{Path(item.file_name).stem}", item.image, step)
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from dlcourse.config import load_config
 from dlcourse.config.sections import BIG
-from dlcourse.config.source import TooDeep, check_nesting, safe_load
+from dlcourse.config.source import TooDeep, check_nesting, compose, duplicate_keys
 from dlcourse.data import load_task_data
 from dlcourse.errors import UserError
 from dlcourse.fileio import read_bounded, write_atomic, write_text_atomic
@@ -90,6 +90,10 @@ def _numbers(name: str, tensor: Any) -> TensorNumbers:
 # ------------------------------------------------------------------ weights files
 
 WEIGHTS_LIMIT = 256 * 2**20  # bytes: the course's largest model is a few MB of text
+# A weights file is read only up to what a file of its model can hold: this many characters a
+# value (the export writes at most 16: "-1.2345678e-05, ") and room for comments and names.
+# Parsing is what costs (60 MB of YAML took 97 s and 6 GB), so the size is checked first.
+CHARS_PER_VALUE, CHARS_SPARE = 64, 2**16
 MAX_DEPTH = 8  # levels of nesting: a layer, a tensor and up to 4 dimensions, with room
 YAML_SUFFIXES = {".yaml", ".yml"}
 SUFFIXES = (*sorted(YAML_SUFFIXES), ".safetensors")
@@ -194,8 +198,21 @@ def _yaml_float(text: str) -> str:
 def read_weights(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
     """The file's tensors as a state dict for the model; UserError naming the layer at fault."""
     check_suffix(path)
-    raw = read_bounded(path, WEIGHTS_LIMIT, "weights file")
     expected = layer_tensors(model)
+    values = sum(t.numel() for tensors in expected.values() for t in tensors.values())
+    limit = WEIGHTS_LIMIT
+    if path.suffix.lower() in YAML_SUFFIXES:
+        limit = min(limit, values * CHARS_PER_VALUE + CHARS_SPARE)
+        size = path.stat().st_size if path.is_file() else 0  # (read_bounded reports the rest)
+        if size > limit:
+            raise UserError(
+                f"{path}: {size:,} bytes, more than a weights file of this model can need "
+                f"({values:,} values, at most {CHARS_PER_VALUE} characters each, with "
+                f"comments: {limit:,} bytes); is it for another model?"
+            )
+    else:  # safetensors: 4 or 8 bytes a value and a header (a run's metadata: names, config)
+        limit = min(limit, values * 8 + 16 * 2**20)
+    raw = read_bounded(path, limit, "weights file")
     if path.suffix.lower() == ".safetensors":
         found = _read_safetensors(path, raw)
         return _check_tensors(path, found, expected)
@@ -232,13 +249,18 @@ def _check_names(path: Path, given: set[Any], expected: list[str], what: str, ow
 def _parse_yaml(path: Path, raw: bytes) -> dict[Any, Any]:
     """safe-load the YAML (with config.source's SAFE_LOADER) after checking, event by event,
     that it nests no deeper than MAX_DEPTH (PyYAML's composer recurses, and crashes on deep
-    nesting). Aliases are harmless here: loading shares their values instead of copying them,
-    and each tensor is read only as far as its expected shape goes, so no alias "bomb" is ever
-    expanded."""
+    nesting); a layer or tensor given twice is refused with its line. Aliases are harmless
+    here: loading shares their values instead of copying them, and each tensor is read only
+    as far as its expected shape goes, so no alias "bomb" is ever expanded."""
     try:
         text = raw.decode("utf-8")
         check_nesting(text, MAX_DEPTH)
-        data = safe_load(text)
+        root = compose(text)
+        duplicates = duplicate_keys(root) if root is not None else []
+        if duplicates:  # YAML would keep the second silently
+            key, message = duplicates[0]
+            raise UserError(f"{path}: {key}: {message}")
+        data = _construct(root) if root is not None else None
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: cannot read the weights file ({exc})") from None
     except TooDeep as exc:
@@ -255,6 +277,16 @@ def _parse_yaml(path: Path, raw: bytes) -> dict[Any, Any]:
             f"bias: ...}}), not {_describe(data)}"
         )
     return data
+
+
+def _construct(node: yaml.Node) -> Any:
+    """The plain data of a composed node, with PyYAML's safe constructors (a tag that builds
+    a Python object is a yaml.YAMLError)."""
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _tensor(path: Path, key: str, value: Any, like: torch.Tensor) -> torch.Tensor:
@@ -275,6 +307,9 @@ def _tensor(path: Path, key: str, value: Any, like: torch.Tensor) -> torch.Tenso
         integer = isinstance(item, int) and not isinstance(item, bool)
         if not (integer or isinstance(item, float)):
             raise UserError(f"{path}: {place}: {_describe(item)} is not a number")
+        if integer and abs(item) > 2**62:  # before float(): 10**400 would overflow it
+            raise UserError(f"{path}: {place}: a whole number of {len(str(abs(item))):,} digits; "
+                            f"a weight is within +-{BIG:g}")  # fmt: skip
         if like.is_floating_point() and not (math.isfinite(item) and abs(item) <= BIG):
             raise UserError(f"{path}: {place}: {item} is not a finite number within +-{BIG:g}")
         if not like.is_floating_point() and not (integer and 0 <= item <= 2**62):

@@ -20,6 +20,7 @@ Only rank 0 has a run folder and callbacks.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -47,6 +48,38 @@ TIMEOUT = timedelta(minutes=30)
 def launched() -> bool:
     """Whether this process is one of several that torchrun started (WORLD_SIZE set)."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def torchrun_environment() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment, every variable checked
+    before anything uses it: a number that is not one, WORLD_SIZE 0, a rank outside the world
+    (which would wait 30 minutes for a rendezvous that never comes) or a port out of range is
+    a UserError naming the variable."""
+
+    def number(name: str, default: str | None = None) -> int:
+        text = os.environ.get(name, default)
+        if text is None:
+            raise UserError(f"${name}: not set (torchrun sets it for every process)")
+        if not re.fullmatch(r"\d{1,6}", text.strip()):
+            raise UserError(f"${name}={text[:20]!r}: not a whole number of at most 6 digits")
+        return int(text)
+
+    world, rank, local = number("WORLD_SIZE"), number("RANK"), number("LOCAL_RANK", "0")
+    if world < 1:
+        raise UserError(f"$WORLD_SIZE={world}: there must be at least one process")
+    if rank >= world:
+        raise UserError(f"$RANK={rank}: ranks of a world of {world} run from 0 to {world - 1}")
+    local_world = number("LOCAL_WORLD_SIZE", str(world))
+    if local >= local_world:
+        raise UserError(f"$LOCAL_RANK={local}: at most {local_world - 1} on this machine")
+    if "MASTER_PORT" in os.environ:
+        port = number("MASTER_PORT")
+        if not 1 <= port <= 65535:
+            raise UserError(f"$MASTER_PORT={port}: a port is from 1 to 65535")
+    address = os.environ.get("MASTER_ADDR", "localhost")
+    if not re.fullmatch(r"[A-Za-z0-9.:\[\]_-]{1,253}", address):
+        raise UserError(f"$MASTER_ADDR={address[:40]!r}: not a host name or address")
+    return rank, world, local
 
 
 def restart_count() -> int:
@@ -87,8 +120,7 @@ class Group:
     @classmethod
     def start(cls, device: torch.device) -> Group:
         """Join the process group torchrun's environment describes, on `device`'s backend."""
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        rank, world, local_rank = torchrun_environment()
         device = rank_device(device, local_rank)
         if device.type == "cuda":
             if local_rank >= torch.cuda.device_count():

@@ -455,7 +455,7 @@ class Trainer:
         if not now and time.perf_counter() - self.saved_at < CHECKPOINT_SECONDS:
             return
         self.save_best()
-        save_checkpoint(self.folder.last, self.state_dict())
+        save_checkpoint(self.folder.last, self.state_dict(), self.folder.path)
         self.saved_epoch, self.saved_at = self.epoch, time.perf_counter()
 
     def save_best(self) -> None:
@@ -463,7 +463,7 @@ class Trainer:
         if self.folder is None or self.best_saved or self.best_state is None:
             return
         best = self.model_checkpoint(self.best_state, self.stopper.best_epoch)
-        save_checkpoint(self.folder.best, best)
+        save_checkpoint(self.folder.best, best, self.folder.path)
         self.best_saved = True
 
     def model_checkpoint(
@@ -555,7 +555,7 @@ class Trainer:
         summary.threads = torch.get_num_threads()
         if self.folder and self.best_state is not None and self.measure_at_end:
             kept = self.model_checkpoint(epoch=summary.kept_epoch)  # the model holds them
-            save_weights(self.folder.weights, kept)
+            save_weights(self.folder.weights, kept, self.folder.path)
         if self.folder:
             self.folder.write_summary(summary)
         for callback in self.callbacks:

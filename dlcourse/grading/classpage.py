@@ -1,0 +1,302 @@
+"""class.html: a graded class on one self-contained page.
+
+The distribution of the measured scores against the target (an inline SVG histogram), the
+leaderboard, a table of every hand-in that sorts by any column (a few lines of inline
+JavaScript), the flags and rejections in words, and a link to each student's report. The page
+loads nothing (its Content-Security-Policy forbids any fetch), and every text that came from a
+hand-in (student ids, titles, config values inside flags) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from urllib.parse import quote
+
+from dlcourse.fileio import write_text_atomic
+from dlcourse.grading.assignment import Assignment
+from dlcourse.grading.gradebook import Row
+
+LEADERS = 10
+BINS = 12
+POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "img-src data:; base-uri 'none'; form-action 'none'"
+)
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 2em auto; padding: 0 1em;
+       color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 1.6em; }
+.lead { color: #444; }
+.counts span { display: inline-block; margin-right: 1.2em; font-weight: bold; }
+.graded { color: #1a7f37; } .flagged { color: #b35900; } .rejected { color: #c62828; }
+table { border-collapse: collapse; font-size: 0.9em; width: 100%; }
+th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; vertical-align: top; }
+th { background: #f3f3f3; cursor: pointer; user-select: none; white-space: nowrap; }
+th.sorted-up::after { content: " \\25B2"; } th.sorted-down::after { content: " \\25BC"; }
+td.text, th.text { text-align: left; }
+td.flags { text-align: left; max-width: 32em; font-size: 0.9em; }
+tr.row-flagged { background: #fff8ec; } tr.row-rejected { background: #fdeeee; }
+ol.leaders li { margin: 0.2em 0; }
+.badge { font-size: 0.8em; padding: 0.05em 0.4em; border-radius: 0.3em; color: white; }
+.badge.graded { background: #1a7f37; } .badge.flagged { background: #b35900; }
+.badge.rejected { background: #c62828; }
+svg text { font-family: system-ui, sans-serif; font-size: 12px; fill: #333; }
+.bar { fill: #8aa9d6; } .bar.reached { fill: #4f9a5f; }
+.target { stroke: #c62828; stroke-width: 2; stroke-dasharray: 6 4; }
+ul.flag-list li { margin: 0.3em 0; }
+"""
+
+SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th, column) {
+    th.addEventListener('click', function () {
+      var up = !th.classList.contains('sorted-up');
+      table.querySelectorAll('th').forEach(function (h) {
+        h.classList.remove('sorted-up', 'sorted-down');
+      });
+      th.classList.add(up ? 'sorted-up' : 'sorted-down');
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[column].dataset.value, y = b.cells[column].dataset.value;
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var order = (!isNaN(nx) && !isNaN(ny)) ? nx - ny
+          : (isNaN(nx) !== isNaN(ny)) ? (isNaN(nx) ? 1 : -1) : String(x).localeCompare(String(y));
+        return up ? order : -order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
+def e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def write_class_page(
+    rows: list[Row], assignment: Assignment, path: Path, root: Path, measured_on: str
+) -> Path:
+    """class.html for the rows of a graded class (gradebook.finish_rows)."""
+    counts = {
+        status: sum(row.status == status for row in rows)
+        for status in ("graded", "flagged", "rejected")
+    }
+    title = f"{assignment.title}: the class"
+    body = [
+        f"<h1>{e(title)}</h1>",
+        f'<p class="lead">{len(rows)} hand-ins graded against {e(assignment.target_text())}, '
+        f"measured on {e(measured_on)} with each hand-in's kept weights (model.safetensors). "
+        "Claimed: summary.json's number; reproduced: the kept weights on the assignment's own "
+        "split, where the claim was made.</p>",
+        '<p class="counts">'
+        + "".join(
+            f'<span class="{status}">{count} {status}</span>' for status, count in counts.items()
+        )
+        + "</p>",
+        '<section id="distribution"><h2>Measured scores</h2>',
+        histogram(rows, assignment),
+        "</section>",
+        '<section id="leaderboard"><h2>Leaderboard</h2>',
+        leaderboard(rows, assignment),
+        "</section>",
+        '<section id="students"><h2>Every hand-in</h2>',
+        "<p>Click a column's name to sort by it.</p>",
+        students_table(rows, assignment),
+        "</section>",
+        '<section id="flags"><h2>Flags and rejections</h2>',
+        flag_list(rows),
+        "</section>",
+        '<p class="lead">Reports are written again by dlcourse from each hand-in\'s verified '
+        "files (the student's own report.html is never shown): their numbers are the run's "
+        "claims; the measured ones are on this page.</p>",
+    ]
+    document = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">\n'
+        f"<title>{e(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + f"\n<script>{SCRIPT}</script>\n</body>\n</html>\n"
+    )
+    write_text_atomic(path, document, root)
+    return path
+
+
+def histogram(rows: list[Row], assignment: Assignment) -> str:
+    """An SVG histogram of the measured scores, the target as a dashed line."""
+    values = [
+        row.measured
+        for row in rows
+        if row.status != "rejected" and row.measured is not None and math.isfinite(row.measured)
+    ]
+    threshold = assignment.target.threshold
+    low, high = scale([*values, threshold])
+    width, height, left, bottom, top = 720, 280, 50, 40, 30
+    plot_w, plot_h = width - left - 20, height - bottom - top
+    step = (high - low) / BINS
+    counts = [0] * BINS
+    names: list[list[str]] = [[] for _ in range(BINS)]
+    for row in rows:
+        if row.status == "rejected" or row.measured is None or not math.isfinite(row.measured):
+            continue
+        index = min(BINS - 1, max(0, int((row.measured - low) / step)))
+        counts[index] += 1
+        names[index].append(row.student)
+    tallest = max([*counts, 1])
+
+    def x_of(value: float) -> float:
+        return left + (value - low) / (high - low) * plot_w
+
+    parts = [
+        f'<svg id="histogram" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="histogram of the measured {e(assignment.target.metric)}">'
+    ]
+    parts.append(
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" '
+        f'y2="{top + plot_h}" stroke="#555"/>'
+    )
+    for index, count in enumerate(counts):
+        if not count:
+            continue
+        start = low + index * step
+        bar_h = count / tallest * plot_h
+        reached = assignment.reached(start + step / 2)
+        x, y = x_of(start) + 1, top + plot_h - bar_h
+        who = e(", ".join(sorted(names[index])))
+        parts.append(
+            f'<rect class="bar{" reached" if reached else ""}" data-count="{count}" '
+            f'x="{x:.1f}" y="{y:.1f}" width="{plot_w / BINS - 2:.1f}" height="{bar_h:.1f}">'
+            f"<title>{count}: {who}</title></rect>"
+            f'<text x="{x + plot_w / BINS / 2 - 1:.1f}" y="{y - 4:.1f}" '
+            f'text-anchor="middle">{count}</text>'
+        )
+    for tick in range(BINS + 1):
+        if tick % 3:
+            continue
+        value = low + tick * step
+        parts.append(
+            f'<text x="{x_of(value):.1f}" y="{top + plot_h + 18}" '
+            f'text-anchor="middle">{e(assignment.format(value))}</text>'
+        )
+    tx = x_of(threshold)
+    parts.append(
+        f'<line class="target" x1="{tx:.1f}" y1="{top - 8}" x2="{tx:.1f}" y2="{top + plot_h}"/>'
+    )
+    parts.append(
+        f'<text x="{tx + 4:.1f}" y="{top - 12}" fill="#c62828">target '
+        f"{e(assignment.format(threshold))}</text>"
+    )
+    parts.append(
+        f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle">'
+        f"measured {e(assignment.target.metric)} ({len(values)} hand-ins; rejected "
+        "ones are not drawn)</text>"
+    )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def scale(values: list[float]) -> tuple[float, float]:
+    """The histogram's range: the values and the target, a little wider, on round numbers."""
+    low, high = min(values), max(values)
+    span = max(high - low, abs(high) * 0.02, 1e-6)
+    low, high = low - 0.08 * span, high + 0.08 * span
+    digits = 10 ** math.floor(math.log10(high - low) - 1)
+    return math.floor(low / digits) * digits, math.ceil(high / digits) * digits
+
+
+def leaderboard(rows: list[Row], assignment: Assignment) -> str:
+    ranked = [row for row in rows if row.status != "rejected" and row.measured is not None]
+    ranked.sort(
+        key=lambda row: (
+            -row.measured if assignment.maximized else row.measured,  # type: ignore[operator]
+            row.student,
+        )
+    )
+    if not ranked:
+        return "<p>No hand-in could be measured.</p>"
+    items = []
+    for row in ranked[:LEADERS]:
+        flag = ' <span class="badge flagged">flagged</span>' if row.status == "flagged" else ""
+        items.append(
+            f"<li><b>{e(row.student)}</b>: {e(assignment.format(row.measured))}, "
+            f"{e(_grade(row))} points{flag}</li>"
+        )
+    return '<ol class="leaders">' + "".join(items) + "</ol>"
+
+
+def _grade(row: Row) -> str:
+    return "-" if row.grade is None else f"{row.grade:g}"
+
+
+def students_table(rows: list[Row], assignment: Assignment) -> str:
+    retrained = any(row.retrained is not None for row in rows)
+    header = ["student", "status", "grade", "measured", "claimed", "reproduced"]
+    header += ["retrained"] if retrained else []
+    header += ["late days", "flags", "report"]
+    text_columns = {"student", "status", "flags", "report"}
+    head = "".join(
+        f'<th class="{"text" if name in text_columns else ""}">{e(name)}</th>' for name in header
+    )
+    body = []
+    for row in rows:
+        cells = [
+            _cell(row.student, row.student, "text"),
+            _cell(
+                f'<span class="badge {row.status}">{row.status}</span>',
+                row.status,
+                "text",
+                raw=True,
+            ),
+            _cell(_grade(row), row.grade),
+            _cell(assignment.format(row.measured), row.measured),
+            _cell(assignment.format(row.claimed), row.claimed),
+            _cell(assignment.format(row.reproduced), row.reproduced),
+        ]
+        if retrained:
+            cells.append(_cell(assignment.format(row.retrained), row.retrained))
+        cells.append(_cell(str(row.late_days), row.late_days))
+        reasons = row.reasons or row.flags
+        cells.append(
+            _cell(
+                "<br>".join(e(reason) for reason in reasons) or "-", len(reasons), "flags", raw=True
+            )
+        )
+        link = (
+            f'<a href="{e(quote(row.report))}">report</a>'
+            if row.report
+            else e("; ".join(row.notes) or "-")
+        )
+        cells.append(_cell(link, row.report or "", "text", raw=True))
+        body.append(f'<tr class="row-{row.status}">' + "".join(cells) + "</tr>")
+    return (
+        f'<table id="students-table" class="sortable"><thead><tr>{head}</tr></thead>\n'
+        "<tbody>\n" + "\n".join(body) + "\n</tbody></table>"
+    )
+
+
+def _cell(content: str, value: object, css: str = "", raw: bool = False) -> str:
+    shown = content if raw else e(content)
+    sort = "" if value is None else e(value)
+    cls = f' class="{css}"' if css else ""
+    return f'<td{cls} data-value="{sort}">{shown}</td>'
+
+
+def flag_list(rows: list[Row]) -> str:
+    items = []
+    for row in rows:
+        reasons = row.reasons or row.flags
+        if not reasons:
+            continue
+        listed = "".join(f"<li>{e(reason)}</li>" for reason in reasons)
+        items.append(
+            f'<li><b>{e(row.student)}</b> <span class="badge {row.status}">'
+            f"{row.status}</span> ({e(row.bundle)})<ul>{listed}</ul></li>"
+        )
+    if not items:
+        return "<p>Nothing to look at: every hand-in was verified.</p>"
+    return '<ul class="flag-list">' + "\n".join(items) + "</ul>"

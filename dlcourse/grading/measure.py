@@ -1,0 +1,178 @@
+"""Measure, don't trust: a hand-in's kept weights run again on the grader's test data.
+
+Two sets: the assignment's own split (its data, split and seed are locked, so the grader
+divides the data exactly as every student's run did), where summary.json's claim can be
+checked number for number; and the hidden test set (`grade --test-data`), which the students
+never had: a CSV with the churn columns, or a folder with MNIST's t10k IDX files. Each
+model's inputs are prepared with its own preprocessing (model.safetensors keeps it), as
+`dlcourse predict` prepares them.
+
+The data is read once per grading process and kept; only the preprocessing is applied per
+hand-in (and kept too for the few distinct preprocessings a class has: with the data locked,
+every student's is the same). Models run on one CPU thread whatever summary.json asks: the
+numbers are the same on every grading, and a hand-in cannot ask the grader for 4,096 threads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dlcourse.data import SplitData, TaskData, load_task_data
+from dlcourse.errors import UserError
+from dlcourse.grading.assignment import Assignment
+from dlcourse.grading.bundle import Rejected
+from dlcourse.runs import Metrics
+from dlcourse.tools.trained import TrainedRun, channels_last
+from dlcourse.training.device import cpu_threads
+from dlcourse.training.losses import loss_for
+from dlcourse.training.metrics import compute_metrics, model_outputs
+
+KEPT_PREPROCESSINGS = 8  # distinct preprocessings kept per set
+
+
+@dataclass
+class HiddenSet:
+    """A test set as read from disk, before a model's preprocessing."""
+
+    source: str
+    encode: Callable[[dict[str, Any]], torch.Tensor]  # preprocessing -> x (N, ...)
+    y: torch.Tensor  # (N,)
+
+
+def read_churn_test(path: Path) -> HiddenSet:
+    """A CSV with the churn columns (Kaggle's Churn_Modelling.csv layout), Exited included."""
+    from dlcourse.data.churn import load_churn
+    from dlcourse.data.tabular import TabularEncoder
+
+    table, target = load_churn(path)
+
+    def encode(preprocess: dict[str, Any]) -> torch.Tensor:
+        # categories the training rows never had are all-zero columns, as for dev and test
+        return TabularEncoder.from_state_dict(preprocess).transform(table, unseen="zeros")
+
+    return HiddenSet(str(path), encode, target.float())
+
+
+def read_mnist_test(path: Path) -> HiddenSet:
+    """A folder with t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (or MNIST/raw/ with
+    them), in MNIST's IDX format."""
+    from dlcourse.data.mnist import FILES, IMAGE_MAGIC, LABEL_MAGIC, normalize_images, read_idx
+
+    folder = path if (path / FILES["test"][0]).exists() else path / "MNIST" / "raw"
+    image_file, label_file = (folder / name for name in FILES["test"])
+    images = read_idx(image_file, IMAGE_MAGIC)
+    labels = read_idx(label_file, LABEL_MAGIC).long()
+    if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28) or len(images) != len(labels):
+        raise UserError(f"{folder}: not 28x28 images with as many labels")
+    if len(labels) == 0 or int(labels.max()) > 9:
+        raise UserError(f"{label_file}: no labels, or labels that are not digits 0-9")
+
+    def encode(preprocess: dict[str, Any]) -> torch.Tensor:
+        return normalize_images(images, preprocess)
+
+    return HiddenSet(str(folder), encode, labels)
+
+
+# Which tasks have a hidden test set reader (`grade --test-data`), next to the readers.
+HIDDEN_READERS: dict[str, Callable[[Path], HiddenSet]] = {
+    "churn": read_churn_test,
+    "mnist": read_mnist_test,
+}
+
+
+class GraderData:
+    """The grader's data for one assignment, read once: its own splits and the hidden set."""
+
+    def __init__(self, assignment: Assignment, data_dir: Path, test_data: Path | None):
+        self.assignment, self.data_dir, self.test_data = assignment, data_dir, test_data
+        self._reference: TaskData | None = None
+        self._hidden: HiddenSet | None = None
+        self._own: dict[str, TaskData] = {}
+        self._encoded: dict[str, torch.Tensor] = {}
+
+    @property
+    def hidden_source(self) -> str | None:
+        return None if self.test_data is None else str(self.test_data)
+
+    def reference(self) -> TaskData:
+        """The assignment's data, split and preprocessed as its locked base config does."""
+        if self._reference is None:
+            self._reference = load_task_data(self.assignment.base, self.data_dir)
+        return self._reference
+
+    def own_split(self, opened: TrainedRun, split: str) -> SplitData:
+        """The assignment's split with the model's preprocessing (the data and split locked:
+        the rows every student's run had)."""
+        reference = self.reference()
+        preprocess = opened.preprocess
+        if preprocess == reference.preprocess:
+            data = reference
+        else:
+            key = json.dumps(preprocess, sort_keys=True)
+            if key not in self._own:
+                rows = {name: part.rows for name, part in reference.splits.items()}
+                saved = {"preprocess": preprocess, "rows": rows}
+                if len(self._own) >= KEPT_PREPROCESSINGS:
+                    self._own.clear()
+                self._own[key] = usable(
+                    lambda: load_task_data(self.assignment.base, self.data_dir, saved)
+                )
+            data = self._own[key]
+        if split not in data.splits:
+            raise UserError(f"the assignment's data has no {split} split")
+        return data.splits[split]
+
+    def hidden_split(self, opened: TrainedRun) -> SplitData:
+        """The hidden test set with the model's preprocessing."""
+        assert self.test_data is not None
+        if self._hidden is None:
+            reader = HIDDEN_READERS.get(self.assignment.task)
+            if reader is None:
+                raise UserError(
+                    f"--test-data: hidden test sets are read for the "
+                    f"{' and '.join(HIDDEN_READERS)} tasks, not {self.assignment.task}"
+                )
+            self._hidden = reader(self.test_data)
+        hidden = self._hidden
+        key = json.dumps(opened.preprocess, sort_keys=True)
+        if key not in self._encoded:
+            if len(self._encoded) >= KEPT_PREPROCESSINGS:
+                self._encoded.clear()
+            self._encoded[key] = usable(lambda: hidden.encode(opened.preprocess))
+        return SplitData(self._encoded[key], hidden.y, torch.arange(len(hidden.y)))
+
+
+def usable(make: Callable[[], Any]) -> Any:
+    """make(), where a preprocessing from model.safetensors (a hand-in's, untrusted) that
+    does not fit the data is the hand-in's fault: Rejected, not an internal error."""
+    try:
+        return make()
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError, ZeroDivisionError) as exc:
+        raise Rejected(
+            f"model.safetensors: its preprocessing does not fit the data "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def measure(opened: TrainedRun, split: SplitData, target_scale: float = 1.0) -> Metrics:
+    """The model's metrics on a split of prepared inputs, on one CPU thread."""
+    if tuple(split.x.shape[1:]) != opened.input_shape:
+        raise Rejected(
+            f"model.safetensors: the model takes inputs of shape {opened.input_shape}, the test "
+            f"data has {tuple(split.x.shape[1:])}"
+        )
+    model, prepare = opened.model, None
+    if opened.cfg.model.conv:  # as the trainer ran it (TrainedRun.outputs, but one thread)
+        model, prepare = model.to(memory_format=torch.channels_last), channels_last
+    with cpu_threads(1), torch.no_grad():
+        outputs = model_outputs(model, split.x, prepare)
+    loss = loss_for(opened.cfg, opened.kind)
+    return compute_metrics(opened.kind, outputs, split.y, loss, target_scale)
