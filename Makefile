@@ -7,17 +7,17 @@ STAMP := $(VENV)/.installed-stamp
 export DLCOURSE_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast validate smoke lint format typecheck bench docs docs-examples clean
+.PHONY: help install run test test-fast validate smoke lint format typecheck bench docs docs-examples wheel wheel-check clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## create .venv and install dlcourse with its dev and docs tools
+install: $(STAMP)  ## create .venv and install dlcourse with its dev, docs and onnx extras
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,docs]'
+	$(BIN)/pip install -e '.[dev,docs,onnx]'
 	touch $(STAMP)
 
 run: install  ## train the MNIST CNN (the main job) and print where the run went
@@ -60,6 +60,22 @@ docs: install  ## build the docs site into site/ (mkdocs --strict; the reference
 docs-examples: install  ## run the commands the docs show, write their output to docs/snippets/ (minutes)
 	$(BIN)/python docs/examples.py
 
+wheel: install  ## build the sdist and the wheel into dist/ (python -m build)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
+WHEEL_CHECK := /tmp/dlcourse-wheel-check
+wheel-check: wheel  ## install the wheel into a fresh venv (dependencies from the index), init and train there
+	rm -rf $(WHEEL_CHECK)
+	$(PYTHON) -m venv $(WHEEL_CHECK)/venv
+	$(WHEEL_CHECK)/venv/bin/pip install --quiet dist/dlcourse-*.whl
+	cd $(WHEEL_CHECK) && venv/bin/dlcourse --version && venv/bin/dlcourse --help >/dev/null
+	cd $(WHEEL_CHECK) && venv/bin/dlcourse init course
+	cd $(WHEEL_CHECK)/course && ../venv/bin/dlcourse train configs/playground_xor.yaml --set train.epochs=5
+	cd $(WHEEL_CHECK) && (venv/bin/dlcourse doctor --runs-dir course/runs || test -z "$$DLCOURSE_DATA_DIR")  # fails without the data
+	du -sh $(WHEEL_CHECK)/venv
+	rm -rf $(WHEEL_CHECK)
+
 clean:  ## remove caches, smoke runs and the built docs (not .venv, not runs/)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache /tmp/dlcourse-smoke site
+	rm -rf .pytest_cache .mypy_cache .ruff_cache /tmp/dlcourse-smoke site build dist
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from dlcourse.version import __version__
 
 _API = ("Comparison", "History", "Run", "compare", "lr_find", "open_run", "sweep", "train")
 __all__ = ["__version__", *_API]

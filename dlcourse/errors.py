@@ -37,9 +37,16 @@ class ConfigError(UserError):
 
 
 class DivergedError(DlcourseError):
-    """The loss became NaN or infinite during training (exit 3)."""
+    """The loss became NaN or infinite during training (exit 3).
+
+    `path` is the run folder, whose summary.json says where it diverged (None before training
+    had one)."""
 
     exit_code = 3
+
+    def __init__(self, message: str, path: Path | None = None):
+        super().__init__(message)
+        self.path = path
 
 
 class InterruptedRun(DlcourseError):

@@ -182,8 +182,10 @@ def check_regular(path: Path, what: str = "file") -> None:
     if stat.S_ISDIR(info.st_mode):
         raise UserError(f"{path_text(path)}: is a folder; give the path of a {what}")
     if not stat.S_ISREG(info.st_mode):
-        kind = "a pipe (FIFO)" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
-        raise UserError(f"{path_text(path)}: {kind}, not a regular file; give the path of a {what}")
+        kind = "a pipe (FIFO)" if stat.S_ISFIFO(info.st_mode) else "a device or a socket"
+        raise UserError(
+            f"{path_text(path)}: not a regular file ({kind}); give the path of a {what}"
+        )
 
 
 def read_bounded(path: Path, limit: int, what: str = "file") -> bytes:

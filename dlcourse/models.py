@@ -159,14 +159,14 @@ def memory_problem(
         return None
     largest = max(sizes, key=lambda size: copies * size.parameters + 2 * batch * size.activations)
     parameters = sum(size.parameters for size in sizes)
-    what = (
-        "the weights"
+    copied = (
+        ""
         if copies == 1
-        else f"{copies} (the weights, their gradients, the optimizer's state, the best weights)"
+        else f" x {copies} (the weights, their gradients, the optimizer's state, the best weights)"
     )
     return largest.key, (
         f"the network would need about {needed / 2**30:,.1f} GiB ({parameters:,} parameters "
-        f"x 4 bytes x {what}, and the activations of a batch of {batch:,}); its largest layer "
+        f"x 4 bytes{copied}, and the activations of a batch of {batch:,}); its largest layer "
         f"is {largest.what}. That is more than dlcourse's fixed cap of "
         f"{MEMORY_CAP / 2**30:g} GiB for a course model (the same on every machine); use "
         "smaller layers"

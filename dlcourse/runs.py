@@ -2,7 +2,7 @@
 and the one reader of each of its files.
 
     runs/<name>-<YYYYmmdd-HHMMSS>[-N]/
-      config.yaml  metrics.jsonl  summary.json  split.pt  model.safetensors
+      config.yaml  metrics.jsonl  summary.json  environment.json  split.pt  model.safetensors
       checkpoints/{best,last}.pt  tb/  .lock
 
 A new run always gets a folder of its own: the folder is created with an exclusive mkdir, and
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 METRICS_LIMIT = 256 * 2**20  # bytes: a row per epoch is a few hundred bytes
 SUMMARY_LIMIT = 2**20  # bytes: a summary is a few KB
+ENVIRONMENT_LIMIT = 16 * 2**20  # bytes: a session is half a KB
 STOP_REASONS = ("completed", "early_stopping", "diverged", "interrupted", "stopped")
 FINISHED = ("completed", "early_stopping")  # the last weights are a whole epoch's
 # The metric a task kind is judged by in tables (the test column, the sweep's default order).
@@ -130,6 +131,16 @@ class EpochMetrics(_Record):
     _splits = field_validator("train", "dev", mode="before")(_metrics)
 
 
+class Divergence(_Record):
+    """Where a diverged run's loss became NaN or infinite, and the batch losses before it."""
+
+    epoch: int = Field(ge=1, le=10**9)  # the epoch it happened in (from 1)
+    batch: int = Field(ge=1, le=10**9)  # the batch of that epoch (from 1) with the bad loss
+    steps_per_epoch: int = Field(ge=1, le=10**9)
+    losses: list[float] = Field(default_factory=list, max_length=10**6)  # that epoch's batch
+    # losses before it, in order (the first ones, when there were very many)
+
+
 class Summary(_Record):
     """summary.json: how the run ended and the metrics of the kept weights on every split."""
 
@@ -158,6 +169,7 @@ class Summary(_Record):
     train_sample: dict[str, int] | None = None
     threads: int | None = Field(None, ge=1, le=4096)  # CPU threads of the final measurement
     stopped_early: bool = False  # written for readers of the JSON; the same as stop_reason
+    diverged: Divergence | None = None  # where the loss blew up (stop_reason "diverged")
 
     _numbers = field_validator("seconds", mode="before")(_number)
     _splits = field_validator("train", "dev", "test", mode="before")(_metrics)
@@ -193,10 +205,35 @@ class Summary(_Record):
     def to_json(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
         data["stopped_early"] = self.stop_reason == "early_stopping"
-        for optional in ("confusion_matrix", "reference", "best", "last", "train_sample"):
+        optional_keys = ("confusion_matrix", "reference", "best", "last", "train_sample")
+        for optional in (*optional_keys, "diverged"):
             if not data[optional]:
                 del data[optional]
         return data
+
+
+class Session(_Record):
+    """One training session in the folder (the first, and each resume): when it started, what
+    it ran on and with what. environment.json holds them in order, under "sessions"."""
+
+    command: Literal["train", "resume"]
+    started: str  # local time, ISO 8601 with its offset
+    dlcourse: str = Field(max_length=100)
+    python: str = Field(max_length=100)
+    torch: str = Field(max_length=100)
+    platform: str = Field(max_length=500)
+    cpu: str = Field(max_length=500)
+    cores: int = Field(ge=1, le=2**20)
+    device: str = Field(max_length=500)  # "cpu (1 thread of 2 cores)", "cuda:0 (NVIDIA H100)"
+    threads: int = Field(ge=1, le=2**20)  # CPU threads (of each process)
+    processes: int = Field(1, ge=1, le=2**20)  # torchrun's world size
+    seed: int = Field(ge=0, le=2**63)
+
+
+class Environment(_Record):
+    """environment.json: the run's training sessions."""
+
+    sessions: list[Session] = Field(max_length=100_000)
 
 
 def _problem(path: Path, exc: ValidationError, line: int | None = None) -> UserError:
@@ -220,6 +257,7 @@ class RunFolder:
         self.config = self.path / "config.yaml"  # the resolved config, overrides applied
         self.metrics = self.path / "metrics.jsonl"  # one JSON object per epoch
         self.summary = self.path / "summary.json"  # the final report
+        self.environment = self.path / "environment.json"  # what each session ran on
         self.splits = self.path / "split.pt"  # the row indices of train/dev/test
         self.weights = self.path / "model.safetensors"  # the weights the run kept
         self.checkpoints = self.path / "checkpoints"
@@ -338,6 +376,33 @@ class RunFolder:
     def write_summary(self, summary: Summary) -> None:
         write_json_atomic(self.summary, summary.to_json(), root=self.path)
 
+    # ------------------------------------------------------------------ environment.json
+
+    def read_sessions(self) -> list[Session]:
+        """The training sessions environment.json records, checked; [] when it has none (a
+        run of an older dlcourse)."""
+        if not self.environment.exists():
+            return []
+        try:
+            data = json.loads(read_bounded(self.environment, ENVIRONMENT_LIMIT,
+                                           "environment.json"))  # fmt: skip
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(
+                f"{self.environment}: not readable JSON ({exc}); the file is damaged"
+            ) from None
+        if not isinstance(data, dict):
+            raise UserError(f"{self.environment}: not a dlcourse environment.json")
+        try:
+            return Environment.model_validate(data).sessions
+        except ValidationError as exc:
+            raise _problem(self.environment, exc) from None
+
+    def add_session(self, session: Session) -> None:
+        """Record one more training session (the file's earlier ones are kept)."""
+        sessions = [*self.read_sessions(), session]
+        data = Environment(sessions=sessions).model_dump(mode="json")
+        write_json_atomic(self.environment, data, root=self.path)
+
     # ------------------------------------------------------------------ split.pt
 
     def write_splits(self, rows: dict[str, torch.Tensor]) -> None:
@@ -381,9 +446,9 @@ class RunFolder:
                 remove_file(leftover, root=self.path)
 
     # What training writes in a run folder (besides checkpoints/ and tb/ and their files).
-    TRAINING_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "split.pt",
-                      "model.safetensors", ".lock", "decision_boundary.png",
-                      "first_layer_units.png")  # fmt: skip
+    TRAINING_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "environment.json",
+                      "split.pt", "model.safetensors", ".lock", "decision_boundary.png",
+                      "first_layer_units.png", "hidden_space.png", "step_loss_ewa.png")  # fmt: skip
 
     def check_writable(self) -> None:
         """UserError naming the first file or folder training would write through a symbolic

@@ -86,7 +86,9 @@ TASKS: dict[str, Task] = {
         kind="binary",
         description="bank customer churn from Churn_Modelling.csv (MLP, binary cross-entropy)",
         default_split=(0.6, 0.2, 0.2),
-        keys=frozenset({"data.normalize", "data.path", "train.pos_weight"}),
+        keys=frozenset(
+            {"data.normalize", "data.path", "data.where", "data.where_not", "train.pos_weight"}
+        ),
         defaults={"model.hidden": [32, 16]},
     ),
     "transactions": Task(
@@ -107,6 +109,8 @@ TASKS: dict[str, Task] = {
                 "data.kind",
                 "data.drop",
                 "data.categorical",
+                "data.where",
+                "data.where_not",
                 "train.pos_weight",
             }
         ),

@@ -156,6 +156,33 @@ EXAMPLES = [
     ex("runs", "dlcourse runs runs/optimizers --sort dev", needs=["sweep_optimizers"]),
     ex("diagnose", "dlcourse diagnose runs/regularization/none-*",
        needs=["sweep_regularization"]),
+    ex("export_onnx", "dlcourse export {mnist} --out mnist.onnx", "python onnx_example.py",
+       needs=["train_mnist"]),
+    ex("environment", "cat {mnist}/environment.json", needs=["train_mnist"]),
+    # ---- loss landscapes, seeds, distribution shift, the hidden space (lectures-landscape.md)
+    ex("train_xor_seed0", "dlcourse train configs/playground_xor.yaml --set data.seed=0 "
+       "--set seed=0 --name xor_seed0", save="xor_a", tail=3),
+    ex("train_xor_seed1", "dlcourse train configs/playground_xor.yaml --set data.seed=0 "
+       "--set seed=1 --name xor_seed1", save="xor_b", tail=3),
+    ex("split_same", "cmp {xor_a}/split.pt {xor_b}/split.pt && echo the same split",
+       needs=["train_xor_seed0", "train_xor_seed1"]),
+    ex("landscape_xor", "dlcourse landscape {xor_a} --other {xor_b}",
+       needs=["train_xor_seed0", "train_xor_seed1"]),
+    ex("train_france", "dlcourse train configs/experiments/churn_france.yaml", save="france",
+       head=2, tail=3),
+    ex("evaluate_france", "dlcourse evaluate {france} --json",
+       "dlcourse evaluate {france} --where Geography=Germany --json",
+       "dlcourse evaluate {france} --where Geography=Spain --json",
+       "dlcourse evaluate {france} --where Geography=Germany", head=18, needs=["train_france"]),
+    ex("predict_france", 'head -4 "$DLCOURSE_DATA_DIR/churn/Churn_Modelling.csv" > three.csv',
+       "dlcourse predict {france} three.csv", needs=["train_france"]),
+    ex("hidden_space_xor", "dlcourse visualize-activations {xor_a} --hidden-space --split train",
+       needs=["train_xor_seed0"]),
+    ex("hidden_space_churn", "dlcourse visualize-activations {churn} --hidden-space",
+       needs=["train_churn"]),
+    # ---- set-up
+    ex("doctor", "dlcourse doctor"),
+    ex("init", "dlcourse init course"),
     # ---- the notebook API
     ex("notebook", "python notebook_example.py"),
 ]  # fmt: skip
@@ -163,13 +190,42 @@ EXAMPLES = [
 NOTEBOOK_EXAMPLE = """\
 import dlcourse
 
-run = dlcourse.train("configs/transactions_regression.yaml", set={"optim.lr": 0.02}, quiet=True)
+run = dlcourse.train("configs/transactions_regression.yaml", overrides={"optim.lr": 0.02},
+                     quiet=True)
 print(run)
 print(run.summary.kept, run.summary.kept_epoch, run.summary.test)
-print(run.history[-1]["dev"])
+print(run.history["dev.loss"])
+print(run.model)
 print(run.evaluate("test").metrics)
 print(run.predict({"children": 3, "accounts": 5}).records())
 """
+
+
+# The exported MNIST model used from plain Python: numpy and onnxruntime, no torch, no dlcourse.
+ONNX_EXAMPLE = """\
+import json
+import os
+
+import numpy as np
+import onnxruntime
+
+session = onnxruntime.InferenceSession("mnist.onnx")
+meta = session.get_modelmeta().custom_metadata_map
+scale = json.loads(meta["dlcourse.preprocess"])  # {"kind": "image", "mean": ..., "std": ...}
+classes = json.loads(meta["dlcourse.class_names"])
+
+# the first five test digits, from MNIST's own file (16 bytes of header, then 28x28 bytes each)
+path = os.path.expandvars("$DLCOURSE_DATA_DIR/MNIST/raw/t10k-images-idx3-ubyte")
+pixels = np.fromfile(path, np.uint8, offset=16).reshape(-1, 1, 28, 28)[:5]
+x = ((pixels / 255 - scale["mean"]) / scale["std"]).astype(np.float32)
+
+(logits,) = session.run(None, {"input": x})
+p = np.exp(logits - logits.max(axis=1, keepdims=True))
+p /= p.sum(axis=1, keepdims=True)
+for i, row in enumerate(p):
+    print(f"test {i}: {classes[row.argmax()]} ({row.max():.2%})")
+"""
+SCRIPTS = {"notebook_example.py": NOTEBOOK_EXAMPLE, "onnx_example.py": ONNX_EXAMPLE}
 
 
 def main() -> None:
@@ -184,7 +240,8 @@ def main() -> None:
     chosen = wanted(args.names or list(by_name), by_name)
     scratch = Path(tempfile.mkdtemp(prefix="dlcourse-docs-"))
     (scratch / "configs").symlink_to(REPO / "configs")
-    (scratch / "notebook_example.py").write_text(NOTEBOOK_EXAMPLE, encoding="utf-8")
+    for name, script in SCRIPTS.items():
+        (scratch / name).write_text(script, encoding="utf-8")
     SNIPPETS.mkdir(exist_ok=True)
     env = environment()
     saved: dict[str, str] = {}
@@ -192,7 +249,8 @@ def main() -> None:
     for example in EXAMPLES:
         if example.name in chosen:
             run_example(example, scratch, env, saved)
-    (SNIPPETS / "notebook_example.py").write_text(NOTEBOOK_EXAMPLE, encoding="utf-8")
+    for name, script in SCRIPTS.items():
+        (SNIPPETS / name).write_text(script, encoding="utf-8")
     (SNIPPETS / "machine.md").write_text(machine_note(), encoding="utf-8")
     print(f"{len(chosen)} examples in {time.perf_counter() - started:.0f} s; scratch: {scratch}")
     if not args.keep:

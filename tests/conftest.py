@@ -18,13 +18,14 @@ torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 # Every shipped training config, in configs/ and its subfolders. Weights files
-# (*.weights.yaml, read by `dlcourse forward --weights`) live beside the configs they belong
-# to, and sweep files (*.sweep.yaml: a grid over a training config) and assignments
-# (*.assignment.yaml, tested in test_grading.py) are not training configs.
+# (*.weights.yaml, read by `dlcourse forward --weights`) and answers files (*.answers.yaml, read
+# by `dlcourse forward --check`) live beside the configs they belong to, and sweep files
+# (*.sweep.yaml: a grid over a training config) and assignments (*.assignment.yaml, tested in
+# test_grading.py) are not training configs.
 CONFIGS = sorted(
     path
     for path in (REPO / "configs").rglob("*.yaml")
-    if not path.name.endswith((".weights.yaml", ".sweep.yaml", ".assignment.yaml"))
+    if not path.name.endswith((".weights.yaml", ".answers.yaml", ".sweep.yaml", ".assignment.yaml"))
 )
 SWEEPS = sorted((REPO / "configs").rglob("*.sweep.yaml"))
 

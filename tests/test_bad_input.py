@@ -459,7 +459,7 @@ def test_unwritable_places_exit_2(finished_run: Path, tmp_path: Path) -> None:
     assert "cannot create a run folder there" in result.output
     out = runner.invoke(app, ["visualize-activations", str(finished_run), "--out", str(blocker)])
     assert out.exit_code == 2, out.output
-    assert f"{blocker}: cannot write the pictures there" in out.output
+    assert f"{blocker}: exists and is not a folder" in out.output
 
 
 # ------------------------------------------------------------------ refused resumes change nothing

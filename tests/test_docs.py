@@ -103,8 +103,9 @@ def test_the_readme_gives_every_command_a_line() -> None:
 
 
 def test_every_included_output_is_made_by_the_examples_script_and_shown() -> None:
-    made = {f"{example.name}.txt" for example in load("examples").EXAMPLES}
-    made |= {"machine.md", "notebook_example.py"}
+    examples = load("examples")
+    made = {f"{example.name}.txt" for example in examples.EXAMPLES}
+    made |= {"machine.md", *examples.SCRIPTS}  # the scripts the pages show, and run
     included: set[str] = set()
     for page in DOCS.rglob("*.md"):
         if "snippets" not in page.parts:
@@ -131,5 +132,10 @@ def test_the_docs_scripts_do_not_import_torch_at_load(name: str) -> None:
 
 def test_the_snippets_are_there() -> None:
     """docs/snippets/ is committed: `make docs` builds from it without running anything."""
-    for name in ("machine.md", "train_mnist.txt", "forward_worked.txt"):
-        assert (DOCS / "snippets" / name).is_file(), name
+    included: set[str] = set()
+    for page in DOCS.rglob("*.md"):
+        if "snippets" not in page.parts:
+            included |= set(INCLUDE.findall(page.read_text(encoding="utf-8")))
+    assert {"machine.md", "train_mnist.txt", "forward_worked.txt"} <= included
+    missing = sorted(name for name in included if not (DOCS / "snippets" / name).is_file())
+    assert missing == [], "run make docs-examples (python docs/examples.py NAME...)"

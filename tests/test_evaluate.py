@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from dlcourse.cli import app
 from dlcourse.errors import UserError
+from dlcourse.insight.figures import png_bytes
 from dlcourse.tools.evaluate import evaluate_run, evaluate_split, most_confident_errors
 from dlcourse.tools.trained import open_run
 from dlcourse.training.checkpoint import load_checkpoint, load_weights, save_weights
@@ -196,7 +197,7 @@ def test_mnist_grid_of_confidently_wrong_digits(tmp_path_factory: pytest.TempPat
     test.y = (test.y + 1) % 10  # every label wrong: every prediction is an error
     wrong = evaluate_split(opened, data, "test", "kept")
     assert wrong.metrics["accuracy"] == 0.0
-    with Image.open(io.BytesIO(wrong.figures["wrong_test.png"])) as image:
+    with Image.open(io.BytesIO(png_bytes(wrong.figures["wrong_test.png"]))) as image:
         assert image.format == "PNG" and image.width > 500  # a grid of 8 columns
 
 

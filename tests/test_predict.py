@@ -113,7 +113,9 @@ def test_predict_csv_output_repeats_the_input_rows(
     (tmp_path / "three.csv").write_text("\n".join(lines[:4]) + "\n")
     result = invoke("predict", run, tmp_path / "three.csv")
     assert result.exit_code == 0, result.output
-    header, *rows = list(csv.reader(io.StringIO(result.output)))
+    # stdout is the CSV alone; the input has the target column, so its metrics go to stderr
+    header, *rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert "metrics against the column Exited of the 3 rows" in result.stderr
     assert header == [*lines[0].split(","), "p_stayed", "p_exited", "prediction"]
     assert [row[:14] for row in rows] == [line.split(",") for line in lines[1:4]]
     for row in rows:
@@ -121,7 +123,7 @@ def test_predict_csv_output_repeats_the_input_rows(
         assert stayed + exited == pytest.approx(1, abs=1e-6)
         assert row[16] == ("exited" if exited > 0.5 else "stayed")
     as_json = invoke("predict", run, tmp_path / "three.csv", "--json")
-    records = [json.loads(line) for line in as_json.output.splitlines()]
+    records = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert [r["input"] for r in records] == [
         f"{tmp_path / 'three.csv'} line {n}" for n in (2, 3, 4)
     ]

@@ -69,7 +69,7 @@ def test_a_2x2_sweep_makes_four_runs_a_table_and_a_picture(swept: tuple[Path, st
     # The one run that learns in 2 epochs: the larger lr with 6 steps per epoch.
     assert (rows[0]["optim.lr"], rows[0]["train.batch_size"]) == ("0.05", "32")
     assert (folder / "compare.png").read_bytes()[:4] == b"\x89PNG"
-    assert "best dev loss" in output and "sweep.csv" in output
+    assert "best dev" in output and "sweep.csv" in output  # a two-line header: best dev / loss
 
 
 def test_a_restarted_sweep_reruns_nothing(swept: tuple[Path, str], tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 """dlcourse from Python (a notebook, Colab, a script): the commands as functions and objects.
 
     import dlcourse
-    run = dlcourse.train("configs/churn_mlp.yaml", set={"optim.lr": 0.01})
-    run.summary, run.history, run.plot(), run.evaluate("test")
-    dlcourse.compare([run, dlcourse.open_run("runs/churn_mlp-20250101-120000")]).plot()
+    run = dlcourse.train("configs/churn_mlp.yaml", overrides={"optim.lr": 0.01})
+    run.summary, run.history["dev.loss"], run.model, run.plot(), run.evaluate("test")
+    dlcourse.compare([run, dlcourse.open_run("runs/churn_mlp-20250101-120000")]).figure
 
 They call the same library functions as the commands and use the same run folders. Errors
 are dlcourse's exceptions (errors.py: ConfigError naming the key, UserError, ...), raised,

@@ -2,58 +2,125 @@
 
 Every method calls the library function of its command (`evaluate` -> tools/evaluate.py,
 `predict` -> tools/predict.py, ...), on the same run folder the command line uses, so
-`run.evaluate()` prints nothing and returns what `dlcourse evaluate` shows.
+`run.evaluate()` returns what `dlcourse evaluate` shows.
+
+What prints: the functions that train (`train`, `Run.resume`, `sweep`, `lr_find`) print what
+their command prints (the epoch lines and the final table, a progress bar unless
+`progress=False`, and in Jupyter a live plot of the loss), or nothing with `quiet=True`;
+every other function prints nothing and returns its result. Pictures come back as matplotlib
+Figures, which a notebook displays. Training seeds Python's and torch's global random
+generators; every function here puts the caller's random state back as it was.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import os
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from html import escape
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 
 from dlcourse.config import Config, apply_overrides, load_config, validate_config
 from dlcourse.config.source import plain_data_problem
-from dlcourse.errors import ConfigError, InterruptedRun, UserError
+from dlcourse.errors import ConfigError, DivergedError, InterruptedRun, UserError
 from dlcourse.fileio import resolve_data_dir
 from dlcourse.runs import MAIN_METRIC, RunFolder, Summary
+from dlcourse.tasks import format_metric
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from pandas import DataFrame
+    from torch import nn
 
+    from dlcourse.insight.hidden import HiddenSpace
+    from dlcourse.tools.answers import AnswersResult
     from dlcourse.tools.diagnose import Diagnosis
     from dlcourse.tools.evaluate import Evaluation
     from dlcourse.tools.forward import ForwardResult
+    from dlcourse.tools.landscape import Landscape
     from dlcourse.tools.predict import Predictions
     from dlcourse.tools.visualize import LayerPicture
     from dlcourse.training.trainer import Callback
-from html import escape
 
-from dlcourse.tasks import format_metric
+F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigSource = str | Path | Mapping[str, Any]
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
 
-class History(list[dict[str, Any]]):
-    """metrics.jsonl: one dict per epoch, oldest first (epoch, train, dev, lr, seconds, best,
-    step_losses; train and dev are {metric: value})."""
+class History(Mapping[str, list[Any]]):
+    """metrics.jsonl as Keras' `History.history`: a list per value, one item per epoch, under
+    the keys "epoch", "train.loss", "dev.accuracy", ..., "lr", "seconds" and "best" (None
+    where an epoch has no such value); `rows` has the epoch rows themselves (train and dev as
+    {metric: value}, and the sampled step losses)."""
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]]):
+        self.rows = [dict(row) for row in rows]
+        flat = [flat_row(row) for row in self.rows]
+        keys = list(dict.fromkeys(key for row in flat for key in row))
+        self._columns = {key: [row.get(key) for row in flat] for key in keys}
+
+    def __getitem__(self, key: str) -> list[Any]:
+        if key not in self._columns:
+            known = ", ".join(self._columns) or "none: no epoch has ended"
+            raise KeyError(f"{key!r}: the history has {known}")
+        return self._columns[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
 
     def to_pandas(self) -> DataFrame:
-        """The rows as a pandas DataFrame, one column per value (`train.loss`, `dev.accuracy`,
-        ...; step_losses left out). Needs pandas, which dlcourse does not install."""
+        """The history as a pandas DataFrame, one row per epoch and one column per key
+        (needs pandas: pip install pandas)."""
         try:
             import pandas
         except ImportError:
             raise ImportError("History.to_pandas() needs pandas: pip install pandas") from None
-        rows = [{k: v for k, v in row.items() if k != "step_losses"} for row in self]
-        return pandas.json_normalize(rows)
+        return pandas.DataFrame(self._columns)
+
+    def __repr__(self) -> str:
+        return f"<dlcourse.History of {len(self.rows)} epochs: {', '.join(self._columns)}>"
+
+
+def flat_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An epoch row with its split dicts flattened ("dev.loss"); step losses left out."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{name}": number for name, number in value.items()})
+        elif key != "step_losses":
+            flat[key] = value
+    return flat
+
+
+def keeps_random_state(function: F) -> F:
+    """Put the caller's global random state (Python's random, torch's CPU and CUDA
+    generators) back after the function, which seeds them as training does."""
+
+    @functools.wraps(function)
+    def keeping(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        state = random.getstate()
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                return function(*args, **kwargs)
+        finally:
+            random.setstate(state)
+
+    return keeping  # type: ignore[return-value]
 
 
 class Run:
@@ -66,6 +133,7 @@ class Run:
     def __init__(self, path: str | Path, *, data_dir: str | Path | None = None):
         self.path = Path(path)
         self.data_dir = resolve_data_dir(Path(data_dir) if data_dir is not None else None)
+        self._model: tuple[int | None, nn.Module] | None = None  # (file's time, model)
 
     @property
     def name(self) -> str:
@@ -83,8 +151,31 @@ class Run:
 
     @property
     def history(self) -> History:
-        """The epoch rows of metrics.jsonl."""
-        return History(row.to_json() for row in RunFolder(self.path).read_metrics())
+        """metrics.jsonl: `history["dev.loss"]` is the dev loss of each epoch, `history.rows`
+        the epoch rows, `history.to_pandas()` a DataFrame."""
+        return History([row.to_json() for row in RunFolder(self.path).read_metrics()])
+
+    @property
+    def model(self) -> nn.Module:
+        """The trained network with the weights the run kept (those summary.json measured),
+        on the CPU, in eval mode: `run.model(x)` gives the raw outputs (logits, or values) of
+        preprocessed inputs x. The same module each time, until the run's weights change."""
+        folder = RunFolder(self.path)
+        kept = folder.weights if folder.weights.exists() else folder.best
+        try:
+            stamp = os.stat(kept).st_mtime_ns
+        except OSError:
+            stamp = None
+        if self._model is None or self._model[0] != stamp:
+            self._model = (stamp, self.load_model())
+        return self._model[1]
+
+    def load_model(self, checkpoint: str = "kept") -> nn.Module:
+        """A new copy of the trained network, on the CPU, in eval mode, with the kept weights
+        (or `checkpoint="best"` or `"last"`: those checkpoints')."""
+        from dlcourse.tools.trained import open_run as open_trained
+
+        return open_trained(self.path, checkpoint).model
 
     def plot(self, metrics: Sequence[str] | None = None) -> Figure:
         """Train and dev curves per epoch, a panel per metric (default: the loss and the task's
@@ -98,13 +189,50 @@ class Run:
         rows = RunFolder(self.path).read_metrics()
         return curves_figure(rows, list(metrics), summary.weights_epoch if summary else 0)
 
-    def evaluate(self, split: str = "test", checkpoint: str = "kept") -> Evaluation:
-        """`dlcourse evaluate`: the metrics of the kept (or best, or last) weights on a split
-        (as in summary.json), the confusion matrix or predictions, the figures written to the
-        run."""
-        from dlcourse.tools.evaluate import evaluate_run
+    def plot_step_loss(self, beta: float | None = None) -> Figure:
+        """The recorded step losses with their exponentially weighted average v_t and the
+        bias-corrected v_t / (1 - beta^t) (default beta: the run's logging.ewa_beta), as in
+        the run's step_loss_ewa.png."""
+        from dlcourse.insight.averages import averaged, ewa_figure, step_losses
 
-        return evaluate_run(self.path, data_dir=self.data_dir, split=split, checkpoint=checkpoint)
+        beta = self.config.logging.ewa_beta if beta is None else beta
+        if not 0 < beta < 1:
+            raise UserError(f"beta: an average's beta is between 0 and 1, not {beta!r}")
+        series = averaged(step_losses(RunFolder(self.path).read_metrics()), beta)
+        return ewa_figure(series, f"{self.name}: the step loss and its average (beta {beta:g})")
+
+    @keeps_random_state
+    def evaluate(
+        self,
+        split: str = "test",
+        checkpoint: str = "kept",
+        *,
+        data: str | Path | None = None,
+        where: Mapping[str, Any] | None = None,
+        where_not: Mapping[str, Any] | None = None,
+        save: bool = False,
+    ) -> Evaluation:
+        """`dlcourse evaluate`: the metrics of the kept (or best, or last) weights on a split
+        (as in summary.json), the confusion matrix or predictions, and `.figures` (file name
+        -> matplotlib Figure); `save=True` also writes them into the run folder and its
+        TensorBoard, as the command does. A table run (churn, csv) is measured instead on
+        every row of another CSV (`data`) or of its own that the filters keep
+        (`where={"Geography": "Germany"}`, `where_not`; a value or a list of values per
+        column), as `--data`, `--where` and `--where-not` do."""
+        from dlcourse.tools.evaluate import evaluate_run, evaluate_table
+
+        if data is None and not where and not where_not:
+            return evaluate_run(self.path, data_dir=self.data_dir, split=split,
+                                checkpoint=checkpoint, write=save)  # fmt: skip
+        if split != "test":
+            raise UserError(
+                "split chooses a split of the run's own data; data, where and where_not "
+                "measure every row of a table that the filters keep"
+            )
+        return evaluate_table(
+            self.path, data_dir=self.data_dir, path=None if data is None else Path(data),
+            where=where, where_not=where_not, checkpoint=checkpoint,
+        )  # fmt: skip
 
     def diagnose(self, baseline_error: float | None = None) -> Diagnosis:
         """`dlcourse diagnose`: avoidable bias and variance of the kept weights, the verdict
@@ -113,6 +241,7 @@ class Run:
 
         return diagnose_run(self.path, baseline_error)
 
+    @keeps_random_state
     def predict(self, inputs: str | Path | Mapping[str, Any]) -> Predictions:
         """`dlcourse predict` with the kept weights: a picture of a digit or a folder of them
         (image models), a CSV file, or one row as {column: value} (table models)."""
@@ -122,6 +251,7 @@ class Run:
             return predict(self.path, None, [f"{key}={value}" for key, value in inputs.items()])
         return predict(self.path, Path(inputs))
 
+    @keeps_random_state
     def forward(
         self,
         inputs: str | Mapping[str, Any] | Sequence[str],
@@ -140,17 +270,67 @@ class Run:
         return forward(self.path, list(given), data_dir=self.data_dir, target=target,
                        backward=backward, checkpoint=checkpoint)  # fmt: skip
 
+    @keeps_random_state
+    def check_answers(self, answers: str | Path, checkpoint: str = "kept") -> AnswersResult:
+        """`dlcourse forward RUN --check answers.yaml`: a hand computation (z, a, the loss,
+        dL/dW... per layer) against this run's network; `.first_wrong` is the first wrong
+        value, with its formula and the right number."""
+        from dlcourse.tools.answers import check_answers
+
+        return check_answers(self.path, Path(answers), data_dir=self.data_dir,
+                             checkpoint=checkpoint)  # fmt: skip
+
+    @keeps_random_state
     def visualize_activations(
         self, split: str = "test", indices: Sequence[int] | None = None, checkpoint: str = "kept"
     ) -> list[LayerPicture]:
-        """`dlcourse visualize-activations`: a PNG per layer in <run>/activations/ (each
-        LayerPicture has its path), the layer statistics and the predictions printed."""
+        """`dlcourse visualize-activations`: a PNG per layer in <run>/activations/; each
+        LayerPicture has its path, its picture and the layer's statistics."""
         from dlcourse.tools.visualize import visualize_run
 
-        return visualize_run(self.path, data_dir=self.data_dir, console=notebook_console(False),
+        return visualize_run(self.path, data_dir=self.data_dir, console=notebook_console(True),
                              checkpoint=checkpoint, split=split,
                              indices=list(indices) if indices else None)  # fmt: skip
 
+    @keeps_random_state
+    def hidden_space(self, split: str = "test", checkpoint: str = "kept") -> HiddenSpace:
+        """`dlcourse visualize-activations --hidden-space`: every example of a split in the
+        input space and in the last hidden layer's space (PCA to 2-D), coloured by class;
+        `.input_accuracy`, `.hidden_accuracy`, `.output_accuracy` (how well a linear
+        classifier separates them in each) and `.figure`; the PNG goes to activations/."""
+        from dlcourse.tools.visualize import visualize_hidden_space
+
+        return visualize_hidden_space(self.path, data_dir=self.data_dir, checkpoint=checkpoint,
+                                      split=split)  # fmt: skip
+
+    @keeps_random_state
+    def landscape(
+        self,
+        other: str | Path | Run | None = None,
+        *,
+        points: int = 41,
+        grid: int = 21,
+        examples: int = 2000,
+        seed: int = 0,
+        out: str | Path | None = None,
+        checkpoint: str = "kept",
+    ) -> Landscape:
+        """`dlcourse landscape`: the loss around the kept weights along one and two random
+        filter-normalized directions, and (`other`: another run of the same network) along
+        the straight line between the two runs' weights. The numbers (`.centre`,
+        `.curve_min`, `.surface_min`, `.line.barrier`, ...) and `.figure`, every panel in one
+        matplotlib Figure; the PNGs are written as the command writes them."""
+        from dlcourse.tools.landscape import landscape
+
+        other_path = other.path if isinstance(other, Run) else other
+        return landscape(
+            self.path, data_dir=self.data_dir,
+            other=None if other_path is None else Path(other_path),
+            out=None if out is None else Path(out), points=points, grid=grid,
+            examples=examples, seed=seed, checkpoint=checkpoint,
+        )  # fmt: skip
+
+    @keeps_random_state
     def report(self, out: str | Path | None = None, markdown: bool = False) -> Path:
         """`dlcourse report`: the hand-in report (HTML, or Markdown); returns its path."""
         from dlcourse.tools.report import write_report
@@ -158,6 +338,7 @@ class Run:
         target = Path(out) if out is not None else None
         return write_report(self.path, data_dir=self.data_dir, out=target, markdown=markdown)
 
+    @keeps_random_state
     def resume(
         self,
         epochs: int | None = None,
@@ -167,15 +348,16 @@ class Run:
         callbacks: Sequence[Callback] = (),
     ) -> Run:
         """`dlcourse train --resume`: continue an interrupted run, or extend a finished one to
-        `epochs` epochs; returns this run."""
+        `epochs` epochs; returns this run (also when it diverged: see `train`)."""
         from dlcourse.app.training import resume
 
         overrides = [] if epochs is None else [f"train.epochs={epochs}"]
         console = notebook_console(quiet)
         overrides.append(f"logging.progress={json.dumps(show_progress(progress, console))}")
-        with python_resume_hint():
+        extra = [*callbacks, *live_plot(console, progress and not quiet)]
+        with python_resume_hint(), diverged_run(console):
             resume(self.path, data_dir=self.data_dir, console=console, overrides=overrides,
-                   callbacks=callbacks)  # fmt: skip
+                   callbacks=extra)  # fmt: skip
         return self
 
     def __repr__(self) -> str:
@@ -186,36 +368,92 @@ class Run:
         return f"<p><code>{self.path}</code></p>" + (metrics_html(summary) if summary else "")
 
 
+@keeps_random_state
 def train(
     config: ConfigSource,
     *,
-    set: Overrides = None,  # the name of the command's --set option
+    overrides: Overrides = None,
+    set: Overrides = None,  # the name of the command's --set option: overrides' other name
     runs_dir: str | Path = "runs",
     data_dir: str | Path | None = None,
     progress: bool = True,
     quiet: bool = False,
     callbacks: Sequence[Callback] = (),
+    init_weights: str | Path | None = None,
 ) -> Run:
     """`dlcourse train`: train a config (a YAML file, or a dict of the same keys) with the
-    overrides `set` ({"optim.lr": 0.01}, or ["optim.lr=0.01"]) into a new run folder under
-    `runs_dir`. `progress=False` hides the progress bar, `quiet=True` prints nothing.
+    `overrides` ({"optim.lr": 0.01}, or ["optim.lr=0.01"]; `set=` is the same) into a new
+    run folder under `runs_dir`, and return its Run. `progress=False` hides the progress bar
+    (and, in Jupyter, the live loss plot), `quiet=True` prints nothing. `init_weights`: a
+    weights file (`dlcourse weights --out`'s) to start from (--init-weights).
 
-    Raises ConfigError (naming each bad key), UserError, DivergedError, or InterruptedRun
-    (interrupted: the run is saved, `dlcourse.open_run(path).resume()` continues it).
+    A run whose loss became NaN or infinite is returned too, with what happened printed:
+    `run.summary.stop_reason == "diverged"` and `run.summary.diverged` says where.
+    Raises ConfigError (naming each bad key), UserError, or InterruptedRun (Ctrl-C: the run
+    is saved, and `dlcourse.open_run(path).resume()` continues it).
     """
     from dlcourse.app.training import train as train_job
 
     console = notebook_console(quiet)
-    overrides = [
-        *override_strings(set),
+    given = [
+        *override_strings(one_of(overrides, set)),
         f"logging.progress={json.dumps(show_progress(progress, console))}",
     ]
-    cfg = read_config(config, overrides)
+    cfg = read_config(config, given)
     folder = resolve_data_dir(Path(data_dir) if data_dir is not None else None)
-    with python_resume_hint():
-        result = train_job(cfg, runs_dir=Path(runs_dir), data_dir=folder, console=console,
-                           callbacks=callbacks)  # fmt: skip
-    return Run(result.folder.path, data_dir=folder)
+    extra = [*callbacks, *live_plot(console, progress and not quiet)]
+    with python_resume_hint(), diverged_run(console) as diverged:
+        result = train_job(
+            cfg,
+            runs_dir=Path(runs_dir),
+            data_dir=folder,
+            console=console,
+            callbacks=extra,
+            init_weights=None if init_weights is None else Path(init_weights),
+        )
+        return Run(result.folder.path, data_dir=folder)
+    assert diverged.path is not None
+    return Run(diverged.path, data_dir=folder)
+
+
+def one_of(overrides: Overrides, set_: Overrides) -> Overrides:
+    """The overrides, given as `overrides=` or as `set=` (the command's name), not both."""
+    if overrides is not None and set_ is not None:
+        raise UserError("give the overrides once: overrides= and set= are the same argument")
+    return overrides if overrides is not None else set_
+
+
+class Diverged:
+    """Where a diverged run is (diverged_run's result): None while none has."""
+
+    path: Path | None = None
+
+
+@contextmanager
+def diverged_run(console: Console) -> Iterator[Diverged]:
+    """A run that diverges is not an error in a notebook: its message is printed (unless
+    quiet) and the run folder kept in the result; the caller returns its Run."""
+    diverged = Diverged()
+    try:
+        yield diverged
+    except DivergedError as exc:
+        if exc.path is None:
+            raise
+        console.print(f"{exc}", style="red", highlight=False)
+        diverged.path = exc.path
+
+
+def live_plot(console: Console, wanted: bool) -> list[Callback]:
+    """In Jupyter, a plot of the loss that grows epoch by epoch (when `wanted`)."""
+    if not (wanted and console.is_jupyter):
+        return []
+    try:
+        from IPython.display import display
+    except ImportError:  # rich saw a notebook without IPython's display: nothing to draw on
+        return []
+    from dlcourse.insight.live import LiveLossPlot
+
+    return [LiveLossPlot(display)]
 
 
 def open_run(path: str | Path, *, data_dir: str | Path | None = None) -> Run:

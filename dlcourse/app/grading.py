@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import os
 import re
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,7 +47,6 @@ from dlcourse.grading.bundle import (
 )
 from dlcourse.grading.classpage import write_class_page
 from dlcourse.grading.gradebook import Row, finish_rows, write_gradebook
-from dlcourse.grading.measure import HIDDEN_READERS
 
 TIME_LIMIT = 600.0  # seconds per hand-in: a real MNIST retraining on one thread fits
 START_LIMIT = 300.0  # seconds for a worker to start (import torch, read the data)
@@ -104,6 +104,8 @@ def grade(
     if test_data is not None:
         if not test_data.exists():
             raise UserError(f"--test-data {test_data}: no such file or folder")
+        from dlcourse.grading.measure import HIDDEN_READERS  # (torch: only with --test-data)
+
         if assignment.task not in HIDDEN_READERS:
             raise UserError(
                 f"--test-data: hidden test sets are read for the "
@@ -130,7 +132,8 @@ def grade(
     )
     gradebook = write_gradebook(rows, out / "gradebook.csv", out)
     page = write_class_page(rows, assignment, out / "class.html", out, measured_on)
-    return GradeResult(out, rows, gradebook, page, time.monotonic() - started, jobs, measured_on)
+    workers = min(jobs, len(work))
+    return GradeResult(out, rows, gradebook, page, time.monotonic() - started, workers, measured_on)
 
 
 def find_bundles(submissions: list[Path]) -> list[Path]:
@@ -220,91 +223,97 @@ def run_workers(
     settings: Settings,
     jobs: int,
     time_limit: float,
-    on_row: Callable[[Row], None] | None,
+    on_row: Callable[[Row], None] | None = None,
 ) -> list[Row]:
-    """Grade every job in up to `jobs` worker processes, each job within its time limit."""
-    context = multiprocessing.get_context("spawn")
-    pending = deque(work)
-    rows: dict[int, Row] = {}
-    workers = [Worker(context, settings) for _ in range(min(jobs, len(work)))]
+    """Grade every job in up to `jobs` worker processes, each job within its time limit; the
+    rows in the jobs' order."""
+    return Pool(settings, time_limit, on_row).run(work, jobs)
 
-    def done(worker: Worker, row: Row) -> None:
+
+class Pool:
+    """Worker processes handed one job at a time; a worker past its job's time limit (or one
+    that died) is killed, its hand-in rejected, and a fresh one started if jobs remain."""
+
+    def __init__(self, settings: Settings, time_limit: float, on_row: Callable[[Row], None] | None):
+        self.context = multiprocessing.get_context("spawn")
+        self.settings, self.time_limit, self.on_row = settings, time_limit, on_row
+        self.pending: deque[Job] = deque()
+        self.rows: dict[int, Row] = {}
+        self.workers: list[Worker] = []
+
+    def run(self, work: list[Job], jobs: int) -> list[Row]:
+        self.pending.extend(work)
+        self.workers = [Worker(self.context, self.settings) for _ in range(min(jobs, len(work)))]
+        try:
+            while len(self.rows) < len(work):
+                self.step()
+        finally:
+            for worker in self.workers:
+                if worker.process.is_alive() and worker.job is None:
+                    try:
+                        worker.conn.send(None)  # done: exit on your own
+                        worker.process.join(5)
+                    except OSError:
+                        pass
+                worker.stop()
+        return [self.rows[job.index] for job in work]
+
+    def step(self) -> None:
+        """Hand out jobs, wait for a message or the first deadline, act on it."""
+        for worker in self.workers:
+            if worker.ready and worker.job is None and self.pending:
+                worker.send(self.pending.popleft(), self.time_limit)
+        first = min(worker.deadline for worker in self.workers)
+        timeout = None if first == math.inf else max(0.0, first - time.monotonic())
+        for conn in wait([worker.conn for worker in self.workers], timeout):
+            worker = next(w for w in self.workers if w.conn is conn)
+            try:
+                kind, payload = worker.conn.recv()
+            except (EOFError, OSError):
+                kind, payload = "died", None
+            if kind == "ready":
+                worker.ready, worker.deadline = True, math.inf
+            elif kind == "row":
+                self.done(worker, payload)
+            elif kind == "failed":  # the worker could not start: the same for every one
+                raise UserError(f"a grading process could not start: {payload}")
+            elif worker.job is None:
+                raise UserError("a grading process ended while starting")
+            else:  # killed: out of memory, a crash in a library
+                self.end(worker, "ended unexpectedly")
+        now = time.monotonic()
+        for worker in list(self.workers):
+            if worker.deadline <= now:
+                if worker.job is None:
+                    raise UserError(f"a grading process did not start in {START_LIMIT:.0f} s")
+                self.end(worker, f"took longer than the time limit of {self.time_limit:g} s")
+
+    def done(self, worker: Worker, row: Row) -> None:
         assert worker.job is not None
-        rows[worker.job.index] = row
-        worker.job = None
-        if on_row is not None:
-            on_row(row)
+        self.rows[worker.job.index] = row
+        worker.job, worker.deadline = None, math.inf
+        if self.on_row is not None:
+            self.on_row(row)
 
-    try:
-        while len(rows) < len(work):
-            for worker in workers:
-                if worker.ready and worker.job is None and pending:
-                    worker.send(pending.popleft(), time_limit)
-            first = min(worker.deadline for worker in workers)
-            timeout = None if first == math.inf else max(0.0, first - time.monotonic())
-            for conn in wait([worker.conn for worker in workers], timeout):
-                worker = next(w for w in workers if w.conn is conn)
-                try:
-                    kind, payload = worker.conn.recv()
-                except (EOFError, OSError):
-                    kind, payload = "died", None
-                if kind == "ready":
-                    worker.ready, worker.deadline = True, math.inf
-                elif kind == "row":
-                    done(worker, payload)
-                    worker.deadline = math.inf
-                elif kind == "failed":  # the worker could not start: the same for every one
-                    raise UserError(f"a grading process could not start: {payload}")
-                else:  # killed: out of memory, a crash in a library
-                    if worker.job is None:
-                        raise UserError("a grading process ended while starting")
-                    workers[workers.index(worker)] = replace(
-                        worker, context, settings, done, "ended unexpectedly"
-                    )
-            now = time.monotonic()
-            for index, worker in enumerate(workers):
-                if worker.deadline <= now:
-                    if worker.job is None:
-                        raise UserError(f"a grading process did not start in {START_LIMIT:.0f} s")
-                    workers[index] = replace(
-                        worker,
-                        context,
-                        settings,
-                        done,
-                        f"took longer than the time limit of {time_limit:g} s, and was stopped",
-                    )
-    finally:
-        for worker in workers:
-            if worker.process.is_alive() and worker.job is None:
-                try:
-                    worker.conn.send(None)
-                    worker.process.join(5)
-                except (OSError, BrokenPipeError):
-                    pass
-            worker.stop()
-    return [rows[job.index] for job in work]
-
-
-def replace(
-    worker: Worker,
-    context: Any,
-    settings: Settings,
-    done: Callable[[Worker, Row], None],
-    why: str,
-) -> Worker:
-    """Stop a worker; its hand-in (if any) is rejected with `why`; a fresh worker instead."""
-    job = worker.job
-    worker.stop()
-    if job is not None:
-        row = Row(
-            student=file_student(job.path), bundle=job.path.name, reasons=[f"grading it {why}"]
-        )
-        done(worker, row)
-    return Worker(context, settings)
+    def end(self, worker: Worker, why: str) -> None:
+        """Stop a worker; its hand-in is rejected with `why`."""
+        job = worker.job
+        assert job is not None
+        worker.stop()
+        row = Row(student=file_student(job.path), bundle=job.path.name)
+        row.reasons = [f"grading it {why}, and it was stopped"]
+        self.done(worker, row)
+        index = self.workers.index(worker)
+        if self.pending:
+            self.workers[index] = Worker(self.context, self.settings)
+        else:
+            del self.workers[index]
 
 
 def worker_main(conn: Connection, settings: Settings) -> None:
     """A worker process: one thread, the grader's data read once, then hand-ins until None."""
+    # Ctrl-C reaches every process of the terminal: the parent stops the workers itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import torch
 
@@ -344,6 +353,8 @@ class BundleGrader:
         from dlcourse.grading.measure import GraderData
 
         self.assignment = load_assignment(self.settings.assignment)
+        # the file's name in the gradebook's flags: the same wherever the grader keeps it
+        self.assignment.source = self.settings.assignment.name
         self.data = GraderData(self.assignment, self.settings.data_dir, self.settings.test_data)
 
     def grade(self, job: Job) -> Row:
@@ -415,6 +426,10 @@ class BundleGrader:
         self.measure(opened, summary, row)
         row.weights_digest = weights_digest(opened.model)
         row.config_digest, row.config_is_base = config_digest(cfg, assignment)
+        if any(problem.kind == "locked" for problem in problems):
+            # its data keys may name any file of the grader's machine: nothing reads them
+            row.notes.append("no report and no retraining: a locked key changed")
+            return
         if settings.reports:
             self.report(run.path, job, row)
         if settings.retrain:
@@ -446,7 +461,7 @@ class BundleGrader:
             row.flags.append(
                 f"claimed {split} {metric} {assignment.format(row.claimed)}, but the kept "
                 f"weights measure {assignment.format(row.reproduced)} on the same split (more "
-                f"than {tolerance:g} apart: summary.json edited, or not these weights')"
+                f"than {tolerance:g} apart: summary.json was edited, or is another run's)"
             )
 
     def report(self, run_dir: Path, job: Job, row: Row) -> None:

@@ -21,6 +21,13 @@ A sweep file (`*.sweep.yaml`) describes a sweep:
     variants:                                 # named sets of overrides, crossed with the grid
       none: {}
       l2: {regularization.l2: 1.0}
+    seeds: 3                                  # every combination over 3 seeds (--seeds)
+
+Seeds: with `seeds: N` (or `--seeds N`) every combination trains N times, with the seeds
+S, S+1, ..., S+N-1, where S is the combination's own `seed` (the config's, 0 by default); the
+runs are named <label>_seed-<seed>. The comparison then has one row per combination: the mean
+and the standard deviation over its seeds (compare.py), and says which differences are larger
+than the seed-to-seed spread.
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ from dlcourse.tools.compare import Comparison, compare_runs, short_key
 SWEEP_SUFFIX = ".sweep.yaml"
 DONE = ("completed", "early_stopping", "diverged")  # a sweep runs these no more (seeded: a
 # diverged run would diverge again)
-SWEEP_KEYS = ("config", "name", "set", "grid", "variants")
+SWEEP_KEYS = ("config", "name", "set", "grid", "variants", "seeds")
+MAX_SEEDS = 100  # runs per combination
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -59,13 +67,15 @@ class SweepSpec:
     overrides: list[str] = field(default_factory=list)  # KEY=VALUE for every run
     grid: dict[str, list[str]] = field(default_factory=dict)  # key -> values (YAML text)
     variants: dict[str, list[str]] = field(default_factory=dict)  # name -> KEY=VALUE
+    seeds: int = 1  # runs per combination, with seeds S, S+1, ... (S: the config's seed)
 
 
 @dataclass
 class Combination:
-    label: str  # the run's name: its values, e.g. l2_lr-0.01
+    label: str  # the run's name: its values, e.g. l2_lr-0.01 (+ _seed-1 with seeds)
     overrides: list[str]  # KEY=VALUE of this combination
     variant: str = ""  # the variant's name, if the sweep has variants
+    group: str = ""  # the combination's label without the seed: its runs' row in the table
 
 
 @dataclass
@@ -126,6 +136,10 @@ def read_sweep_file(path: Path) -> SweepSpec:
     if not isinstance(variants, dict):
         raise UserError(f"{path}: variants: must map each variant's name to its overrides")
     name = str(data.get("name") or path.name.removesuffix(SWEEP_SUFFIX))
+    seeds = data.get("seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int):
+        raise UserError(f"{path}: seeds: must be a whole number of seeds per combination")
+    check_seeds(seeds, f"{path}: seeds")
     return SweepSpec(
         config=(path.parent / data["config"]),
         name=name,
@@ -138,6 +152,7 @@ def read_sweep_file(path: Path) -> SweepSpec:
             ]
             for variant, overrides in variants.items()
         },
+        seeds=seeds,
     )
 
 
@@ -165,6 +180,29 @@ def combinations(spec: SweepSpec) -> list[Combination]:
     return found
 
 
+def check_seeds(seeds: int, option: str = "--seeds") -> None:
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise UserError(f"{option} {seeds}: give 1 to {MAX_SEEDS} seeds per combination")
+
+
+def seeded(spec: SweepSpec, combo: Combination, cfg: Config) -> list[Combination]:
+    """The combination's runs over spec.seeds seeds: cfg.seed (its own seed), cfg.seed + 1,
+    ..., each named <label>_seed-<seed>."""
+    if any(key == "seed" for key in spec.grid) or any(
+        override.partition("=")[0].strip() == "seed" for override in combo.overrides
+    ):
+        raise UserError(
+            "--seeds runs every combination over several seeds; a grid (or variant) of seed "
+            "values does that too: choose one"
+        )
+    stem = cfg.name if combo.label == "run" else combo.label  # seeds alone: <name>_seed-0
+    return [
+        Combination(f"{stem}_seed-{seed}", [*combo.overrides, f"seed={seed}"], combo.variant,
+                    group=stem)
+        for seed in range(cfg.seed, cfg.seed + spec.seeds)
+    ]  # fmt: skip
+
+
 def label_of(value: str) -> str:
     """A grid value as it reads in a run name: the text without quotes."""
     return value.strip().strip("'\"")
@@ -182,16 +220,25 @@ def check_name(name: str) -> None:
 
 def resolve(spec: SweepSpec) -> list[tuple[Combination, Config]]:
     """Every combination with its validated config (all checked before any run starts)."""
-    if not spec.grid and not spec.variants:
-        raise UserError("a sweep needs at least one --grid KEY=V1,V2,... (or variants)")
+    check_seeds(spec.seeds)
+    if not spec.grid and not spec.variants and spec.seeds <= 1:
+        raise UserError(
+            "a sweep needs at least one --grid KEY=V1,V2,... (or variants, or --seeds N)"
+        )
     resolved, seen = [], set()
     for combo in combinations(spec):
         while combo.label in seen:  # two values that read the same in a run name
             combo.label += "_"
         seen.add(combo.label)
-        name = f"name={json.dumps(combo.label)}"
-        cfg = load_config(spec.config, [*spec.overrides, *combo.overrides, name])
-        resolved.append((combo, cfg))
+        combo.group = combo.label
+        runs = [combo]
+        if spec.seeds > 1:
+            runs = seeded(spec, combo, load_config(spec.config, [*spec.overrides,
+                                                                 *combo.overrides]))  # fmt: skip
+        for run in runs:
+            name = f"name={json.dumps(run.label)}"
+            resolved.append((run, load_config(spec.config, [*spec.overrides, *run.overrides,
+                                                             name])))  # fmt: skip
     return resolved
 
 
@@ -239,7 +286,8 @@ def run_sweep(spec: SweepSpec, *, runs_dir: Path, data_dir: Path, console: Conso
         assert found is not None  # the run just made its folder
         paths.append(found)
     variants = [combo.variant for combo, _ in resolved] if spec.variants else None
-    comparison = compare_runs(paths, folder, "sweep.csv", list(spec.grid), variants)
+    groups = [combo.group for combo, _ in resolved]  # a row per combination, over its seeds
+    comparison = compare_runs(paths, folder, "sweep.csv", list(spec.grid), variants, groups)
     return SweepResult(folder, comparison, skipped, diverged)
 
 
@@ -275,5 +323,6 @@ def describe_spec(spec: SweepSpec) -> str:
         "set": spec.overrides,
         "grid": {key: [label_of(v) for v in values] for key, values in spec.grid.items()},
         "variants": spec.variants,
+        "seeds": spec.seeds,
     }
     return yaml.safe_dump(data, sort_keys=False)

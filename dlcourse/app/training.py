@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +35,26 @@ from dlcourse.config import (
     load_config,
     validate_config,
 )
+from dlcourse.config.schema import config_warnings
 from dlcourse.data import TaskData, load_task_data
-from dlcourse.errors import InterruptedRun, UserError
+from dlcourse.errors import DivergedError, InterruptedRun, UserError
 from dlcourse.fileio import path_text
 from dlcourse.insight import boundary
+from dlcourse.insight.averages import StepLossAverages
 from dlcourse.insight.console import ConsoleReporter, plural
 from dlcourse.insight.warnings import SymmetryWarning, TrainingWarnings
 from dlcourse.models import build_model, check_memory, count_parameters
-from dlcourse.runs import EpochRow, RunFolder, RunLock, Summary
+from dlcourse.runs import EpochRow, RunFolder, RunLock, Session, Summary
 from dlcourse.tools.diagnose import diagnose_summary
 from dlcourse.tools.lr_find import LrFindResult, lr_schedule, regions, smooth, write_outputs
 from dlcourse.tools.trained import TrainedRun, open_run
+from dlcourse.tools.weights import load_weights_file
 from dlcourse.training.checkpoint import TrainingState, checked
 from dlcourse.training.device import (
     CpuLoad,
     cpu_threads,
+    device_text,
+    machine_record,
     place_data,
     prepare_model,
     resolve_device,
@@ -82,14 +88,22 @@ def train(
     data_dir: Path,
     console: Console,
     callbacks: Sequence[Callback] = (),
+    init_weights: Path | None = None,
 ) -> TrainResult:
-    """Train the config's model on its task; every artifact goes to a new run folder."""
+    """Train the config's model on its task; every artifact goes to a new run folder.
+
+    `init_weights`: a weights file (`dlcourse weights --out`'s format, typed in or exported)
+    that the training starts from instead of the seeded initialization."""
     load = CpuLoad()  # measures how busy the machine is while the data loads
+    for warning in config_warnings(cfg):  # valid, but likely a mistake
+        console.print(Text(f"warning: {warning}", "yellow"), highlight=False)
     seed_everything(cfg.seed)
     device = resolve_device(cfg)
     data = load_task_data(cfg, data_dir)
     check_fits(cfg, data)
     network = build_model(cfg.model, data.input_shape, data.n_outputs)
+    if init_weights is not None:  # every check of the file runs before a run folder exists
+        load_weights_file(init_weights, network)
     check_schedule(cfg, len(data.splits["train"]))  # before a run folder exists
     threads = threads_for(cfg, network, load)
     folder = RunFolder.create(runs_dir, cfg.name)
@@ -98,6 +112,8 @@ def train(
         folder.write_config(dump_config(cfg))
         folder.write_splits({name: split.rows for name, split in data.splits.items()})
         describe(console, cfg, data, network, device, folder, threads)
+        if init_weights is not None:
+            console.print(f"initial weights: {path_text(init_weights)}", highlight=False)
         model = prepare_model(cfg, network, device)
         trainer = Trainer(cfg, place_data(data, device), model, device=device, folder=folder)
         return train_in(trainer, console, threads=threads, callbacks=callbacks)
@@ -173,9 +189,16 @@ def train_in(
         if cfg.logging.insight and boundary.applies(trainer.data.input_shape, trainer.data.kind):
             boundaries = boundary.DecisionBoundary(writer, folder.path, cfg.logging.insight_every)
             trainer.add_callbacks([boundaries])
+        if cfg.logging.insight:  # step_loss_ewa.png: the EWA of the step loss, two ways
+            trainer.add_callbacks([StepLossAverages(cfg.logging.ewa_beta)])
+        folder.add_session(session(trainer, "resume" if resumed else "train", threads))
         with stop_on_signals(trainer), cpu_threads(threads):
-            summary = trainer.fit()
-        console.print(diagnose_summary(summary).line(), highlight=False)
+            try:
+                summary = trainer.fit()
+            except DivergedError as exc:  # the summary says where: the caller may open it
+                exc.path = folder.path
+                raise
+        console.print(diagnose_summary(summary, cfg=trainer.cfg).line(), highlight=False)
         if trainer.stop_requested:  # asked during the last steps: the run ended first
             raise InterruptedRun(
                 f"interrupted as the run ended; it finished and everything is saved in "
@@ -189,6 +212,18 @@ def train_in(
         console.print(
             Text.assemble("run folder: ", (path_text(folder.path), "bold")), highlight=False
         )
+
+
+def session(trainer: Trainer, command: str, threads: int | None) -> Session:
+    """What this training session runs on, for environment.json (the report shows it)."""
+    processes = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    return Session.model_validate({
+        "command": command,
+        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+        **machine_record(trainer.device, threads),
+        "processes": processes,
+        "seed": trainer.cfg.seed,
+    })  # fmt: skip
 
 
 def raise_interrupt(signum: int, frame: Any) -> None:
@@ -233,17 +268,12 @@ def describe(
     threads: int | None = None,
 ) -> None:
     sizes = " / ".join(f"{len(split):,} {name}" for name, split in data.splits.items())
-    if device.type == "cpu":
-        count = threads or torch.get_num_threads()
-        device_text = f"cpu ({plural(count, 'thread')})"
-    else:
-        device_text = str(device)
     console.print(Text.assemble(
         (cfg.name, "bold"),
         f": task {cfg.task}, {sizes} ({data.source})\n"
         f"model: {count_parameters(model):,} parameters, optimizer {cfg.optim.name} "
         f"lr {cfg.optim.lr:g}, batch {cfg.train.batch_size}, {plural(cfg.train.epochs, 'epoch')}, "
-        f"device {device_text}, run folder {path_text(folder.path)}",
+        f"device {device_text(device, threads)}, run folder {path_text(folder.path)}",
     ), highlight=False)  # fmt: skip
 
 
@@ -261,6 +291,7 @@ def prepare_resume(
 
     `build` makes the trainer (Trainer's arguments; the distributed job gives its own)."""
     folder.check_writable()  # no link out of the folder, before anything is read or written
+    folder.read_sessions()  # a damaged environment.json refuses the resume before a change
     if not folder.last.is_file():
         raise UserError(
             f"{folder.last}: no checkpoint to resume from (the run never completed an epoch); "
@@ -322,6 +353,12 @@ def check_resumable(cfg: Config, saved: Config, state: TrainingState, folder: Ru
         )
     if not folder.summary.exists():
         return  # killed before its summary: resuming ends it properly
+    max_steps = cfg.train.max_steps
+    if max_steps is not None and state.global_step >= max_steps:
+        raise UserError(
+            f"{folder.path}: the run stopped at train.max_steps = {max_steps}, which cuts its "
+            "last epoch short, so it cannot be extended; start a new run with more steps"
+        )
     patience = cfg.train.early_stopping.patience
     if patience is not None and state.early_stopping.bad_epochs >= patience:
         raise UserError(
@@ -408,7 +445,7 @@ def overfit_batch(
     check_fits(cfg, data, batch=len(few))
     network = build_model(cfg.model, data.input_shape, data.n_outputs)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
-        update={"epochs": steps, "batch_size": "full"})})  # fmt: skip
+        update={"epochs": steps, "batch_size": "full", "max_steps": None})})  # fmt: skip
     trainer = Trainer(cfg, place_data(data, device), prepare_model(cfg, network, device),
                       device=device, measure_at_end=False)  # fmt: skip
     baseline = know_nothing_loss(data.kind, trainer.data.splits["train"].y, trainer.loss_fn,
@@ -435,6 +472,7 @@ def lr_find(
     end: float = 10.0,
     steps: int = 100,
     out: Path | None = None,
+    progress: bool = True,
 ) -> LrFindResult:
     """`dlcourse lr-find`: the learning-rate range test (tools/lr_find.py) for the config's
     model, data and optimizer, trained by the one loop; the outputs go to a new folder."""
@@ -456,13 +494,13 @@ def lr_find(
     schedule = cfg.optim.schedule.model_copy(update={"name": "none"})  # the test sets the lr
     cfg = cfg.model_copy(update={
         "optim": cfg.optim.model_copy(update={"schedule": schedule}),
-        "train": cfg.train.model_copy(update={"epochs": epochs}),
+        "train": cfg.train.model_copy(update={"epochs": epochs, "max_steps": None}),
     })  # fmt: skip
     trainer = Trainer(cfg, place_data(data, device), prepare_model(cfg, network, device),
                       device=device, measure_at_end=False)  # fmt: skip
     columns = (TextColumn("lr-find"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[at]}"))  # fmt: skip
-    with Progress(*columns, console=console, transient=True) as bar:
+    with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
         task = bar.add_task("lr", total=len(lrs), at="")
 
         def report(step: int, lr: float, smoothed: float) -> None:

@@ -12,7 +12,6 @@ import signal
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
 
 from dlcourse.cli import experiments, grading, inspection, results, setup, training
@@ -25,7 +24,10 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
 )
-config_app = typer.Typer(help="Check a config, or print it fully resolved.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Check a config, print it fully resolved, or write its JSON Schema.",
+    no_args_is_help=True,
+)
 app.add_typer(config_app, name="config")
 data_app = typer.Typer(help="Example data sets, generated.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -39,9 +41,11 @@ app.command("visualize-activations")(inspection.visualize_activations)
 app.command("forward")(inspection.forward)
 app.command("weights")(inspection.weights)
 app.command("gradcheck")(inspection.gradcheck)
+app.command("landscape")(inspection.landscape)
 app.command("evaluate")(results.evaluate)
 app.command("predict")(results.predict)
 app.command("report")(results.report)
+app.command("export")(results.export)
 app.command("diagnose")(experiments.diagnose)
 app.command("lr-find")(experiments.lr_find)
 app.command("sweep")(experiments.sweep)
@@ -49,11 +53,31 @@ app.command("compare")(experiments.compare)
 app.command("runs")(experiments.runs)
 config_app.command("validate")(setup.validate)
 config_app.command("show")(setup.show)
+config_app.command("schema")(setup.schema)
+app.command("init")(setup.init)
+app.command("doctor")(setup.doctor)
 data_app.command("make")(setup.make)
 assignment_app.command("show")(grading.show)
 assignment_app.command("check")(grading.check)
 app.command("handin")(grading.handin)
 app.command("grade")(grading.grade)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import platform
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as installed
+
+        from dlcourse.version import __version__
+
+        try:  # torch's metadata, not `import torch` (2 s)
+            torch_version = installed("torch")
+        except PackageNotFoundError:
+            torch_version = "not installed"
+        typer.echo(f"dlcourse {__version__} (torch {torch_version}, "
+                   f"Python {platform.python_version()})")  # fmt: skip
+        raise typer.Exit()
 
 
 @app.callback()
@@ -63,6 +87,15 @@ def _main(
         typer.Option(
             "--debug",
             help="Show the traceback of unexpected errors, and what dlcourse skipped and why.",
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the versions of dlcourse, torch and Python, and exit.",
+            is_eager=True,
+            callback=_print_version,
         ),
     ] = False,
 ) -> None:
@@ -95,8 +128,12 @@ def main(stopped_early: bool = False) -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except USAGE_ERRORS as exc:
-        exc.show()  # type: ignore[attr-defined]
-        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        show = getattr(exc, "show", None)  # click's exceptions print their usage line
+        if show is not None:
+            show()
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
     # The command is done. Python's shutdown would put the default handlers back, under which
     # a late Ctrl-C or SIGTERM kills the process (exit 143) with its work complete; ignored
     # signals stay ignored through the shutdown, on every thread.
@@ -105,11 +142,18 @@ def main(stopped_early: bool = False) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-# click's usage errors (exit 2), as click itself and typer (which carries its own click from
-# 0.20 on) define them
-USAGE_ERRORS: tuple[type[Exception], ...] = tuple(
-    {click.ClickException, getattr(typer, "TyperException", click.ClickException)}
-)
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """click's usage errors (exit 2): typer's own, which carries its click from 0.20 on (and
+    installs no separate click); before that, the click package's."""
+    base = getattr(typer, "TyperException", None)
+    if base is None:
+        import click
+
+        base = click.ClickException
+    return (base,)
+
+
+USAGE_ERRORS = _usage_errors()
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -27,6 +27,17 @@ if TYPE_CHECKING:
     from dlcourse.tools.compare import Comparison
 
 RunsDirOption = Annotated[Path, typer.Option(help="Where run folders are created.")]
+MAX_SEEDS = 100  # app.sweep.MAX_SEEDS (importing it would import torch)
+SeedsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=MAX_SEEDS,
+        help="Train every combination N times, with the seeds S, S+1, ... (S: its config's "
+        "seed); the table shows mean ± std and says which differences are larger than the "
+        "seed-to-seed spread.",
+    ),
+]
 MAX_STEPS = 10_000  # tools.lr_find.MAX_STEPS (importing it would import torch)
 
 
@@ -64,7 +75,11 @@ def diagnose(
         f"  dev error       {dev:>7}   variance = dev - train = {variance}",
         f"verdict: {found.verdict} (a gap above {found.threshold:.2%} is high)",
     ]
-    lines += [f"  - {remedy}" for remedy in found.remedies]
+    if found.floor:
+        lines.append(found.floor + ".")
+    for cause, remedies in found.causes.items():  # a list per cause: never mixed
+        lines.append(f"against the {cause}:")
+        lines += [f"  - {remedy}" for remedy in remedies]
     if not found.remedies:
         lines.append("  nothing to fix at this threshold")
     typer.echo("\n".join(lines))
@@ -131,6 +146,7 @@ def sweep(
         str | None,
         typer.Option(help="The sweep folder's name (default: CONFIG's name + -sweep)."),
     ] = None,
+    seeds: SeedsOption = None,
     runs_dir: RunsDirOption = Path("runs"),
     data_dir: DataDirOption = None,
 ) -> None:
@@ -144,11 +160,27 @@ def sweep(
     spec.grid.update(parse_grid(grid or []))
     spec.overrides += set_ or []
     spec.name = name or spec.name
+    spec.seeds = seeds or spec.seeds
     out = console()
     result = run_sweep(spec, runs_dir=runs_dir, data_dir=resolve_data_dir(data_dir), console=out)
     out.print(comparison_table(result.comparison))
     if result.skipped:
         out.print(f"skipped (finished before): {', '.join(result.skipped)}", highlight=False)
+    print_verdicts(result.comparison)
+    print_outputs(result.comparison)
+
+
+def train_seeds(config: Path, overrides: list[str], seeds: int, name: str, runs_dir: Path,
+                data_dir: Path | None) -> None:  # fmt: skip
+    """`dlcourse train CONFIG --seeds N`: N runs of one config, seeds S, S+1, ..., in the
+    folder RUNS_DIR/NAME-seeds, and their mean ± std."""
+    from dlcourse.app.sweep import SweepSpec, run_sweep
+
+    spec = SweepSpec(config=config, name=f"{name}-seeds", overrides=overrides, seeds=seeds)
+    out = console()
+    result = run_sweep(spec, runs_dir=runs_dir, data_dir=resolve_data_dir(data_dir), console=out)
+    out.print(comparison_table(result.comparison))
+    print_verdicts(result.comparison)
     print_outputs(result.comparison)
 
 
@@ -170,35 +202,79 @@ def compare(
 
     comparison = compare_runs(run_dirs, out=out)
     console().print(comparison_table(comparison))
+    print_verdicts(comparison)
     print_outputs(comparison)
 
 
 def comparison_table(comparison: Comparison) -> Table:
+    """A row per run, or (seeds) per group with mean ± std. It fits 80 columns for a few
+    differing keys (two-line headers), and a number is never cut or folded: when the table
+    must narrow, long key values and words wrap."""
     from rich.table import Table
 
     from dlcourse.tasks import format_metric
-    from dlcourse.tools.compare import short_names
+    from dlcourse.tools.compare import short_names, spread_text
 
-    table = Table()
+    seeded = comparison.seeded
+    title = None
+    if seeded:
+        seeds = sorted({len(group.rows) for group in comparison.groups})
+        counts = "/".join(str(n) for n in seeds)
+        title = f"mean ± std over {counts} seeds per row (the sample std)"
     names = list(short_names(comparison.keys).values())
-    for name in names:
-        table.add_column(name)
-    monitor = comparison.monitor
-    for column in (f"best dev {monitor}", f"last dev {monitor}", f"test {comparison.metric}",
-                   "epochs", "time"):  # fmt: skip
-        table.add_column(column, justify="right")
-    table.add_column("status")
-    if not names:  # nothing differs in the configs: name the runs
-        table.add_column("run")
-    for row in comparison.rows:
-        run = row.run
-        seconds = "-" if run.seconds is None else f"{run.seconds:.1f}s"
-        table.add_row(
-            *(row.values[name] for name in names), format_metric(monitor, row.dev),
-            format_metric(monitor, row.last_dev), format_metric(comparison.metric, row.test),
-            str(run.epochs or "-"), seconds, run.status, *([] if names else [run.name]),
-        )  # fmt: skip
+    monitor, metric = comparison.monitor, comparison.metric
+    cells: list[list[str]] = []
+    if seeded:
+        for group in comparison.groups:
+            cells.append([
+                *(group.values[name] for name in names),
+                spread_text(monitor, group.dev, "\n"), spread_text(monitor, group.last_dev, "\n"),
+                spread_text(metric, group.test, "\n"), group.epochs, seconds_text(group.seconds),
+                group.status.replace("_", " ").replace(", ", "\n"),
+            ])  # fmt: skip
+    else:
+        for row in comparison.rows:
+            run = row.run
+            cells.append([
+                *(row.values[name] for name in names), format_metric(monitor, row.dev),
+                format_metric(monitor, row.last_dev), format_metric(metric, row.test),
+                str(run.epochs or "-"), seconds_text(run.seconds), run.status.replace("_", " "),
+                *([] if names else [run.name]),
+            ])  # fmt: skip
+    headers = [*names, f"best dev\n{monitor}", f"last dev\n{monitor}", f"test\n{metric}",
+               "epochs", "time", "status", *([] if names or seeded else ["run"])]  # fmt: skip
+    table = Table(title=title)
+    widths = []  # the least width of each column: no number, header or word is cut
+    for index, header in enumerate(headers):
+        column = [*header.split("\n"), *(line for row in cells for line in row[index].split("\n"))]
+        keyed = index < len(names) or header == "run"  # a value up to 20 characters stays whole
+        pieces = [w for v in column for w in v.split()] if header == "status" else column
+        widths.append(min(max(map(len, pieces), default=1), 20 if keyed else 1000))
+    # Many differing keys: past 80 columns, their values fold rather than the table overflow.
+    fold = sum(widths) + 3 * len(widths) + 1 > 80
+    for index, (header, width) in enumerate(zip(headers, widths, strict=True)):
+        keyed = index < len(names) or header == "run"
+        if keyed:
+            table.add_column(header, overflow="fold", min_width=None if fold else width)
+        else:
+            table.add_column(header, justify="right" if header != "status" else "left",
+                             min_width=width)  # fmt: skip
+    for cell_row in cells:
+        table.add_row(*cell_row)
     return table
+
+
+def seconds_text(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s"
+
+
+def print_verdicts(comparison: Comparison) -> None:
+    """Whether the differences are larger than the seed-to-seed spread, in words."""
+    from dlcourse.tools.compare import spread_verdicts
+
+    out = console()
+    for line in spread_verdicts(comparison):
+        out.print(line, highlight=False, markup=False)
 
 
 def print_outputs(comparison: Comparison) -> None:
@@ -232,17 +308,29 @@ def runs(
     if as_json:
         typer.echo(json.dumps([row.to_json() for row in found.rows], indent=2))
         return
+    from dlcourse.tasks import SHORT
+
+    # Five columns, so that the name has room at 80 columns; its date is its second line.
+    # Nothing is cut: a name folds (two runs must never read the same), the other cells wrap
+    # between words, each column at least as wide as its longest word.
     table = Table(title=f"{len(found.rows)} runs in {runs_dir}")
-    for column in ("run", "task", "date", "epochs", "best dev", "test", "status"):
-        # a name wraps rather than being cut: two runs must never read the same
-        table.add_column(column, justify="right" if column in ("epochs",) else "left",
-                         overflow="fold" if column == "run" else "ellipsis")  # fmt: skip
-    for row in found.rows:
-        table.add_row(
-            row.name, row.task, row.date, "-" if row.epochs is None else str(row.epochs),
-            f"{row.dev_metric} {format_metric(row.dev_metric, row.dev)}",
-            f"{row.test_metric} {format_metric(row.test_metric, row.test)}", row.status,
-        )  # fmt: skip
+    cells = [
+        [f"{row.name}\n{row.date}", row.task, "-" if row.epochs is None else str(row.epochs),
+         f"dev {SHORT.get(row.dev_metric, row.dev_metric)} "
+         f"{format_metric(row.dev_metric, row.dev)}\n"
+         f"test {SHORT.get(row.test_metric, row.test_metric)} "
+         f"{format_metric(row.test_metric, row.test)}", row.status.replace("_", " ")]
+        for row in found.rows
+    ]  # fmt: skip
+    for index, column in enumerate(("run (date)", "task", "epochs", "best dev, test", "status")):
+        words = [word for row in cells for word in row[index].split()] + column.split()
+        lines = [line for row in cells for line in row[index].split("\n")]
+        least = max(map(len, lines if column.startswith("best") else words))
+        table.add_column(column, justify="right" if column == "epochs" else "left",
+                         overflow="fold", min_width=None if index == 0 else least,
+                         max_width=least if column == "status" else None)  # fmt: skip
+    for cell_row in cells:
+        table.add_row(*cell_row)
     out = console()
     out.print(table)
     for problem in found.problems:

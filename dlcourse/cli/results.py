@@ -1,10 +1,11 @@
-"""Commands that use a trained run: `dlcourse evaluate`, `predict` and `report`."""
+"""Commands that use a trained run: `dlcourse evaluate`, `predict`, `report` and `export`."""
 
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,7 +23,36 @@ from dlcourse.cli.common import (
 @cli_errors
 def evaluate(
     run_dir: RunArg,
-    split: Annotated[Split, typer.Option(help="The split to measure.")] = Split.test,
+    split: Annotated[
+        Split | None, typer.Option(help="The split to measure (default: test).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            exists=True,
+            dir_okay=False,
+            metavar="CSV",
+            help="Measure every row of another CSV with the training columns and the target "
+            "(table runs: churn, csv), with the run's preprocessing.",
+        ),
+    ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="COLUMN=VALUE[,VALUE]",
+            help="Measure only the rows whose column has the value, or one of the values, of "
+            "--data or the run's own CSV (repeatable); replaces the run's data.where.",
+        ),
+    ] = None,
+    where_not: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="COLUMN=VALUE[,VALUE]",
+            help="Leave out the rows whose column has the value, or one of the values "
+            "(repeatable): e.g. the rows a data.where run never saw.",
+        ),
+    ] = None,
     checkpoint: Annotated[
         Checkpoint,
         typer.Option(
@@ -35,13 +65,31 @@ def evaluate(
     ] = False,
 ) -> None:
     """Measure a trained run on a split again (the numbers of summary.json), with its confusion
-    matrix or predicted-vs-true plot."""
-    from dlcourse.tools.evaluate import evaluate_run, evaluation_tables
+    matrix or predicted-vs-true plot; or on other rows (--data, --where, --where-not)."""
+    from dlcourse.errors import UserError
+    from dlcourse.tools.evaluate import (
+        evaluate_run,
+        evaluate_table,
+        evaluation_tables,
+        parse_filter,
+    )
 
-    evaluation = evaluate_run(
-        run_dir, data_dir=resolve_data_dir(data_dir), split=split.value,
-        checkpoint=checkpoint.value,
-    )  # fmt: skip
+    if data is not None or where or where_not:
+        if split is not None:
+            raise UserError(
+                "--split chooses a split of the run's own data; --data, --where and "
+                "--where-not measure every row of a table that the filters keep"
+            )
+        evaluation = evaluate_table(
+            run_dir, data_dir=resolve_data_dir(data_dir), path=data,
+            where=parse_filter(where or [], "--where"),
+            where_not=parse_filter(where_not or [], "--where-not"), checkpoint=checkpoint.value,
+        )  # fmt: skip
+    else:
+        evaluation = evaluate_run(
+            run_dir, data_dir=resolve_data_dir(data_dir), split=(split or Split.test).value,
+            checkpoint=checkpoint.value,
+        )  # fmt: skip
     if json_:
         typer.echo(json.dumps(evaluation.metrics))
     else:
@@ -87,16 +135,24 @@ def predict(
     json_: Annotated[
         bool, typer.Option("--json", help="One JSON object per input instead of CSV.")
     ] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Binary models: say the positive class when its probability is above this "
+            "(default 0.5; `dlcourse evaluate` shows the metrics of each threshold)."
+        ),
+    ] = None,
 ) -> None:
     """Predict with a trained model: the class and its probabilities, or the value."""
     from dlcourse.fileio import path_text, write_text_atomic
     from dlcourse.tools.predict import predict as predict_with
     from dlcourse.tools.trained import refuse_training_file
 
-    result = predict_with(model, input_, set_ or [])
+    result = predict_with(model, input_, set_ or [], threshold)
     text = result.to_json_lines() if json_ else result.to_csv()
     if output is None:
         typer.echo(text, nl=False)
+        _print_target_metrics(result)
         return
     refuse_training_file(output, model if model.is_dir() else model.parent)
     replaced = output.exists()
@@ -104,6 +160,18 @@ def predict(
     count = len(result.inputs.names)
     where = f"{path_text(output)} (it replaced the earlier file)" if replaced else path_text(output)
     typer.echo(f"{count} prediction{'s' if count != 1 else ''} written to {where}", err=True)
+    _print_target_metrics(result)
+
+
+def _print_target_metrics(result: Any) -> None:
+    """The metrics of predictions whose input had the target column, on stderr: the
+    predictions alone go to stdout (a CSV or JSON lines another program reads)."""
+    from dlcourse.tasks import format_metrics
+
+    if result.metrics is not None:
+        typer.echo(f"metrics {result.metrics_note}: {format_metrics(result.metrics)}", err=True)
+    elif result.metrics_note:
+        typer.echo(f"note: {result.metrics_note}", err=True)
 
 
 @cli_errors
@@ -127,3 +195,39 @@ def report(
     path = write_report(run_dir, data_dir=resolve_data_dir(data_dir), out=out, markdown=markdown)
     typer.echo(f"report written to {path_text(path)}"
                + (" (it replaced the earlier one)" if replaced else ""))  # fmt: skip
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    safetensors = "safetensors"
+
+
+@cli_errors
+def export(
+    run: Annotated[
+        Path,
+        typer.Argument(exists=True, metavar="RUN", help="A run folder, or a model.safetensors."),
+    ],
+    out: Annotated[Path, typer.Option(help="The file to write (.onnx or .safetensors).")],
+    format_: Annotated[
+        ExportFormat, typer.Option("--format", help="onnx (for ONNX Runtime) or safetensors.")
+    ] = ExportFormat.onnx,
+    checkpoint: Annotated[
+        Checkpoint,
+        typer.Option(help="Which weights: kept (what summary.json measured), best or last."),
+    ] = Checkpoint.kept,
+) -> None:
+    """Write the model to one file for use without dlcourse: ONNX (inputs as the model sees
+    them, its raw outputs; the preprocessing and class names in the file's metadata) or
+    safetensors (the weights with their config, which dlcourse's commands read)."""
+    from dlcourse.fileio import path_text
+    from dlcourse.tools.export import export_model
+
+    done = export_model(run, format_.value, out, checkpoint.value)
+    verb = "replaced" if done.replaced else "wrote"
+    typer.echo(f"{verb} {path_text(done.path)}: {done.format}, {done.weights}")
+    if done.difference is not None:
+        typer.echo(f"checked: onnxruntime's outputs are torch's within {done.difference:.1e} "
+                   f"on {done.checked_on} random inputs")  # fmt: skip
+    elif done.format == "onnx":
+        typer.echo("not checked: onnxruntime is not installed (pip install onnxruntime)")

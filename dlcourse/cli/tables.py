@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from dlcourse.tools.answers import AnswersResult
 from dlcourse.tools.forward import ForwardResult, LayerStep, Prediction
 from dlcourse.tools.gradcheck import GradcheckResult
 from dlcourse.tools.weights import WeightsResult
@@ -269,26 +270,149 @@ def _flatten(values: Any) -> list[float]:
     return [v for item in values for v in _flatten(item)]
 
 
-def print_gradcheck(console: Console, result: GradcheckResult) -> None:
+def print_gradcheck(console: Console, result: GradcheckResult, full: bool = False) -> None:
+    """A row per tensor with the entry whose two gradients differ most; --full: every entry."""
     console.print(Text.assemble(("gradient check", "bold"), f" of {result.source}"),
                   highlight=False)  # fmt: skip
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
-    table = Table()
-    for column in ("tensor", "shape", "checked", "skipped (kink)", "relative error", "result"):
-        table.add_column(column, justify="left" if column in ("tensor", "result") else "right")
+    table = Table(caption="backprop: dJ/dw by backpropagation; numeric: (J(w + eps) - "
+                  "J(w - eps)) / (2 eps); at the entry where they differ most")  # fmt: skip
+    for column in ("tensor", "checked", "entry", "backprop", "numeric", "relative error"):
+        table.add_column(column, justify="left" if column == "tensor" else "right")
     for t in result.tensors:
-        verdict = Text("pass", "green") if t.passed else Text("FAIL", "red")
-        shape = "x".join(str(s) for s in t.shape)
-        table.add_row(t.name, shape, str(t.checked), str(t.skipped), f"{t.relative_error:.2e}",
-                      verdict)  # fmt: skip
+        worst = t.worst
+        values = [_entry(worst.index), _gradient(worst.analytic), _gradient(worst.numeric)] if (
+            worst) else ["-", "-", "-"]  # fmt: skip
+        verdict = Text.assemble(f"{t.relative_error:.1e} ", ("pass", "green") if t.passed
+                                else ("FAIL", "red"))  # fmt: skip
+        table.add_row(t.name, f"{t.checked} of {math.prod(t.shape)}", *values, verdict)
     console.print(table)
-    failed = [t.name for t in result.tensors if not t.passed]
-    if failed:
-        console.print(Text.assemble(("FAILED", "red"), f": {', '.join(failed)}: autograd's "
-                                    "gradient differs from the finite differences (exit 1)"),
+    kinks = [f"{t.name} {t.skipped}" for t in result.tensors if t.skipped]
+    if kinks:
+        console.print(f"skipped, as the difference crossed a kink: {', '.join(kinks)}",
                       highlight=False)  # fmt: skip
+    if full:
+        entries = Table(title="every entry checked")
+        for column in ("tensor", "entry", "backprop", "numeric", "difference"):
+            entries.add_column(column, justify="left" if column == "tensor" else "right")
+        for t in result.tensors:
+            for e in t.entries:
+                entries.add_row(t.name, _entry(e.index), _gradient(e.analytic),
+                                _gradient(e.numeric), f"{e.analytic - e.numeric:.2e}")  # fmt: skip
+        console.print(entries)
+    failed = [t for t in result.tensors if not t.passed]
+    through = f" through the backward of {result.function}" if result.function else ""
+    for t in failed:
+        worst = t.worst
+        if worst is not None:
+            console.print(Text.assemble(
+                (f"{t.name}{_entry(worst.index)}", "bold"), f": backpropagation{through} "
+                f"gives {_gradient(worst.analytic)}, the finite differences "
+                f"{_gradient(worst.numeric)}",
+            ), highlight=False)  # fmt: skip
+    if failed:
+        names = ", ".join(t.name for t in failed)
+        console.print(Text.assemble(("FAILED", "red"), f": {names}: the gradient of "
+                                    "backpropagation differs from the finite differences "
+                                    "(exit 1)"), highlight=False)  # fmt: skip
     else:
         console.print(Text.assemble((f"all {len(result.tensors)} tensors pass", "green"),
                                     f" (relative error < {result.threshold:g})"),
                       highlight=False)  # fmt: skip
+
+
+def _entry(index: list[int]) -> str:
+    return "[" + ", ".join(str(i) for i in index) + "]"
+
+
+def _gradient(value: float) -> str:
+    """Enough digits to see where two gradients part (--json: every digit)."""
+    return f"{value:.6g}"
+
+
+def print_answers(console: Console, result: AnswersResult) -> None:
+    """Every value of the answers file, right or wrong, in the order the network computes
+    them; then the first wrong one, with its formula and the right number."""
+    console.print(Text.assemble(("checking", "bold"), f" {result.answers} against "
+                                f"{result.source}"), highlight=False)  # fmt: skip
+    given = result.target
+    target = "" if given is None else f", target {given:g}" if isinstance(given, float) else (
+        f", target {given}")  # fmt: skip
+    console.print(f"example: {result.example}{target}", highlight=False)
+    table = Table()
+    for column in ("value", "line", "yours", "network", ""):
+        table.add_column(column, justify="left" if column in ("value", "") else "right")
+    first = result.first_wrong
+    for value in result.values:
+        verdict = Text("right", "green") if value.correct else Text("WRONG", "red")
+        if value is first:
+            verdict.append(" <- first", "bold")
+        table.add_row(value.key, str(value.line), num(value.given), num(value.right), verdict)
+    console.print(table)
+    if first is None:
+        console.print(Text.assemble((f"all {len(result.values)} values right", "green"),
+                                    f" (within {result.tolerance:g} of the network's, "
+                                    "relative; absolute below 1)"), highlight=False)  # fmt: skip
+        return
+    console.print(Text.assemble(
+        ("first wrong value: ", "red"), (first.key, "bold"),
+        f" (line {first.line}, column {first.column}): you wrote {num(first.given)}, the "
+        f"network gives "
+        f"{num(first.right)}",
+    ), highlight=False)  # fmt: skip
+    console.print(f"  {first.formula}", highlight=False)
+    later = sum(1 for value in result.values if not value.correct) - 1
+    if later:
+        console.print(f"{later} more wrong after it; values computed from a wrong one are "
+                      "wrong too, so fix this one first (exit 1)", highlight=False)  # fmt: skip
+    else:
+        console.print("the only wrong value (exit 1)", highlight=False)
+
+
+# ------------------------------------------------------------------ landscape
+
+
+def print_landscape(console: Console, result: Any) -> None:
+    """`dlcourse landscape`: what was measured, and the numbers of its pictures (80
+    columns)."""
+    from dlcourse.fileio import path_text
+
+    def row(label: str, value: float, where: str = "") -> None:
+        console.print(f"  {label:<31} {value:>11.6g}  {where}".rstrip(), highlight=False)
+
+    def step(values: list[float]) -> str:
+        return f"{values[1] - values[0]:.3g}"
+
+    sample = "all of them" if result.examples == result.of else "a fixed random sample"
+    console.print(f"loss landscape of {result.run}, {result.weights}", highlight=False)
+    console.print(
+        f"loss: {result.loss}, on {result.examples:,} of the {result.of:,} training examples "
+        f"({sample}); eval mode (no dropout), without the L2/L1 penalty", highlight=False,
+    )  # fmt: skip
+    console.print(f"directions (seed {result.seed}): {result.convention}", highlight=False)
+    row("at the weights (a = b = 0)", result.centre)
+    row("lowest along direction D1", result.curve_min,
+        f"at a = {result.curve_min_at:.2f} (grid step {step(result.alphas)})")  # fmt: skip
+    a, b = result.surface_min_at
+    row("lowest on the plane of D1, D2", result.surface_min,
+        f"at a = {a:.2f}, b = {b:.2f} (step {step(result.grid)})")  # fmt: skip
+    console.print(
+        "the weights sit at the bottom of the valley (to one grid step)" if result.centred else
+        "note: lower loss lies away from the weights: training had not reached the bottom "
+        "of this valley (or stopped early on the dev split)", highlight=False,
+    )  # fmt: skip
+    line = result.line
+    if line is not None:
+        console.print(f"the straight line to {line.other}:", highlight=False)
+        row("t = 0 (this run)", line.start)
+        row("t = 1 (the other run)", line.end)
+        row("lowest for t in [0, 1]", line.lowest, f"at t = {line.lowest_t:.3f}")
+        row("highest for t in [0, 1]", line.highest, f"at t = {line.highest_t:.3f}")
+        row("barrier", line.barrier, "above the straight line between the two ends")
+        for note in line.notes:
+            console.print(f"note: {note}", highlight=False)
+    for path in result.written:
+        console.print(f"wrote {path_text(path)}", highlight=False)
+    if result.not_logged:
+        console.print(f"note: not logged to TensorBoard: {result.not_logged}", highlight=False)

@@ -55,6 +55,24 @@ AssignmentOption = Annotated[
         "ranges, budget).",
     ),
 ]
+InitWeightsOption = Annotated[
+    Path | None,
+    typer.Option(
+        exists=True,
+        dir_okay=False,
+        help="Start from these weights (.yaml or .safetensors, the format `dlcourse weights "
+        "--out` writes and `forward --weights` reads) instead of the seeded initialization.",
+    ),
+]
+SeedsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=100,
+        help="Train N runs, with the seeds S, S+1, ... (S: the config's seed), in the folder "
+        "RUNS_DIR/NAME-seeds, and show their mean ± std (as sweep --seeds).",
+    ),
+]
 ResumeOption = Annotated[
     Path | None,
     typer.Option(
@@ -89,12 +107,39 @@ def train(
     nproc: NprocOption = None,
     deterministic: DeterministicOption = False,
     assignment: AssignmentOption = None,
+    init_weights: InitWeightsOption = None,
+    seeds: SeedsOption = None,
 ) -> None:
     """Train the model a config describes; results go to a new run folder."""
     from dlcourse.config import load_config
     from dlcourse.errors import UserError
     from dlcourse.grading.assignment import is_assignment_file
 
+    if seeds is not None and seeds > 1:
+        seeded_clash = [option for option, given in (
+            ("--resume", resume is not None), ("--nproc", nproc is not None),
+            ("--overfit-batch", overfit_batch), ("--assignment", assignment is not None),
+            ("--init-weights", init_weights is not None),
+        ) if given]  # fmt: skip
+        if seeded_clash or config is None or is_assignment_file(config):
+            raise UserError(
+                f"--seeds cannot be used with {seeded_clash[0] if seeded_clash else 'this'}: it "
+                "trains a config anew over several seeds, in one process (give a CONFIG)"
+            )
+
+    if init_weights is not None:
+        from dlcourse.training.distributed import launched
+
+        clash = [option for option, given in (
+            ("--resume", resume is not None), ("--nproc", nproc is not None),
+            ("--overfit-batch", overfit_batch), ("--assignment", assignment is not None),
+            ("torchrun", launched()),
+        ) if given]  # fmt: skip
+        if clash or (config is not None and is_assignment_file(config)):
+            raise UserError(
+                f"--init-weights cannot be used with {clash[0] if clash else 'an assignment'}: "
+                "it starts a new run of a config, in one process"
+            )
     if config is not None and resume is None and (assignment or is_assignment_file(config)):
         options = (name, device, nproc, deterministic, overfit_batch)
         train_for_assignment(config, assignment, list(set_ or []), runs_dir, data_dir, options)
@@ -134,12 +179,19 @@ def train(
     if name is not None:
         overrides.append(f"name={json.dumps(name)}")  # quoted: a name is always a string
     cfg = load_config(config, overrides)
+    if seeds is not None and seeds > 1:
+        from dlcourse.cli.experiments import train_seeds
+
+        train_seeds(config, overrides, seeds, cfg.name, runs_dir, data_dir)
+        return
     if overfit_batch:
         check_overfit_batch(cfg, resolve_data_dir(data_dir))
         return
 
     train_run = job_function("train")
-    train_run(cfg, runs_dir=runs_dir, data_dir=resolve_data_dir(data_dir), console=console())
+    extra = {"init_weights": init_weights} if init_weights is not None else {}
+    train_run(cfg, runs_dir=runs_dir, data_dir=resolve_data_dir(data_dir), console=console(),
+              **extra)  # fmt: skip
 
 
 def job_function(name: str) -> Any:

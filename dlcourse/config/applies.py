@@ -33,6 +33,12 @@ OPTIONS: dict[str, Applies] = {
         defaults={"momentum": 0.9, "sgd_momentum": 0.9, "nesterov": 0.9, "rmsprop": 0.0},
     ),
     "optim.betas": Applies("optim.name", ("adam", "adamw")),
+    # The averages of Adam (m, v) and RMSprop (S) start at 0; torch corrects Adam's, not RMSprop's.
+    "optim.bias_correction": Applies(
+        "optim.name",
+        ("adam", "adamw", "rmsprop"),
+        defaults={"adam": True, "adamw": True, "rmsprop": False},
+    ),
     "optim.alpha": Applies("optim.name", ("rmsprop",)),
     "optim.rho": Applies("optim.name", ("adadelta",)),
     "optim.eps": Applies("optim.name", ADAPTIVE),

@@ -18,6 +18,8 @@ from pydantic import Field, PrivateAttr, TypeAdapter, field_validator, model_val
 from dlcourse.config.applies import OPTIONS, lookup, misapplied
 from dlcourse.config.messages import choice_error
 from dlcourse.config.sections import (
+    DEFAULT_LOSS,
+    LOSS_KINDS,
     Data,
     Logging,
     Model,
@@ -41,9 +43,13 @@ class Config(Section):
     name: str = Field(
         "run", min_length=1, max_length=100, description="run name: the run folder's prefix"
     )
-    task: str = Field(description=", ".join(TASKS))
+    task: str = Field(description=", ".join(TASKS), json_schema_extra={"enum": list(TASKS)})
     seed: int = Field(
-        0, ge=0, le=2**63 - 1, description="seed of every random number: same seed, same run"
+        0,
+        ge=0,
+        le=2**63 - 1,
+        description="seed of every random number: same seed, same run (the initialization, "
+        "batch order, dropout, augmentation, and the data and its split unless data.seed is set)",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto uses CUDA when available"
@@ -94,6 +100,12 @@ class Config(Section):
         assert self.data.split is not None  # filled in by _fill_defaults
         return self.data.split
 
+    @property
+    def data_seed(self) -> int:
+        """The seed of the generated data and of the split: data.seed, or else the run's seed
+        (so that a config without data.seed keeps the data and split it always had)."""
+        return self.seed if self.data.seed is None else self.data.seed
+
     def is_set(self, key: str) -> bool:
         """Whether a dotted key was given (in the file or by --set), not left to its default."""
         *sections, name = key.split(".")
@@ -131,7 +143,31 @@ def _task_problems(cfg: Config) -> list[str]:
             "train.early_stopping.patience: early stopping watches the dev split, "
             "but data.split.dev is 0"
         )
-    return problems + _perceptron_problems(cfg)
+    return problems + _perceptron_problems(cfg) + _loss_problems(cfg)
+
+
+def _loss_problems(cfg: Config) -> list[str]:
+    """train.loss fits the kind of target (what csv's data.kind allows; the data decides the
+    rest when it loads), and only gradient descent has a choice of loss."""
+    loss = cfg.train.loss if cfg.is_set("train.loss") else None
+    if loss is None:
+        return []
+    if cfg.optim.name == "perceptron":
+        return ["train.loss: the perceptron rule (optim.name: perceptron) has its own criterion"]
+    kinds = TASKS[cfg.task].kinds(cfg.data.kind)
+    problems = []
+    if not set(kinds) & set(LOSS_KINDS[loss]):
+        fitting = [name for name, applies in LOSS_KINDS.items() if set(kinds) & set(applies)]
+        problems.append(
+            f"train.loss: {loss!r} is for a {' or '.join(LOSS_KINDS[loss])} target; the "
+            f"{cfg.task} task's is {' or '.join(kinds)}: choose {' or '.join(fitting)}"
+        )
+    if loss != "bce" and cfg.is_set("train.pos_weight"):
+        problems.append(
+            "train.pos_weight: weights the positive class in binary cross-entropy; it needs "
+            f"train.loss: bce (this config has {loss})"
+        )
+    return problems
 
 
 def _perceptron_problems(cfg: Config) -> list[str]:
@@ -177,6 +213,8 @@ def _fill_defaults(cfg: Config) -> None:
         cfg.data.split = Split(train=train, dev=dev, test=test)
     for key, value in task.defaults.items():
         _set_if_unset(cfg, key, value)
+    if task.kind is not None and cfg.optim.name != "perceptron":  # (csv: its data decides)
+        _set_if_unset(cfg, "train.loss", DEFAULT_LOSS[task.kind])
     for key, rule in OPTIONS.items():
         choice = lookup(cfg, rule.chooser)
         if choice in rule.defaults:
@@ -200,3 +238,28 @@ def _validated(annotation: Any, value: Any) -> Any:
 @functools.cache
 def _adapter(annotation: Any) -> TypeAdapter[Any]:
     return TypeAdapter(annotation)
+
+
+# ------------------------------------------------------------------ warnings
+
+HIGH_DROPOUT = 0.5  # above this, most units are dropped at every step: usually a mistake
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Values that validate but are likely a mistake, as `key: message` (`config validate`
+    prints them, and training prints them before it starts)."""
+    found = []
+    if cfg.model.dropout > HIGH_DROPOUT:
+        found.append(("model.dropout", cfg.model.dropout))
+    found += [
+        (f"model.conv.{i}.dropout", block.dropout)
+        for i, block in enumerate(cfg.model.conv or [])
+        if block.dropout > HIGH_DROPOUT
+    ]
+    return [
+        f"{key}: {dropout:g} drops {dropout:.0%} of the units at every training step (it keeps "
+        f"{1 - dropout:.0%}: keep_prob {1 - dropout:.2g}); the lectures' keep_prob 0.8 is "
+        f"dropout 0.2 (model.keep_prob: 0.8). Above {HIGH_DROPOUT:g} a network usually learns "
+        "slowly, if at all"
+        for key, dropout in found
+    ]

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 BIG = 1e6  # the bound of lambdas, weights and rates: far past any useful value, far below overflow
 
@@ -51,6 +59,10 @@ class Augment(Section):
 
 
 PlaygroundName = Literal["xor", "circles", "moons", "spirals", "gaussians"]
+# data.where / data.where_not: a column's value, or a list of values (compared with the cells
+# as text, and as numbers when both are numbers)
+FilterCell = str | int | float
+FilterValue = FilterCell | list[FilterCell]
 
 
 class Data(Section):
@@ -68,6 +80,17 @@ class Data(Section):
     drop: list[str] | None = Field(None, description="csv: columns not to use (ids, names)")
     categorical: list[str] | None = Field(
         None, description="csv: numeric columns to one-hot encode too (text columns always are)"
+    )
+    where: dict[str, FilterValue] | None = Field(
+        None,
+        description="churn, csv: keep only the rows whose column has this value, or one of a "
+        "list, e.g. {Geography: France} or {Geography: [France, Spain]}, before the split; a "
+        "column kept at one value no longer varies and is left out of the features",
+    )
+    where_not: dict[str, FilterValue] | None = Field(
+        None,
+        description="churn, csv: leave out the rows whose column has this value, or one of a "
+        "list, e.g. {Geography: Germany}, before the split",
     )
     dataset: PlaygroundName | None = Field(
         None, description="playground: the 2-D data set (xor, circles, moons, spirals, gaussians)"
@@ -88,11 +111,34 @@ class Data(Section):
         description="generated data: std of the noise (default by task and data set)",
     )
     augment: Augment | None = Field(None, description="mnist: data augmentation of training images")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="seed of the data: the generated points and the train/dev/test split "
+        "(default null: the run's seed); set it to keep the data and the split while seed "
+        "changes only the initialization, batch order, dropout and augmentation",
+    )
     normalize: bool = Field(
         True,
         description="standardize the inputs with training-split statistics (false: raw features; "
         "mnist: pixels / 255)",
     )
+
+    @field_validator("where", "where_not")
+    @classmethod
+    def _filter_values(
+        cls, value: dict[str, FilterValue] | None, info: ValidationInfo
+    ) -> dict[str, FilterValue] | None:
+        for column, wanted in (value or {}).items():
+            if isinstance(wanted, list) and not wanted:
+                raise ValueError(
+                    f"data.{info.field_name}.{column}: an empty list matches no row; give a "
+                    "value or a list of values"
+                )
+            if not column.strip():
+                raise ValueError(f"data.{info.field_name}: a column name is empty")
+        return value
 
 
 # ------------------------------------------------------------------ model
@@ -128,6 +174,13 @@ class Model(Section):
     dropout: float = Field(
         0.0, ge=0, lt=1, description="drop probability (1 - keep_prob) after each hidden FC layer"
     )
+    keep_prob: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="the lectures' KeepProb: the probability that a hidden unit is kept in "
+        "training; sets model.dropout = 1 - keep_prob (give one of the two)",
+    )
     init: InitName = Field(
         "default",
         description="weight initialization (biases start at 0 except under default; zeros and "
@@ -144,6 +197,22 @@ class Model(Section):
         if sizes is not None and any(not 1 <= size <= 65_536 for size in sizes):
             raise ValueError(f"model.hidden: layer sizes must be from 1 to 65536, got {sizes}")
         return sizes
+
+    @model_validator(mode="after")
+    def _keep_prob_is_dropout(self) -> Model:
+        """The lectures' keep_prob, as the dropout it means (the config stores dropout)."""
+        if self.keep_prob is None:
+            return self
+        if "dropout" in self.model_fields_set:
+            raise ValueError(
+                f"model.keep_prob: give model.keep_prob or model.dropout, not both (this config "
+                f"has keep_prob {self.keep_prob:g} and dropout {self.dropout:g}); dropout = 1 - "
+                f"keep_prob, so keep_prob {self.keep_prob:g} is model.dropout: "
+                f"{round(1 - self.keep_prob, 12):g}"
+            )
+        # rounded: keep_prob 0.8 is dropout 0.2, not 0.19999999999999996
+        self.dropout, self.keep_prob = round(1 - self.keep_prob, 12), None
+        return self
 
 
 # ------------------------------------------------------------------ optim, train, logging
@@ -238,6 +307,12 @@ class Optim(Section):
         le=BIG,
         description="coupled (dW + weight_decay W) or, for adamw, decoupled weight decay",
     )
+    bias_correction: bool | None = Field(
+        None,
+        description="adam/adamw: divide m and v by (1 - beta^t) (default true; false: the "
+        "averages start pulled toward 0); rmsprop: divide S by (1 - alpha^t) (default false, "
+        "as torch)",
+    )
     schedule: Schedule = Field(default_factory=Schedule, description="learning-rate schedule")
 
     @field_validator("betas")
@@ -269,8 +344,38 @@ class EarlyStopping(Section):
     )
 
 
+# train.loss: what each loss computes, as `config show` prints it next to the choice, and
+# the kinds of target each applies to (training/losses.py computes exactly these).
+LossName = Literal["mse", "bce", "ce"]
+LOSS_FORMULAS: dict[str, JsonValue] = {
+    "mse": "squared error 1/2 (y - t)^2: of the value (regression), of the sigmoid output p "
+    "(binary), or summed over the softmax outputs against the one-hot target (multiclass)",
+    "bce": "binary cross-entropy -(t log p + (1 - t) log(1 - p)), p = sigmoid(z) (binary)",
+    "ce": "softmax cross-entropy -log p(target), p = softmax(z) (multiclass)",
+}
+LOSS_KINDS: dict[str, tuple[str, ...]] = {
+    "mse": ("regression", "binary", "multiclass"),
+    "bce": ("binary",),
+    "ce": ("multiclass",),
+}
+DEFAULT_LOSS = {"multiclass": "ce", "binary": "bce", "regression": "mse"}  # by kind of target
+
+
 class Train(Section):
     epochs: int = Field(10, ge=1, le=100_000, description="passes over the training split")
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        le=10**9,
+        description="stop after this many optimizer steps, even mid-epoch: the cut epoch is "
+        "the last, measured like any other (null: train.epochs decides)",
+    )
+    loss: LossName | None = Field(
+        None,
+        description="the loss: mse, bce or ce (default by task: ce for multiclass, bce for "
+        "binary, mse for regression)",
+        json_schema_extra={"choices": LOSS_FORMULAS},
+    )
     batch_size: int | Literal["full"] = Field(
         32, description="examples per step: 1 is stochastic GD, 'full' is batch GD"
     )
@@ -289,7 +394,8 @@ class Train(Section):
         None,
         ge=1,
         le=256,
-        description="CPU threads for torch (default: 1 for a small MLP, else all cores)",
+        description="CPU threads for torch (default: 1 for a small MLP, else the cores other "
+        "processes leave free when training starts; recorded in summary.json)",
     )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32",
@@ -311,4 +417,11 @@ class Logging(Section):
     tensorboard: bool = Field(True, description="write TensorBoard event files to the run's tb/")
     insight: bool = Field(True, description="log activations, weights and gradients of every layer")
     insight_every: int = Field(1, ge=1, description="log insight every N epochs")
+    ewa_beta: float = Field(
+        0.98,
+        gt=0,
+        lt=1,
+        description="beta of the exponentially weighted average of the step loss "
+        "(TensorBoard loss/train_step_ewa, step_loss_ewa.png): about the last 1/(1 - beta) steps",
+    )
     progress: bool = Field(True, description="show a progress bar while training")

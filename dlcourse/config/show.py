@@ -1,4 +1,5 @@
-"""The resolved config as data and as text: what a run folder stores and `config show` prints.
+"""The resolved config as data and as text: what a run folder stores and `config show` prints,
+and the JSON Schema of a config file (`config schema`), from the same field descriptions.
 
 Keys that do not apply to the config (other tasks', other optimizers' options: see applies.py)
 are left out, so what is written validates again as it is.
@@ -107,3 +108,19 @@ def _yaml_value(value: Any) -> str:
         value = list(value)
     text = yaml.safe_dump(value, default_flow_style=True, width=10_000)
     return text.removesuffix("\n...\n").strip()
+
+
+# The JSON Schema dialect pydantic writes, which VS Code's YAML extension reads.
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of a config file: every key with its description, default, range and
+    choices, and no other key (a misspelt one is an error in the editor as it is here)."""
+    schema = Config.model_json_schema()
+    return {
+        "$schema": SCHEMA_DIALECT,
+        "title": "dlcourse config",
+        "description": "An experiment config: dlcourse train CONFIG.yaml",
+        **{key: value for key, value in schema.items() if key != "title"},
+    }

@@ -3,8 +3,8 @@ to the training device whole (batches are then taken by indexing, never sample b
 
 Every task has one module here, named after it (mnist.py, churn.py, ...), with a
 `load(cfg, data_dir, saved) -> TaskData`; `load_task_data` picks it from the task table.
-The shared pieces live here too: the seeded train/dev/test split (stratified by class for
-classification) and a regression target's units.
+The shared pieces live here too: the train/dev/test split (seeded by cfg.data_seed: data.seed,
+else the run's seed; stratified by class for classification) and a regression target's units.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class TaskData:
     source: str  # where the data came from, for the user
     reference: dict[str, float] = field(default_factory=dict)  # known limits, e.g. best R^2
     target_scale: float = 1.0  # regression: y is (target - mean) / target_scale (see csv.py)
+    notes: list[str] = field(default_factory=list)  # what the user should know of this data
 
     def to(self, device: torch.device | str) -> TaskData:
         moved = {
@@ -100,11 +101,15 @@ def split_rows(
     saved: dict[str, Any] | None,
     source: str,
 ) -> dict[str, torch.Tensor]:
-    """The example indices of each split: new (seeded, stratified by `labels`) or the run's."""
+    """The example indices of each split: new (seeded, stratified by `labels`) or the run's;
+    with saved rows None, every example in one split, ALL (another table a run is measured
+    on: evaluate --data)."""
     if saved is None:
         fractions = {name: getattr(cfg.split, name) for name in SPLITS}
-        return split_indices(n, fractions, cfg.seed, labels=labels, source=source)
-    rows: dict[str, torch.Tensor] = saved["rows"]
+        return split_indices(n, fractions, cfg.data_seed, labels=labels, source=source)
+    rows: dict[str, torch.Tensor] | None = saved["rows"]
+    if rows is None:
+        return {ALL: torch.arange(n)}
     for name, indices in rows.items():
         if len(indices) and int(indices.max()) >= n:
             raise UserError(
@@ -117,6 +122,7 @@ def split_rows(
 # ------------------------------------------------------------------ from split.py
 
 SPLITS = ("train", "dev", "test")
+ALL = "all"  # the one split of a table measured whole (saved rows None)
 
 
 def split_indices(

@@ -2,7 +2,8 @@
 
 RowNumber, CustomerId and Surname identify a customer and carry no signal, so they are not
 read; Geography is one-hot encoded, Gender becomes one 0/1 column, and every feature is
-standardized with statistics of the training split.
+standardized with statistics of the training split. data.where and data.where_not keep only
+some rows (e.g. the customers of France) before the split.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ import torch
 
 from dlcourse.config import Config
 from dlcourse.data import TaskData
-from dlcourse.data.tabular import Table, TabularEncoder, read_table, tabular_task_data
+from dlcourse.data.tabular import (
+    FILTER_KEYS,
+    Filter,
+    Table,
+    TabularEncoder,
+    describe_filter,
+    filter_rows,
+    pinned_columns,
+    read_rows,
+    tabular_task_data,
+)
 from dlcourse.errors import UserError
 
 NUMERIC = [
@@ -40,16 +51,30 @@ def load(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> TaskData:
             "DLCOURSE_DATA_DIR) at a folder with churn/Churn_Modelling.csv, or set data.path"
         )
         raise UserError(f"{path}: file not found; {hint}")
-    table, target = load_churn(path)
+    keys = FILTER_KEYS if saved is None else saved.get("filter_keys", FILTER_KEYS)
+    table, target = load_churn(path, cfg.data.where, cfg.data.where_not, keys)
     if cfg.data.limit:
         table, target = table.head(cfg.data.limit), target[: cfg.data.limit]
-    encoder = TabularEncoder(NUMERIC, CATEGORICAL)
-    return tabular_task_data(cfg, table, target, encoder, "binary", CLASS_NAMES, saved)
+    pinned = pinned_columns(cfg.data.where)  # constant after the filter: not a feature
+    encoder = TabularEncoder([name for name in NUMERIC if name not in pinned],
+                             [name for name in CATEGORICAL if name not in pinned])  # fmt: skip
+    data = tabular_task_data(cfg, table, target, encoder, "binary", CLASS_NAMES, saved)
+    if cfg.data.where or cfg.data.where_not:
+        data.source = (f"{path}, {len(table):,} rows with "
+                       f"{describe_filter(cfg.data.where, cfg.data.where_not)}")  # fmt: skip
+    return data
 
 
-def load_churn(path: Path) -> tuple[Table, torch.Tensor]:
-    """The feature columns of the CSV and the 0/1 target (N,) float32."""
-    table = read_table(path, [*NUMERIC, TARGET], CATEGORICAL)
+def load_churn(
+    path: Path,
+    where: Filter | None = None,
+    where_not: Filter | None = None,
+    keys: tuple[str, str] = FILTER_KEYS,
+) -> tuple[Table, torch.Tensor]:
+    """The feature columns of the CSV's rows (those the filters keep) and the 0/1 target
+    (N,) float32."""
+    raw = filter_rows(read_rows(path), where, where_not, keys)
+    table = raw.select([*NUMERIC, TARGET], CATEGORICAL)
     target = table.numeric.pop(TARGET)
     for value, line in zip(target, table.lines, strict=True):
         if value not in (0.0, 1.0):

@@ -7,7 +7,9 @@ data.kind says it: text, or at most MAX_CLASSES distinct integers, is classifica
 classes: one sigmoid output and binary cross-entropy; more: softmax cross-entropy), anything
 else regression, whose target is standardized for training (its mean and std are saved, so
 RMSE and MAE are reported, and predictions made, in the target's own units).
-Every statistic is fitted on the training split only and saved with the run.
+Every statistic is fitted on the training split only and saved with the run. data.where and
+data.where_not keep only some rows before the split (a column kept at one value is left out of
+the features: it no longer varies).
 """
 
 from __future__ import annotations
@@ -19,14 +21,19 @@ import torch
 
 from dlcourse.config import Config
 from dlcourse.data import TaskData
+from dlcourse.data.examples import example_reference
 from dlcourse.data.tabular import (
+    FILTER_KEYS,
     ID_MIN,
     ID_SHARE,
     RawTable,
     TabularEncoder,
+    describe_filter,
     encode,
+    filter_rows,
     looks_like_id,
     parse_number,
+    pinned_columns,
     read_rows,
     tabular_task_data,
 )
@@ -40,7 +47,8 @@ def load(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> TaskData:
     path = Path(cfg.data.path).expanduser()
     if not path.exists():
         raise UserError(f"{path}: file not found; check data.path{_make_hint(path)}")
-    raw = read_rows(path)
+    keys = FILTER_KEYS if saved is None else saved.get("filter_keys", FILTER_KEYS)
+    raw = filter_rows(read_rows(path), cfg.data.where, cfg.data.where_not, keys)
     if cfg.data.limit:
         raw = RawTable(
             raw.path, raw.header, raw.rows[: cfg.data.limit], raw.lines[: cfg.data.limit]
@@ -49,11 +57,15 @@ def load(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> TaskData:
     raw.require([target_name], "target column (data.target)")
     raw.require(list(cfg.data.drop or []), "column(s) of data.drop")
     raw.require(list(cfg.data.categorical or []), "column(s) of data.categorical")
-    numeric, categorical = feature_columns(raw, target_name, cfg)
+    if saved is None:
+        numeric, categorical = feature_columns(raw, target_name, cfg)
+    else:  # the columns the run was trained on, typed as they were then
+        numeric, categorical = saved["preprocess"]["numeric"], saved["preprocess"]["categorical"]
     table = raw.select(numeric, categorical)
     kind, target, class_names = read_target(raw, target_name, cfg.data.kind, saved)
     encoder = TabularEncoder(numeric, categorical)
     data = tabular_task_data(cfg, table, target, encoder, kind, class_names, saved)
+    data.reference = example_reference(raw.header, target_name)  # the generated examples'
     if kind == "multiclass":
         data.n_outputs = len(class_names)
     if kind == "regression":
@@ -62,6 +74,9 @@ def load(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> TaskData:
         data.preprocess["classes"] = class_names
     data.preprocess["target_name"] = target_name
     data.source = f"{path}, target {target_name}: {describe_kind(kind, class_names)}"
+    if cfg.data.where or cfg.data.where_not:
+        data.source += (f"; {len(raw.rows):,} rows with "
+                        f"{describe_filter(cfg.data.where, cfg.data.where_not)}")  # fmt: skip
     return data
 
 
@@ -83,7 +98,7 @@ def standardize_target(data: TaskData, saved: dict[str, Any] | None) -> None:
 
 def feature_columns(raw: RawTable, target: str, cfg: Config) -> tuple[list[str], list[str]]:
     """The numeric and the categorical feature columns, in the file's order."""
-    left_out = {target, *(cfg.data.drop or [])}
+    left_out = {target, *(cfg.data.drop or []), *pinned_columns(cfg.data.where)}
     forced = set(cfg.data.categorical or [])
     numeric: list[str] = []
     categorical: list[str] = []

@@ -1,11 +1,12 @@
 """The 2-D playground: toy data sets that show what a hidden layer buys (TensorFlow Playground).
 
-Two classes of points in the plane, generated from the seed: `xor` (the four quadrants, a
-margin around the axes), `circles` (a disc inside a ring), `moons` (two interleaved half
-circles), `spirals` (two interleaved arms) and `gaussians` (two blobs, linearly separable:
-the perceptron's data set). A linear model separates only the last; one hidden layer with a
-non-linearity separates them all. data.noise jitters the points (default per data set).
-The coordinates are standardized with the training split's statistics like any table.
+Two classes of points in the plane, generated from the data seed (data.seed, by default the
+run's seed): `xor` (the four quadrants, a margin around the axes), `circles` (a disc inside a
+ring), `moons` (two interleaved half circles), `spirals` (two interleaved arms) and
+`gaussians` (two blobs, linearly separable: the perceptron's data set). A linear model
+separates only the last; one hidden layer with a non-linearity separates them all.
+data.noise jitters the points (default per data set). The coordinates are standardized with
+the training split's statistics like any table.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def load(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> TaskData:
     name = cfg.data.dataset
     noise = DATASETS[name][1] if cfg.data.noise is None else cfg.data.noise
     n = min(cfg.data.n_samples, cfg.data.limit or cfg.data.n_samples)
-    points, labels = generate(name, n, noise, cfg.seed)
+    points, labels = generate(name, n, noise, cfg.data_seed)
     table = Table.generated(f"generated {name} data (noise {noise:g})", FEATURE_NAMES, points)
     encoder = TabularEncoder(FEATURE_NAMES, [])
     return tabular_task_data(cfg, table, labels, encoder, "binary", CLASS_NAMES, saved)

@@ -8,8 +8,10 @@ gives the "file, line, column" messages the course needs.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,6 +145,102 @@ def check_header(table: RawTable) -> None:
         first[name] = i
 
 
+# ------------------------------------------------------------------ data.where, data.where_not
+
+Filter = Mapping[str, Any]  # column -> a value, or a list of values
+FILTER_KEYS = ("data.where", "data.where_not")  # how messages name the two filters
+VALUES_LISTED = 12  # a column's distinct values named in a message, at most
+
+
+def filter_rows(
+    raw: RawTable,
+    where: Filter | None,
+    where_not: Filter | None,
+    keys: tuple[str, str] = FILTER_KEYS,
+) -> RawTable:
+    """The rows whose columns have the values `where` names (a value, or one of a list) and
+    none of those `where_not` names. Every column must be in the header and every value in
+    its column: a misspelled one would otherwise keep, or drop, nothing without a word."""
+    if not where and not where_not:
+        return raw
+    keep = [True] * len(raw.rows)
+    for filter_, key, wanted in ((where, keys[0], True), (where_not, keys[1], False)):
+        for column, value in (filter_ or {}).items():
+            cells = raw.column(column) if column in raw.positions else None
+            if cells is None:
+                close = difflib.get_close_matches(column, raw.header, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise UserError(
+                    f"{raw.path}: {key}: no column {column!r}; {hint}the header has "
+                    f"{', '.join(raw.header)}"
+                )
+            matching = matching_cells(raw.path, f"{key}.{column}", sorted(set(cells)), value)
+            keep = [k and (cell in matching) == wanted for k, cell in zip(keep, cells, strict=True)]
+    rows = [row for row, k in zip(raw.rows, keep, strict=True) if k]
+    lines = [line for line, k in zip(raw.lines, keep, strict=True) if k]
+    if not rows:
+        given = [key for key, used in zip(keys, (where, where_not), strict=True) if used]
+        raise UserError(
+            f"{raw.path}: none of its {len(raw.rows):,} rows has "
+            f"{describe_filter(where, where_not)} ({' and '.join(given)}): no row is left"
+        )
+    return RawTable(raw.path, raw.header, rows, lines)
+
+
+def matching_cells(path: Path, key: str, distinct: list[str], value: Any) -> set[str]:
+    """The distinct cells of a column that the filter value (or list) matches; UserError
+    naming the key when a value matches none."""
+    found: set[str] = set()
+    for wanted in value if isinstance(value, list) else [value]:
+        these = {cell for cell in distinct if same_value(cell, wanted)}
+        if not these:
+            shown = ", ".join(distinct[:VALUES_LISTED]) + (", ..." if len(distinct) >
+                                                             VALUES_LISTED else "")  # fmt: skip
+            close = difflib.get_close_matches(str(wanted), distinct, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserError(
+                f"{path}: {key}: {wanted!r} is not a value of the column ({len(distinct):,} "
+                f"values: {shown}){hint}"
+            )
+        found |= these
+    return found
+
+
+def same_value(cell: str, wanted: Any) -> bool:
+    """A cell (stripped text) has the filter's value: the same text, or the same number
+    (2 matches "2" and "2.0")."""
+    text = wanted if isinstance(wanted, str) else str(wanted)
+    if cell == text.strip():
+        return True
+    try:
+        return float(cell) == float(text)
+    except ValueError:
+        return False
+
+
+def pinned_columns(where: Filter | None) -> set[str]:
+    """The columns `where` keeps at a single value: constant after the filter, they tell a
+    model nothing, and a value the filter left out would meet an untrained weight."""
+    return {
+        column for column, value in (where or {}).items()
+        if not isinstance(value, list) or len(value) == 1
+    }  # fmt: skip
+
+
+def describe_filter(where: Filter | None, where_not: Filter | None) -> str:
+    """The filters in words: "Geography = France", "Geography not in France, Spain"."""
+
+    def one(column: str, value: Any, negated: bool) -> str:
+        values = value if isinstance(value, list) else [value]
+        if len(values) == 1:
+            return f"{column} {'!=' if negated else '='} {values[0]}"
+        return f"{column} {'not in' if negated else 'in'} {', '.join(map(str, values))}"
+
+    parts = [one(column, value, False) for column, value in (where or {}).items()]
+    parts += [one(column, value, True) for column, value in (where_not or {}).items()]
+    return "; ".join(parts)
+
+
 def read_table(path: Path, numeric: list[str], categorical: list[str]) -> Table:
     """Read the named columns of a CSV; every problem names the file, line and column."""
     return read_rows(path).select(numeric, categorical)
@@ -266,6 +364,16 @@ class TabularEncoder:
         kept = one_hot[:, 1:] if len(known) == 2 else one_hot  # two values need one column
         return list(kept.unbind(1))
 
+    def unseen(self, table: Table) -> dict[str, list[str]]:
+        """The values of each categorical column that the fitted categories lack."""
+        found = {}
+        for name in self.categorical:
+            known = set(self.categories[name])
+            new = sorted({cell for cell in table.categorical[name] if cell not in known})
+            if new:
+                found[name] = new
+        return found
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "numeric": self.numeric,
@@ -346,6 +454,13 @@ def tabular_task_data(
     else:
         encoder = TabularEncoder.from_state_dict(saved["preprocess"])
     features = encoder.transform(table, unseen="zeros")
+    notes = []
+    if saved is not None and saved["rows"] is None:  # another table, measured whole
+        notes = [
+            f"column {name}: {', '.join(map(repr, values))} never occurred in the training rows; "
+            f"encoded as none of the known values ({', '.join(encoder.categories[name])})"
+            for name, values in encoder.unseen(table).items()
+        ]
     splits = {
         name: SplitData(features[rows], target[rows], rows)
         for name, rows in parts.items()
@@ -361,4 +476,5 @@ def tabular_task_data(
         class_names=class_names,
         preprocess={"kind": "table", **encoder.state_dict()},
         source=str(table.path),
+        notes=notes,
     )

@@ -33,7 +33,7 @@ def load(cfg: Config, data_dir: Path, saved: dict[str, Any] | None) -> TaskData:
     assert cfg.data.n_samples is not None  # a default of the task table
     noise = default_noise() if cfg.data.noise is None else cfg.data.noise
     n = min(cfg.data.n_samples, cfg.data.limit or cfg.data.n_samples)
-    features, target = generate(n, noise, cfg.seed)
+    features, target = generate(n, noise, cfg.data_seed)
     table = Table.generated(f"generated data (noise std {noise:.3f})", FEATURE_NAMES, features)
     encoder = TabularEncoder(FEATURE_NAMES, [])
     data = tabular_task_data(cfg, table, target, encoder, "regression", [], saved)

@@ -221,7 +221,12 @@ class Assignment:
     source: str  # the file it was read from
     lines: Lines  # key path -> line of the file
     resolved: dict[str, Any]  # the file's data with the base config inline
-    rules: dict[str, tuple[str, FreeRule | None]] = field(default_factory=dict)  # key -> rule
+    # each locked or free entry: ("locked", None) or ("free", its rule)
+    rules: dict[str, tuple[str, FreeRule | None]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rules = {entry: ("locked", None) for entry in self.spec.locked}
+        self.rules.update({entry: ("free", rule) for entry, rule in self.spec.free.items()})
 
     @property
     def title(self) -> str:
@@ -295,7 +300,7 @@ class Assignment:
         for entry, (kind, rule) in self.rules.items():
             if kind != "free" or rule is None:
                 continue
-            value = _lookup(data, entry)
+            value = value_at(data, entry)
             for message in rule.problems(value):
                 problems.append(Problem(entry, message, self.where("free", entry), "range"))
         return problems
@@ -386,7 +391,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _lookup(data: Any, key: str) -> Any:
+def value_at(data: Any, key: str) -> Any:
+    """The value at a dotted key of plain nested data (None where there is none)."""
     for part in key.split("."):
         data = data.get(part) if isinstance(data, dict) else None
     return data
@@ -500,13 +506,11 @@ def check_rules(assignment: Assignment) -> list[tuple[str, str]]:
             problems.append(
                 (locate(("locked", index), lines, set()), f"{entry} is both locked and free")
             )
-        assignment.rules[entry] = ("locked", None)
     for entry, rule in spec.free.items():
         path = ("free", entry)
         if unknown(entry, path):
             continue
-        assignment.rules[entry] = ("free", rule)
-        value = _lookup(assignment.base.model_dump(mode="json"), entry)
+        value = value_at(assignment.base.model_dump(mode="json"), entry)
         items = value if isinstance(value, list) else [value]
         if (rule.min is not None or rule.max is not None) and not all(
             _is_number(item) or item is None for item in items
@@ -589,7 +593,7 @@ def describe_assignment(assignment: Assignment) -> str:
     lines = [f"# {spec.title}", "", spec.question.strip(), "", "## What you may change", ""]
     width = max([len(key) for key in spec.free] + [8])
     for key, rule in spec.free.items():
-        now = json.dumps(_lookup(base.model_dump(mode="json"), key))
+        now = json.dumps(value_at(base.model_dump(mode="json"), key))
         now = now if len(now) <= 40 else now[:37] + "..."
         lines.append(f"  {key:<{width}}  {rule.describe()} (the base config has {now})")
     if not spec.free:

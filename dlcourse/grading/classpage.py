@@ -19,7 +19,6 @@ from dlcourse.grading.assignment import Assignment
 from dlcourse.grading.gradebook import Row
 
 LEADERS = 10
-BINS = 12
 POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
     "img-src data:; base-uri 'none'; form-action 'none'"
@@ -62,9 +61,9 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
       var rows = Array.prototype.slice.call(body.rows);
       rows.sort(function (a, b) {
         var x = a.cells[column].dataset.value, y = b.cells[column].dataset.value;
-        var nx = parseFloat(x), ny = parseFloat(y);
-        var order = (!isNaN(nx) && !isNaN(ny)) ? nx - ny
-          : (isNaN(nx) !== isNaN(ny)) ? (isNaN(nx) ? 1 : -1) : String(x).localeCompare(String(y));
+        if ((x === '') !== (y === '')) { return x === '' ? 1 : -1; }  // empty cells last
+        var nx = Number(x), ny = Number(y);
+        var order = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
         return up ? order : -order;
       });
       rows.forEach(function (row) { body.appendChild(row); });
@@ -127,86 +126,82 @@ def write_class_page(
 
 
 def histogram(rows: list[Row], assignment: Assignment) -> str:
-    """An SVG histogram of the measured scores, the target as a dashed line."""
-    values = [
-        row.measured
+    """An SVG histogram of the measured scores on round bins, the target as a dashed line."""
+    shown = [
+        row
         for row in rows
         if row.status != "rejected" and row.measured is not None and math.isfinite(row.measured)
     ]
     threshold = assignment.target.threshold
-    low, high = scale([*values, threshold])
-    width, height, left, bottom, top = 720, 280, 50, 40, 30
-    plot_w, plot_h = width - left - 20, height - bottom - top
-    step = (high - low) / BINS
-    counts = [0] * BINS
-    names: list[list[str]] = [[] for _ in range(BINS)]
-    for row in rows:
-        if row.status == "rejected" or row.measured is None or not math.isfinite(row.measured):
-            continue
-        index = min(BINS - 1, max(0, int((row.measured - low) / step)))
-        counts[index] += 1
-        names[index].append(row.student)
-    tallest = max([*counts, 1])
+    low, step, count = bins([row.measured for row in shown if row.measured is not None], threshold)
+    members: list[list[Row]] = [[] for _ in range(count)]
+    for row in shown:
+        assert row.measured is not None
+        members[min(count - 1, max(0, int((row.measured - low) / step + 1e-9)))].append(row)
+    width, height, left, bottom, top, right = 720, 300, 30, 40, 50, 60
+    plot_w, plot_h = width - left - right, height - bottom - top
+    tallest = max([len(group) for group in members] + [1])
 
     def x_of(value: float) -> float:
-        return left + (value - low) / (high - low) * plot_w
+        return left + (value - low) / (step * count) * plot_w
 
+    metric = e(assignment.target.metric)
     parts = [
         f'<svg id="histogram" xmlns="http://www.w3.org/2000/svg" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="histogram of the measured {e(assignment.target.metric)}">'
+        f'aria-label="histogram of the measured {metric}">',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
+        'stroke="#555"/>',
     ]
-    parts.append(
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" '
-        f'y2="{top + plot_h}" stroke="#555"/>'
-    )
-    for index, count in enumerate(counts):
-        if not count:
+    bar_w = plot_w / count
+    for index, group in enumerate(members):
+        if not group:
             continue
-        start = low + index * step
-        bar_h = count / tallest * plot_h
-        reached = assignment.reached(start + step / 2)
-        x, y = x_of(start) + 1, top + plot_h - bar_h
-        who = e(", ".join(sorted(names[index])))
+        bar_h = len(group) / tallest * plot_h
+        reached = all(assignment.reached(row.measured) for row in group)
+        x, y = x_of(low + index * step) + 1, top + plot_h - bar_h
+        who = e(", ".join(sorted(row.student for row in group)))
         parts.append(
-            f'<rect class="bar{" reached" if reached else ""}" data-count="{count}" '
-            f'x="{x:.1f}" y="{y:.1f}" width="{plot_w / BINS - 2:.1f}" height="{bar_h:.1f}">'
-            f"<title>{count}: {who}</title></rect>"
-            f'<text x="{x + plot_w / BINS / 2 - 1:.1f}" y="{y - 4:.1f}" '
-            f'text-anchor="middle">{count}</text>'
+            f'<rect class="bar{" reached" if reached else ""}" data-count="{len(group)}" '
+            f'x="{x:.1f}" y="{y:.1f}" width="{bar_w - 2:.1f}" height="{bar_h:.1f}">'
+            f"<title>{len(group)}: {who}</title></rect>"
+            f'<text x="{x + bar_w / 2 - 1:.1f}" y="{y - 4:.1f}" text-anchor="middle">'
+            f"{len(group)}</text>"
         )
-    for tick in range(BINS + 1):
-        if tick % 3:
-            continue
-        value = low + tick * step
+    every = max(1, math.ceil(count / 8))  # at most 9 labels
+    for tick in range(0, count + 1, every):
+        x = x_of(low + tick * step)
         parts.append(
-            f'<text x="{x_of(value):.1f}" y="{top + plot_h + 18}" '
-            f'text-anchor="middle">{e(assignment.format(value))}</text>'
+            f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" '
+            f'stroke="#555"/><text x="{x:.1f}" y="{top + plot_h + 18}" text-anchor="middle">'
+            f"{e(assignment.format(low + tick * step))}</text>"
         )
     tx = x_of(threshold)
     parts.append(
-        f'<line class="target" x1="{tx:.1f}" y1="{top - 8}" x2="{tx:.1f}" y2="{top + plot_h}"/>'
+        f'<line class="target" x1="{tx:.1f}" y1="{top - 30}" x2="{tx:.1f}" y2="{top + plot_h}"/>'
+        f'<text x="{tx + 4:.1f}" y="{top - 22}" fill="#c62828">'
+        f"target {e(assignment.format(threshold))}</text>"
     )
     parts.append(
-        f'<text x="{tx + 4:.1f}" y="{top - 12}" fill="#c62828">target '
-        f"{e(assignment.format(threshold))}</text>"
-    )
-    parts.append(
-        f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle">'
-        f"measured {e(assignment.target.metric)} ({len(values)} hand-ins; rejected "
-        "ones are not drawn)</text>"
+        f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle">measured '
+        f"{metric}: {len(shown)} hand-ins (a bin is green when all in it reached the target; "
+        "rejected hand-ins are not drawn)</text>"
     )
     parts.append("</svg>")
     return "\n".join(parts)
 
 
-def scale(values: list[float]) -> tuple[float, float]:
-    """The histogram's range: the values and the target, a little wider, on round numbers."""
-    low, high = min(values), max(values)
-    span = max(high - low, abs(high) * 0.02, 1e-6)
-    low, high = low - 0.08 * span, high + 0.08 * span
-    digits = 10 ** math.floor(math.log10(high - low) - 1)
-    return math.floor(low / digits) * digits, math.ceil(high / digits) * digits
+def bins(values: list[float], threshold: float) -> tuple[float, float, int]:
+    """(first edge, width, count) of round bins that hold the values and the target: about
+    ten bins of a width of 1, 2, 2.5 or 5 times a power of ten."""
+    low, high = min([*values, threshold]), max([*values, threshold])
+    span = max(high - low, abs(high) * 0.01, 1e-9)
+    raw = span / 10
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.floor(low / step + 1e-9) * step
+    count = max(1, math.floor((high - first) / step + 1e-9) + 1)
+    return first, step, count
 
 
 def leaderboard(rows: list[Row], assignment: Assignment) -> str:
@@ -266,11 +261,10 @@ def students_table(rows: list[Row], assignment: Assignment) -> str:
                 "<br>".join(e(reason) for reason in reasons) or "-", len(reasons), "flags", raw=True
             )
         )
-        link = (
-            f'<a href="{e(quote(row.report))}">report</a>'
-            if row.report
-            else e("; ".join(row.notes) or "-")
-        )
+        link = f'<a href="{e(quote(row.report))}">report</a>' if row.report else "-"
+        if not row.report and row.notes:  # why not, on hovering
+            link = f'<span title="{e("; ".join(row.notes))}">none</span>'
+
         cells.append(_cell(link, row.report or "", "text", raw=True))
         body.append(f'<tr class="row-{row.status}">' + "".join(cells) + "</tr>")
     return (

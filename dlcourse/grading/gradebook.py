@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,10 +57,6 @@ class Row:
     config_is_base: bool = False  # config.yaml is the base config (nothing changed)
     seconds: float = 0.0  # how long grading it took (not in the gradebook)
 
-    @property
-    def label(self) -> str:
-        return self.student
-
 
 def finish_rows(rows: list[Row], assignment: Assignment) -> list[Row]:
     """Add the class-wide flags, decide each status and grade; sorted by student."""
@@ -77,18 +74,12 @@ def finish_rows(rows: list[Row], assignment: Assignment) -> list[Row]:
         [row for row in gradable if not row.config_is_base], lambda row: row.config_digest
     )
     for row in gradable:
-        others = [
-            other.student for other in same_weights.get(row.weights_digest, []) if other is not row
-        ]
+        others = whose(row, same_weights.get(row.weights_digest, []))
         if others:
-            row.flags.append(f"identical weights to {', '.join(sorted(others))}'s")
-        others = [
-            other.student for other in same_config.get(row.config_digest, []) if other is not row
-        ]
+            row.flags.append(f"identical weights to {others}")
+        others = whose(row, same_config.get(row.config_digest, []))
         if others:
-            row.flags.append(
-                f"identical config to {', '.join(sorted(others))}'s (not the base config)"
-            )
+            row.flags.append(f"identical config to {others} (not the base config)")
     for row in rows:
         row.flags = list(dict.fromkeys(row.flags))
         if row.reasons:
@@ -99,10 +90,22 @@ def finish_rows(rows: list[Row], assignment: Assignment) -> list[Row]:
     return sorted(rows, key=lambda row: (row.student, row.bundle))
 
 
-def groups(rows: list[Row], key: object) -> dict[str | None, list[Row]]:
+def whose(row: Row, group: list[Row]) -> str:
+    """The other hand-ins of a group, as "carol's, dave's" (a student's own other hand-in by
+    its file: "alice.zip's")."""
+    names = sorted(
+        other.bundle if other.student == row.student else other.student
+        for other in group
+        if other is not row
+    )
+    return ", ".join(f"{name}'s" for name in names)
+
+
+def groups(rows: list[Row], key: Callable[[Row], str | None]) -> dict[str | None, list[Row]]:
+    """Rows by key(row), only the keys that more than one row shares."""
     found: dict[str | None, list[Row]] = defaultdict(list)
     for row in rows:
-        value = key(row)  # type: ignore[operator]
+        value = key(row)
         if value is not None:
             found[value].append(row)
     return {value: members for value, members in found.items() if len(members) > 1}

@@ -33,6 +33,7 @@ from dlcourse.grading.bundle import (
 )
 from dlcourse.grading.verify import RunCheck, assignment_from_run, check_run
 from dlcourse.runs import RunFolder
+from dlcourse.version import __version__
 
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # every entry's time: the same files make the same zip
 
@@ -104,7 +105,7 @@ def make_manifest(
         },
         "created": now.isoformat(),
         "run": folder.path.resolve().name,
-        "dlcourse": dlcourse_version(),
+        "dlcourse": __version__,
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -112,15 +113,6 @@ def make_manifest(
         "device": device,
         "threads": summary.threads if summary is not None else None,
     }
-
-
-def dlcourse_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("dlcourse")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
 
 
 def zip_bytes(entries: dict[str, bytes]) -> bytes:

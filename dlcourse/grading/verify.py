@@ -9,15 +9,21 @@ agree with metrics.jsonl, and model.safetensors must hold weights trained with c
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dlcourse.config import Config, config_diff, flat_config
 from dlcourse.errors import UserError
 from dlcourse.fileio import read_bounded
-from dlcourse.grading.assignment import ASSIGNMENT_LIMIT, Assignment, parse_assignment
+from dlcourse.grading.assignment import (
+    ASSIGNMENT_LIMIT,
+    Assignment,
+    parse_assignment,
+    value_at,
+)
 from dlcourse.grading.bundle import ASSIGNMENT_FILE, RUN_FILES, read_run_file, sha256
 from dlcourse.runs import FINISHED, EpochRow, Metrics, RunFolder, Summary
 from dlcourse.tasks import format_metric
@@ -123,22 +129,14 @@ def rule_checks(assignment: Assignment, cfg: Config) -> list[Check]:
 
 def free_values(assignment: Assignment, cfg: Config) -> dict[str, str]:
     """The free keys' values of a config, as short text."""
-    import json
-
     flat = flat_config(cfg)
     data = cfg.model_dump(mode="json")
     shown = {}
     for key in assignment.spec.free:
-        value = flat.get(key, _lookup(data, key))
+        value = flat.get(key, value_at(data, key))
         text = json.dumps(value)
         shown[key] = text if len(text) <= 40 else text[:37] + "..."
     return shown
-
-
-def _lookup(data: Any, key: str) -> Any:
-    for part in key.split("."):
-        data = data.get(part) if isinstance(data, dict) else None
-    return data
 
 
 def complete_check(folder: RunFolder, summary: Summary | None) -> Check:

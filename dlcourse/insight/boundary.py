@@ -6,7 +6,9 @@ For a model with two input features (the playground's x1, x2, or any such table)
 more than two) over a grid covering the data is drawn with the training points on top, and
 each first-layer unit's activation over the same grid; both go to TensorBoard
 (`decision_boundary`, `first_layer_units`), and at the end of the run, with the weights that
-were kept, to `decision_boundary.png` and `first_layer_units.png` in the run folder.
+were kept, to `decision_boundary.png` and `first_layer_units.png` in the run folder. At the end
+the training points are also drawn in the last hidden layer's space beside the plane
+(`hidden_space.png`, insight/hidden.py): XOR, not separable by a line in the plane, is in it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from dlcourse.insight.figures import figure_pixels, new_figure, save_png
+from dlcourse.insight.hidden import hidden_space, hidden_space_figure
 from dlcourse.runs import EpochRow, Summary
 from dlcourse.training.trainer import Callback
 
@@ -50,7 +53,9 @@ class DecisionBoundary(Callback):
 
     def on_epoch_end(self, trainer: Trainer, row: EpochRow) -> None:
         due = row.epoch % self.every == 0 or row.epoch == trainer.cfg.train.epochs
-        if self.writer is None or not (due or trainer.stopper.should_stop):
+        if self.writer is None or not (
+            due or trainer.stopper.should_stop or trainer.reached_max_steps
+        ):
             return
         for tag, figure in draw(trainer, f"epoch {row.epoch}").items():
             self.writer.add_image(tag, figure_pixels(figure), row.epoch)
@@ -61,6 +66,25 @@ class DecisionBoundary(Callback):
         title = f"epoch {summary.weights_epoch} (the weights kept)"
         for tag, figure in draw(trainer, title).items():
             save_png(figure, self.folder / f"{tag}.png", root=self.folder)
+        hidden = draw_hidden_space(trainer, title)
+        if hidden is not None:  # the points in the input and in the last hidden layer's space
+            save_png(hidden, self.folder / "hidden_space.png", root=self.folder)
+            if self.writer is not None:
+                self.writer.add_image("hidden_space", figure_pixels(hidden), summary.weights_epoch)
+
+
+def draw_hidden_space(trainer: Trainer, title: str) -> Figure | None:
+    """The training points in the plane (their own units) and in the last hidden layer's
+    space (insight/hidden.py); None for a model without a hidden layer."""
+    data = trainer.data
+    train = data.splits["train"]
+    raw = to_raw(train.x.cpu(), data.preprocess)
+    model = trainer.model
+    if not isinstance(model, nn.Sequential):  # (wrapped for several processes)
+        return None
+    space = hidden_space(model, train.x, train.y, data.class_names or ["0", "1"],
+                         "train", raw_inputs=raw, feature_names=data.feature_names)  # fmt: skip
+    return None if space is None else hidden_space_figure(space, title)
 
 
 def draw(trainer: Trainer, title: str) -> dict[str, Figure]:

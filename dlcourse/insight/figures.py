@@ -144,7 +144,8 @@ def confusion_figure(counts: list[list[int]], labels: list[str], title: str) -> 
     matrix = torch.tensor(counts, dtype=torch.float64)
     image = axes.imshow(matrix.numpy(), cmap="Blues")
     figure.colorbar(image, ax=axes, shrink=0.8)
-    axes.set(title=title, xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n))
+    axes.set(title=wrapped(title, 0.75 * size), xlabel="predicted", ylabel="true",
+             xticks=range(n), yticks=range(n))  # fmt: skip
     crowded = n * max(map(len, labels), default=0) > 40  # long names side by side overlap
     axes.set_xticklabels(labels, rotation=90 if crowded else 0)
     axes.set_yticklabels(labels)
@@ -180,7 +181,7 @@ def examples_figure(images: torch.Tensor, captions: Sequence[str], title: str) -
         y = (index // columns) * 2 * height + top - 1
         axes.text(x, y, caption, ha="center", va="bottom", fontsize=8)
     axes.imshow(grid.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-    axes.set_title(title)
+    axes.set_title(wrapped(title, 1.5 * columns - 0.2))
     axes.axis("off")
     return figure
 
@@ -195,10 +196,60 @@ def scatter_figure(predicted: torch.Tensor, true: torch.Tensor, title: str) -> F
     both = torch.cat([predicted, true])
     low, high = float(both.min()), float(both.max())
     axes.plot([low, high], [low, high], color="black", linewidth=1, label="predicted = true")
-    axes.set(title=title, xlabel="true", ylabel="predicted", aspect="equal")
+    axes.set(title=wrapped(title, 5.0), xlabel="true", ylabel="predicted", aspect="equal")
     axes.legend(loc="upper left")
     axes.grid(alpha=0.3)
     return figure
+
+
+def roc_pr_figure(
+    fpr: Sequence[float],
+    tpr: Sequence[float],
+    recall: Sequence[float],
+    precision: Sequence[float],
+    marks: Sequence[tuple[float, float, float, float]],
+    auc: float | None,
+    positive_share: float,
+    title: str,
+) -> Figure:
+    """A binary classifier at every threshold: the ROC curve (true against false positive
+    rate, the diagonal a coin) and the precision-recall curve (the dashed line a model that
+    knows nothing); `marks` (threshold, fpr, recall, precision) are drawn on both."""
+    figure = new_figure(10, 4.6)
+    roc, pr = figure.subplots(1, 2)
+    roc.plot(fpr, tpr, linewidth=1.8, label="the model" + (f" (AUC {auc:.3f})" if auc else ""))
+    roc.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="chance")
+    roc.set(xlabel="false positive rate (of the negatives, called positive)",
+            ylabel="true positive rate (recall)", xlim=(0, 1), ylim=(0, 1.02),
+            aspect="equal")  # fmt: skip
+    roc.set_title("ROC curve", fontsize=10)
+    pr.plot(recall, precision, linewidth=1.8, label="the model")
+    pr.axhline(positive_share, color="grey", linestyle="--", linewidth=1,
+               label=f"knows nothing ({positive_share:.0%} positive)")  # fmt: skip
+    pr.set(xlabel="recall (of the positives, found)", ylabel="precision (of those called, right)",
+           xlim=(0, 1), ylim=(0, 1.02))  # fmt: skip
+    pr.set_title("precision-recall curve", fontsize=10)
+    for threshold, x, recall_at, precision_at in marks:
+        for axes, point in ((roc, (x, recall_at)), (pr, (recall_at, precision_at))):
+            axes.plot(*point, marker="o", color="black", markersize=4)
+            axes.annotate(f"{threshold:g}", point, textcoords="offset points", xytext=(4, -10),
+                          fontsize=8)  # fmt: skip
+    for axes in (roc, pr):
+        axes.grid(alpha=0.3)
+        axes.legend(loc="lower right" if axes is roc else "lower left", fontsize=8)
+    figure.suptitle(wrapped(title, 9.5, 10) + "\n(dots: the thresholds 0.3, 0.5, 0.7)",
+                    fontsize=10)  # fmt: skip
+    return figure
+
+
+def wrapped(title: str, width_inches: float, fontsize: float = 12) -> str:
+    """A title broken into lines that fit `width_inches` (12 points: matplotlib's title size):
+    constrained layout makes room for a title's height, never for its width, so a long line
+    is cut at both edges."""
+    import textwrap
+
+    characters = max(20, int(width_inches * 72 / (0.6 * fontsize)))  # ~0.6 em per character
+    return "\n".join(textwrap.fill(line, characters) for line in title.splitlines())
 
 
 def curves_figure(rows: Sequence[Any], metrics: Sequence[str], best_epoch: int) -> Figure:
@@ -259,12 +310,26 @@ class Labels:
     columns: list[str] | None = None  # unit, feature or class names; None: numbered from 0
 
 
+CHANNELS_PER_ROW = 16  # more channels wrap onto further rows: 32 maps stay readable
+
+
 def feature_map_figure(values: torch.Tensor, title: str, labels: Labels) -> Figure:
     """(examples, channels, H, W) maps -> a row per example and a column per channel (or the
-    examples side by side when there is one channel), on one grey scale with a colour bar."""
+    examples side by side when there is one channel), on one grey scale with a colour bar.
+    More than CHANNELS_PER_ROW channels wrap onto further rows of the example (channels 16-31
+    below 0-15), so each map keeps a readable size."""
+    import torch
+
     examples, channels, height, width = values.shape
     across = channels == 1
-    maps = values.float().reshape(1, examples, height, width) if across else values.float()
+    lines = 1 if across else math.ceil(channels / CHANNELS_PER_ROW)  # rows per example
+    columns_shown = examples if across else min(channels, CHANNELS_PER_ROW)
+    if across:
+        maps = values.float().reshape(1, examples, height, width)
+    else:
+        padded = torch.full((examples, lines * columns_shown, height, width), float("nan"))
+        padded[:, :channels] = values.float()
+        maps = padded.reshape(examples * lines, columns_shown, height, width)
     grid = tile(maps, pad=1, pad_value=float("nan"))  # NaN padding is drawn blank
     low, high = float(values.min()), float(values.max())
     # Screen pixels per map pixel: small maps get more (a 7x7 map stays readable), and the
@@ -273,15 +338,21 @@ def feature_map_figure(values: torch.Tensor, title: str, labels: Labels) -> Figu
     size = (max(4.0, grid.shape[1] * scale / DPI + 2.0), grid.shape[0] * scale / DPI + 1.4)
 
     def draw(ax: Axes) -> Any:
-        rows = [(height + 1) * (r + 0.5) for r in range(1 if across else examples)]
-        columns = [(width + 1) * (c + 0.5) for c in range(examples if across else channels)]
+        rows = [(height + 1) * (r + 0.5) for r in range(len(maps))]
+        columns = [(width + 1) * (c + 0.5) for c in range(columns_shown)]
         if across:
             ax.set_yticks([])
             ax.set_xticks(columns, labels.rows, rotation=90)
         else:
-            ax.set_yticks(rows, labels.rows)
-            ax.set_xticks(columns, [str(c) for c in range(channels)])
-            ax.set_xlabel("channel")
+            names = [
+                (labels.rows[r // lines] if r % lines == 0 else "")
+                + (f" ch {r % lines * columns_shown}-" if lines > 1 else "")
+                + (f"{min(channels, (r % lines + 1) * columns_shown) - 1}" if lines > 1 else "")
+                for r in range(len(maps))
+            ]
+            ax.set_yticks(rows, names)
+            ax.set_xticks(columns, [str(c) for c in range(columns_shown)])
+            ax.set_xlabel("channel" if lines == 1 else "channel (+ the row's first channel)")
         ax.tick_params(labelsize=7)
         return ax.imshow(grid.numpy(), cmap=_grey(), vmin=low, vmax=high if high > low else low + 1,
                          interpolation="nearest")  # fmt: skip
@@ -336,8 +407,43 @@ def _with_colour_bar(
     figure = new_figure(*size)
     ax = figure.add_subplot()
     image = draw(ax)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(wrapped(title, 0.9 * size[0], 9), fontsize=9)
     bar = figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     bar.set_label(label, fontsize=8)
     bar.ax.tick_params(labelsize=7)
+    return figure
+
+
+# ------------------------------------------------------------------ averages
+
+
+def ewa_panels(
+    steps: Sequence[int],
+    values: Sequence[float],
+    plain: Sequence[float],
+    corrected: Sequence[float],
+    beta: float,
+    title: str,
+) -> Figure:
+    """A series with its exponentially weighted average v_t and the bias-corrected
+    v_t / (1 - beta^t): the whole series, and its first points (about 4 / (1 - beta)), where
+    the uncorrected average starts near 0."""
+    start = max(10, math.ceil(4 / (1 - beta)))
+    panels = [("every recorded step", len(steps))]
+    if start < len(steps):  # (a short series is all start)
+        panels.append((f"the first {start} recorded steps", start))
+    figure = new_figure(5.5 * len(panels), 4)
+    figure.suptitle(title)
+    for index, (label, end) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        axes.plot(steps[:end], values[:end], color="lightgrey", linewidth=0.8,
+                  label="step loss")  # fmt: skip
+        axes.plot(steps[:end], plain[:end], color="tab:orange", label="EWA v_t (from v_0 = 0)")
+        axes.plot(steps[:end], corrected[:end], color="tab:blue",
+                  label="bias-corrected v_t / (1 - beta^t)")  # fmt: skip
+        if index == 0 and min(values) > 0 and max(values) / min(values) > 100:
+            axes.set_yscale("log")
+        axes.set(title=label, xlabel="step", ylabel="loss")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
     return figure

@@ -2,7 +2,18 @@
 
 `TensorBoardScalars`: per epoch the losses, every metric and the learning rate; per step
 (every k-th, at most ~2,000 per run) the training batch's loss, `loss/train_step` against the
-global step, where mini-batch noise shows; and the hyper-parameters with the final metrics.
+global step, where mini-batch noise shows, with its exponentially weighted average
+(`loss/train_step_ewa`) and the bias-corrected one (`loss/train_step_ewa_corrected`,
+insight/averages.py); and the hyper-parameters with the final metrics.
+
+Why a flat accuracy: TensorBoard's Scalars tab has "Ignore outliers in chart scaling" on by
+default, and then scales the y axis to the 5th-95th percentile of a chart's points. When 95%
+of the epochs have the same dev accuracy (a small dev split at 100%), that range is one value,
+and TensorBoard draws [0, 2 x value]: an axis from 0 to 2 on which the curve is a flat line.
+So each run also gets a Custom Scalars layout (the Custom Scalars tab): train and dev of the
+loss and of the main metric in one chart each, and the dev accuracy with its 95% interval
+(Wilson's, for a dev split of n examples: `accuracy_interval/dev_low`, `dev_high`) as a band,
+whose range is never one value and shows how much of a change is the dev split's noise.
 
 `InsightLogger`, inside the network: every `logging.insight_every` epochs (and at the last
 one, or the one early stopping ends the run at) it
@@ -33,6 +44,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from dlcourse.config import Config, config_data, dump_config, flatten
+from dlcourse.insight.averages import Average
 from dlcourse.insight.figures import heat_map, scale_each, tile, upscale
 from dlcourse.insight.probe import model_stats, probe_activations, probe_inputs
 from dlcourse.runs import EpochRow, Summary
@@ -42,13 +54,20 @@ from dlcourse.training.trainer import Callback, Trainer
 class TensorBoardScalars(Callback):
     def __init__(self, writer: SummaryWriter):
         self.writer = writer
+        self.dev_size = 0  # examples in the dev split: the width of its accuracy's interval
+        self.average = Average(0.98)  # of the step loss (insight/averages.py)
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        self.average = Average(trainer.cfg.logging.ewa_beta)
+        dev = trainer.data.splits.get("dev")
+        self.dev_size = len(dev) if dev is not None else 0
         if trainer.epoch == 0 and trainer.progress is None:  # once per run, not on resume
             self.writer.add_text("config", _as_markdown(trainer.cfg), global_step=0)
+            self.writer.add_custom_scalars(scalar_layout(trainer.data.kind, self.dev_size > 0))
         elif trainer.folder is not None:
             # A resumed writer purges every event at or after step epoch + 1 (its purge_step),
             # of every tag: the per-step losses of the kept epochs beyond it are logged again.
+            # The averages go over every recorded step, logged or not.
             for row in trainer.folder.read_metrics():
                 if row.epoch <= trainer.epoch:
                     self.log_step_losses(row, after=trainer.epoch)
@@ -59,15 +78,26 @@ class TensorBoardScalars(Callback):
             for name, value in (getattr(row, split) or {}).items():
                 if value is not None:
                     self.writer.add_scalar(f"{name}/{split}", value, epoch)
+        accuracy = (row.dev or {}).get("accuracy")
+        if accuracy is not None and self.dev_size:
+            low, high = wilson_interval(accuracy, self.dev_size)
+            self.writer.add_scalar("accuracy_interval/dev_low", low, epoch)
+            self.writer.add_scalar("accuracy_interval/dev_high", high, epoch)
         self.writer.add_scalar("lr", row.lr, epoch)
         self.writer.add_scalar("seconds_per_epoch", row.seconds, epoch)
         self.log_step_losses(row)
         self.writer.flush()
 
     def log_step_losses(self, row: EpochRow, after: int = 0) -> None:
+        """The step losses and their exponentially weighted averages, uncorrected and
+        bias-corrected (the lectures' v_t and v_t / (1 - beta^t))."""
         for step, loss in row.step_losses or []:
+            plain, corrected = self.average.add(loss)
             if step > after:
                 self.writer.add_scalar("loss/train_step", loss, int(step))
+                if math.isfinite(plain):
+                    self.writer.add_scalar("loss/train_step_ewa", plain, int(step))
+                    self.writer.add_scalar("loss/train_step_ewa_corrected", corrected, int(step))
 
     def on_fit_end(self, trainer: Trainer, summary: Summary) -> None:
         """The hyper-parameters and final metrics, for TensorBoard's HParams tab.
@@ -87,6 +117,28 @@ class TensorBoardScalars(Callback):
             return
         self.writer.add_hparams(hyperparameters(trainer.cfg), metrics, run_name=".",
                                 global_step=summary.epochs_run)  # fmt: skip
+
+
+def scalar_layout(kind: str, has_dev: bool) -> dict[str, Any]:
+    """The Custom Scalars tab: train and dev together, and the dev accuracy's interval."""
+    main = "r2" if kind == "regression" else "accuracy"
+    charts: dict[str, list[Any]] = {
+        "loss: train and dev": ["Multiline", ["^loss/(train|dev)$"]],
+        f"{main}: train and dev": ["Multiline", [f"^{main}/(train|dev)$"]],
+    }
+    if has_dev and main == "accuracy":
+        charts["dev accuracy, 95% interval"] = [
+            "Margin", ["accuracy/dev", "accuracy_interval/dev_low", "accuracy_interval/dev_high"],
+        ]  # fmt: skip
+    return {"dlcourse": charts}
+
+
+def wilson_interval(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% (Wilson score) interval of a share measured on n examples: never one point,
+    even at 0% or 100% (100% of 100 examples: 96.3% to 100%)."""
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # Keys that do not change what a run computes: left out of the hyper-parameters.
@@ -125,12 +177,14 @@ class InsightLogger(Callback):
         self.weights_before: dict[str, torch.Tensor] = {}
 
     def due(self, trainer: Trainer, epoch: int) -> bool:
-        """Every `every` epochs, at the last one, and at the one where early stopping ends
-        the run (after the epoch's dev evaluation, `should_stop` says so)."""
+        """Every `every` epochs, at the last one, and at the one where early stopping (or
+        train.max_steps) ends the run (after the epoch's dev evaluation, `should_stop` says
+        so)."""
         return (
             epoch % self.every == 0
             or epoch == trainer.cfg.train.epochs
             or trainer.stopper.should_stop
+            or trainer.reached_max_steps
         )
 
     def may_stop(self, trainer: Trainer) -> bool:
@@ -152,7 +206,8 @@ class InsightLogger(Callback):
 
     def on_before_step(self, trainer: Trainer) -> None:
         """The epoch's last step: keep its gradients and the weights it is about to change."""
-        if not (self.due(trainer, trainer.epoch + 1) or self.may_stop(trainer)):
+        final = trainer.max_steps is not None and trainer.global_step + 1 >= trainer.max_steps
+        if not (self.due(trainer, trainer.epoch + 1) or self.may_stop(trainer) or final):
             return
         self.grads, self.weights_before = {}, {}
         for name, param in trainer.model.named_parameters():

@@ -65,15 +65,19 @@ body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; 
        color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 thead th { background: #f3f3f3; }
 caption { caption-side: top; text-align: left; font-weight: bold; padding: 0.3em 0; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; }
 figcaption { color: #555; font-size: 0.9em; }
-.scroll { max-height: 30em; overflow-y: auto; display: inline-block; }
+.table { max-width: 100%; overflow-x: auto; }
+.table.scroll { max-height: 30em; overflow-y: auto; }
 """
+# Every table sits in a box as wide as the page at most: a wider one scrolls sideways inside it
+# (and a long one, down), instead of running past the page or having columns cut off; cells
+# never wrap (an lr of 1.00e-03 stays on one line).
 
 
 def write_html(path: Path, title: str, sections: list[Section], root: Path | None = None) -> None:
@@ -107,7 +111,8 @@ def html_block(block: Block) -> str:
                    for row in block.rows)  # fmt: skip
     caption = f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""
     table = f"<table>{caption}<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}</tbody></table>"
-    return f'<div class="scroll">{table}</div>' if len(block.rows) > 25 else table
+    box = "table scroll" if len(block.rows) > 25 else "table"
+    return f'<div class="{box}">{table}</div>'
 
 
 def html_cell(cell: Cell) -> str:

@@ -27,7 +27,7 @@ from dlcourse.errors import UserError
 from dlcourse.tools.inputs import InputValue, read_example
 from dlcourse.tools.trained import TrainedRun, as_number, from_target_units, probabilities
 from dlcourse.tools.weights import open_source
-from dlcourse.training.losses import loss_for
+from dlcourse.training.losses import loss_for, loss_text
 from dlcourse.training.metrics import predictions
 
 # Layer type -> (kind, what it computes); activations are recognized by their layer's name.
@@ -45,12 +45,6 @@ FORMULAS: dict[type[nn.Module], tuple[str, str]] = {
 }
 # What the output layer's z becomes, by task kind (step: the perceptron's unit).
 OUTPUTS = {"multiclass": "softmax", "binary": "sigmoid", "regression": "identity"}
-LOSS_FORMULAS = {
-    "softmax": "cross-entropy -log p(target)",
-    "sigmoid": "binary cross-entropy -(t log p + (1 - t) log(1 - p))",
-    "identity": "squared error 1/2 (y - t)^2",
-    "step": "perceptron criterion -(t - y) z",
-}
 
 
 @dataclass
@@ -121,7 +115,8 @@ def forward(
     prediction = predict(opened, output, opened.outputs(example.x))
     if target is not None:
         prediction.target = float(target) if opened.kind == "regression" else target
-        prediction.loss, prediction.loss_formula = loss, LOSS_FORMULAS[output]
+        prediction.loss = loss
+        prediction.loss_formula = loss_text(opened.cfg, opened.kind)  # what train.loss is
     notes = [*example.notes, *_notes(opened, layers)]
     if own_target:
         notes.append(f"target: the example's own ({target}); --target sets another")

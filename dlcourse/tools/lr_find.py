@@ -22,14 +22,18 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dlcourse.config import Config
 from dlcourse.errors import UserError
 from dlcourse.fileio import make_folder, write_text_atomic
 from dlcourse.insight.figures import new_figure, save_png
 from dlcourse.training.modes import SMOOTHING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FALL = 0.1  # share of the total fall after which the lr is no longer too small
 MAX_STEPS = 10_000  # mini-batches: a range test needs a few hundred
@@ -45,6 +49,7 @@ class LrFindResult:
     too_small: float  # below this lr the loss barely moves
     blew_up: bool  # the test stopped before `end` because the loss blew up
     out: Path  # the folder with lr_find.csv, lr_find.png and tb/
+    figure: Figure | None = field(default=None, repr=False)  # lr_find.png's, once written
 
 
 def lr_schedule(start: float, end: float, steps: int) -> list[float]:
@@ -93,7 +98,7 @@ def write_outputs(result: LrFindResult, cfg: Config) -> None:
     for step, row in enumerate(zip(result.lrs, result.losses, result.smoothed, strict=True)):
         writer.writerow([step, *(f"{value:.6g}" for value in row)])
     write_text_atomic(result.out / "lr_find.csv", table.getvalue(), root=result.out)
-    plot(result, cfg, result.out / "lr_find.png")
+    result.figure = plot(result, cfg, result.out / "lr_find.png")
     with SummaryWriter(log_dir=str(make_folder(result.out / "tb", result.out))) as tb:
         for step, (lr, loss, smoothed) in enumerate(
             zip(result.lrs, result.losses, result.smoothed, strict=True)
@@ -111,7 +116,7 @@ def describe(result: LrFindResult) -> str:
     )
 
 
-def plot(result: LrFindResult, cfg: Config, path: Path) -> None:
+def plot(result: LrFindResult, cfg: Config, path: Path) -> Figure:
     """The smoothed loss against the lr (log scale), the regions shaded, the suggestion."""
     figure = new_figure(7, 4.2, dpi=110)
     axes = figure.add_subplot()
@@ -132,3 +137,4 @@ def plot(result: LrFindResult, cfg: Config, path: Path) -> None:
     axes.set_title(f"lr-find: {cfg.name} ({cfg.optim.name}, batch {cfg.train.batch_size})")
     axes.legend(fontsize=8, loc="upper left")
     save_png(figure, path, root=path.parent)
+    return figure

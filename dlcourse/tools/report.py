@@ -18,12 +18,13 @@ from typing import Any
 
 import torch
 
+from dlcourse.config import Config
 from dlcourse.data import SplitData, TaskData
 from dlcourse.errors import UserError
 from dlcourse.fileio import make_folder, path_text
 from dlcourse.insight.figures import curves_figure, png_bytes
 from dlcourse.insight.probe import dead_units, describe_probe
-from dlcourse.runs import MAIN_METRIC, EpochRow, Metrics, Summary
+from dlcourse.runs import MAIN_METRIC, EpochRow, Metrics, Session, Summary
 from dlcourse.tasks import KIND_METRICS, format_metric
 from dlcourse.tools.diagnose import diagnose_summary
 from dlcourse.tools.document import (
@@ -69,10 +70,11 @@ def write_report(
         training_section(rows, metrics, summary.weights_epoch),
         final_metrics_section(summary, rows, metrics),
     ]
-    diagnosis = diagnosis_section(summary)
+    diagnosis = diagnosis_section(summary, opened.cfg)
     if diagnosis is not None:
         sections.append(diagnosis)
     sections += [results_section(opened, data, split), activations_section(opened, data, split)]
+    sections.append(environment_section(folder.read_sessions()))
     title = f"dlcourse run {path_text(folder.path.resolve().name)}"
     root = run_dir if out is None else None  # the run folder's own report, or the user's file
     make_folder(target.parent, root)
@@ -112,6 +114,8 @@ def result_section(summary: Summary, split: str) -> Section:
     reference = summary.reference
     if "best_r2" in reference:
         text += f" The best possible R^2 on this data is {reference['best_r2']:.4f}."
+    if "best_accuracy" in reference:
+        text += f" The best possible accuracy on this data is {reference['best_accuracy']:.1%}."
     return Section("Result", [Paragraph(text)])
 
 
@@ -144,6 +148,30 @@ def data_section(data: TaskData) -> Section:
     return Section("Data", [
         Paragraph(f"From {data.source}: {inputs}{classes}."),
         TableBlock(["split", "examples"], rows, "split sizes"),
+    ])  # fmt: skip
+
+
+def environment_section(sessions: list[Session]) -> Section:
+    """What trained the run, session by session (environment.json)."""
+    if not sessions:
+        return Section("Environment", [Paragraph(
+            "environment.json is missing: the run was trained by a dlcourse that did not "
+            "record it."
+        )])  # fmt: skip
+    header = ["session", "started", "dlcourse", "Python", "torch", "device", "threads",
+              "processes", "seed"]  # fmt: skip
+    rows = [
+        [Cell(session.command), Cell(session.started), Cell(session.dlcourse),
+         Cell(session.python), Cell(session.torch), Cell(session.device),
+         Cell(str(session.threads), session.threads),
+         Cell(str(session.processes), session.processes), Cell(str(session.seed), session.seed)]
+        for session in sessions
+    ]  # fmt: skip
+    machines = sorted({f"{session.platform}, {session.cpu} ({session.cores} cores)"
+                       for session in sessions})  # fmt: skip
+    return Section("Environment", [
+        TableBlock(header, rows, "each training session: the first, and every resume"),
+        Paragraph("On " + "; ".join(machines) + "."),
     ])  # fmt: skip
 
 
@@ -205,11 +233,11 @@ def final_metrics_section(summary: Summary, rows: list[EpochRow], metrics: list[
     ])  # fmt: skip
 
 
-def diagnosis_section(summary: Summary) -> Section | None:
+def diagnosis_section(summary: Summary, cfg: Config | None = None) -> Section | None:
     """The bias/variance diagnosis of the kept weights (what `dlcourse diagnose` prints, with
     its default baseline); None, leaving the section out, when the run has no train metrics."""
     try:
-        diagnosis = diagnose_summary(summary)
+        diagnosis = diagnose_summary(summary, cfg=cfg)
     except UserError:
         return None
     rows = [
@@ -227,8 +255,10 @@ def diagnosis_section(summary: Summary) -> Section | None:
         TableBlock(["error", "share"], table, "avoidable bias = train - baseline error; "
                    "variance = dev - train error"),
     ]  # fmt: skip
-    if diagnosis.remedies:
-        blocks.append(Paragraph("What to try: " + "; ".join(diagnosis.remedies) + "."))
+    if diagnosis.floor:
+        blocks.append(Paragraph(diagnosis.floor + "."))
+    for line in diagnosis.remedy_lines():  # one sentence per cause
+        blocks.append(Paragraph(f"What to try {line}."))
     return Section("Diagnosis", blocks)
 
 
@@ -254,12 +284,32 @@ def results_section(opened: TrainedRun, data: TaskData, split: str) -> Section:
         "confusion": "confusion matrix: rows the true class, columns the predicted one",
         "wrong": "the wrong predictions the model was surest of",
         "predicted": "predicted against true values; on the line the prediction is exact",
+        "roc": "every threshold at once: the ROC curve (true against false positive rate) and "
+        "the precision-recall curve; the dots are the thresholds 0.3, 0.5 and 0.7",
     }
-    for name, png in evaluation.figures.items():
-        blocks.append(Figure(name, png, captions[name.split("_")[0]]))
+    for name, figure in evaluation.figures.items():
+        blocks.append(Figure(name, png_bytes(figure), captions[name.split("_")[0]]))
+    if evaluation.thresholds:
+        blocks.append(threshold_block(evaluation))
     if evaluation.kind != "regression" and data.preprocess.get("kind") == "table":
         blocks.append(wrong_rows_table(evaluation, data.splits[split], data.preprocess))
     return Section(f"Results on the {split} split", blocks)
+
+
+def threshold_block(evaluation: Evaluation) -> TableBlock:
+    """The metrics by threshold of a binary classifier (what `dlcourse evaluate` prints)."""
+    positive = evaluation.class_names[1] if len(evaluation.class_names) > 1 else "1"
+    rows = [
+        [Cell(f"{row.threshold:.1f}", row.threshold),
+         Cell(str(row.true_positive + row.false_positive), row.true_positive + row.false_positive),
+         *(metric_cell(name, getattr(row, name)) for name in ("accuracy", "precision", "recall",
+                                                               "f1"))]
+        for row in evaluation.thresholds
+    ]  # fmt: skip
+    caption = (f"by threshold: {positive} when its probability is above it (0.5: the model's "
+               "own rule; predict --threshold T uses another)")  # fmt: skip
+    header = ["threshold", f"as {positive}", "accuracy", "precision", "recall", "f1"]
+    return TableBlock(header, rows, caption)
 
 
 def wrong_rows_table(

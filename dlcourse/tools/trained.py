@@ -47,8 +47,6 @@ from dlcourse.training.metrics import model_outputs
 # Sections whose keys decide what the weights mean: the network and the data it sees.
 MODEL_DEFINING = ("task", "seed", "data.", "model.")
 CHECKPOINTS = ("kept", "best", "last")
-# Files training writes in a run folder: no command that reads a run ever replaces them.
-TRAINING_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "split.pt", "model.safetensors")
 
 
 @dataclass
@@ -259,7 +257,7 @@ def from_target_units(value: float, preprocess: dict[str, Any]) -> float:
 def refuse_training_file(path: Path, run_dir: Path) -> None:
     """Refuse an output path that would replace a file training wrote in the run folder."""
     resolved, folder = path.resolve(), run_dir.resolve()
-    protected = [folder / name for name in TRAINING_FILES]
+    protected = [folder / name for name in RunFolder.TRAINING_FILES]
     inside = {folder / "checkpoints", folder / "tb"} & set(resolved.parents)
     if resolved in protected or inside:
         raise UserError(

@@ -7,6 +7,10 @@ unit, numbered from 0: red positive, blue negative), and a classifier's output l
 class probabilities (softmax, or sigmoid for two classes) with each example's predicted class.
 The same images go to the run's TensorBoard under `activations/`.
 
+With `--hidden-space` it draws instead every example of the split as a point in the input
+space and in the last hidden layer's space, coloured by class (insight/hidden.py), with the
+accuracy of a linear classifier in each: what the hidden layers do.
+
 The table of per-layer statistics (mean, std, % zero, dead and saturated units) is measured on
 the probe (insight/probe.py), as TensorBoard's dead_fraction and the training warnings are:
 for the same weights all three show the same numbers. Dead or saturated layers are named.
@@ -26,13 +30,16 @@ from rich.text import Text
 from dlcourse.data import TaskData
 from dlcourse.errors import UserError
 from dlcourse.fileio import make_folder, path_text, write_bytes_atomic
+from dlcourse.insight.boundary import to_raw
 from dlcourse.insight.figures import (
     Labels,
     feature_map_figure,
     figure_pixels,
     heat_map_figure,
     pixels_png,
+    save_png,
 )
+from dlcourse.insight.hidden import HiddenSpace, hidden_space, hidden_space_figure
 from dlcourse.insight.probe import (
     MOSTLY_DEAD,
     PARTLY_DEAD,
@@ -260,4 +267,75 @@ def diagnoses(pictures: list[LayerPicture]) -> list[tuple[str, str]]:
                 "ends of the curve), where the gradient is nearly 0, so learning slows down "
                 "(vanishing gradients). Normalized inputs, xavier init or relu help."
             ))  # fmt: skip
+    return lines
+
+
+# ------------------------------------------------------------------ the last hidden layer's space
+
+
+def visualize_hidden_space(
+    run_dir: Path,
+    *,
+    data_dir: Path,
+    checkpoint: str = "kept",
+    split: str = "test",
+    out: Path | None = None,
+) -> HiddenSpace:
+    """`dlcourse visualize-activations --hidden-space`: every example of a split in the input
+    space and in the last hidden layer's space (insight/hidden.py), coloured by class:
+    hidden_space_<split>.png in the run's activations/ (or `out`) and its TensorBoard."""
+    opened = open_run(run_dir, checkpoint)
+    if opened.kind == "regression":
+        raise UserError(
+            "--hidden-space colours the examples by their class; this run predicts a value "
+            "(regression)"
+        )
+    data = opened.load_data(data_dir)
+    if split not in data.splits:
+        raise UserError(
+            f"the run has no {split} split (it has {', '.join(data.splits)}); choose --split"
+        )
+    examples = data.splits[split]
+    raw = to_raw(examples.x, data.preprocess) if data.input_shape == (2,) else None
+    space = hidden_space(opened.model, examples.x, examples.y, opened.class_names, split,
+                         raw_inputs=raw, feature_names=data.feature_names)  # fmt: skip
+    if space is None:
+        raise UserError(
+            f"{run_dir}: the model has no hidden layer (model.hidden: [] and no conv blocks); "
+            "its output layer reads the inputs themselves"
+        )
+    space.weights = opened.weights
+    figure = hidden_space_figure(space, opened.weights)
+    root = run_dir if out is None else out
+    target = make_folder(out or run_dir / "activations", root)
+    space.written = target / f"hidden_space_{split}.png"
+    save_png(figure, space.written, root)
+    if opened.cfg.logging.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        assert opened.folder is not None
+        with SummaryWriter(log_dir=str(opened.folder.folder(opened.folder.tensorboard))) as writer:
+            writer.add_image(f"activations/hidden_space_{split}", figure_pixels(figure),
+                             opened.epoch or 0)  # fmt: skip
+    return space
+
+
+def hidden_space_lines(space: HiddenSpace) -> list[str]:
+    """What `visualize-activations --hidden-space` prints."""
+    inputs, hidden = space.inputs, space.hidden
+    projected = (f", PCA to 2-D keeps {hidden.explained:.0%} of the variance"
+                 if hidden.dimensions > 2 else "")  # fmt: skip
+    rows = [
+        (f"in the input space ({inputs.dimensions} features)", space.input_accuracy),
+        (f"in the hidden space ({space.units} units)", space.hidden_accuracy),
+        ("the network's own output layer", space.output_accuracy),
+    ]
+    lines = [
+        f"{space.weights}, {len(space.labels):,} {space.split} examples",
+        f"last hidden layer {space.layer}: {space.units} units{projected}",
+        "a linear classifier (a logistic regression fitted to the points) separates:",
+        *(f"  {label:<36}{value:7.1%}" for label, value in rows),
+    ]
+    if space.written is not None:
+        lines.append(f"wrote {path_text(space.written)}")
     return lines

@@ -37,7 +37,7 @@ from pydantic import (
     field_validator,
 )
 
-from dlcourse.data.tabular import one_hot_width
+from dlcourse.data.tabular import FLOAT32_MAX, one_hot_width
 from dlcourse.errors import UserError
 from dlcourse.fileio import require_safe_torch, write_atomic, write_bytes_atomic
 
@@ -141,7 +141,7 @@ def preprocess_problem(preprocess: dict[str, Any], data: dict[str, Any]) -> str 
         if len(data["input_shape"]) != 3:
             shape = data["input_shape"]
             return f"an image model's input_shape is (channels, height, width), not {shape}"
-        return _statistics(preprocess, ["mean", "std"], 1) or _standardized(preprocess)
+        return _statistics(preprocess, ["mean", "std"], None) or _standardized(preprocess)
     return _table_problem(preprocess, data)
 
 
@@ -184,21 +184,22 @@ def _target_problem(target: Any, kind: str) -> str | None:
         return f"target: a {kind} model's target is not standardized"
     if not isinstance(target, dict) or set(target) != {"mean", "std"}:
         return f"target is {_shown(target)}; expected the target's mean and std"
-    problem = _statistics(target, ["mean", "std"], 1) or _standardized(target)
+    problem = _statistics(target, ["mean", "std"], None) or _standardized(target)
     return None if problem is None else f"target.{problem}"
 
 
-def _statistics(record: dict[str, Any], keys: list[str], count: int) -> str | None:
-    """Each key holds `count` finite numbers (count 1: a number)."""
+def _statistics(record: dict[str, Any], keys: list[str], count: int | None) -> str | None:
+    """Each key holds a list of `count` finite numbers (None: one number, not a list)."""
     for key in keys:
         value = record.get(key)
-        values = [value] if count == 1 and not isinstance(value, list) else value
-        if not isinstance(values, list) or len(values) != count:
-            return f"{key} is {_shown(value)}; expected {count} number(s), one per feature"
+        values = [value] if count is None else value
+        if not isinstance(values, list) or len(values) != (count or 1):
+            wanted = "a number" if count is None else f"{count} numbers, one per feature"
+            return f"{key} is {_shown(value)}; expected {wanted}"
         for i, number in enumerate(values):
             if not _finite(number):
-                where = key if count == 1 else f"{key}[{i}]"
-                return f"{where} is {_shown(number)}; expected a finite number"
+                where = key if count is None else f"{key}[{i}]"
+                return f"{where} is {_shown(number)}; expected a finite number (float32)"
     return None
 
 
@@ -213,8 +214,9 @@ def _standardized(record: dict[str, Any]) -> str | None:
 
 
 def _finite(value: Any) -> bool:
+    """A number (not a bool) within float32's range: the features are float32."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    return number and abs(value) < 1e300 and math.isfinite(value)
+    return number and abs(value) <= FLOAT32_MAX and math.isfinite(value)
 
 
 def _names(value: Any) -> bool:

@@ -264,3 +264,48 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------ what computes
+
+
+def device_text(device: torch.device, threads: int | None = None) -> str:
+    """The device as a person names it: "cpu (2 threads of 2 cores)", "cuda:0 (NVIDIA H100)"."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    count = threads or torch.get_num_threads()
+    return f"cpu ({count} thread{'s' if count != 1 else ''} of {os.cpu_count() or 1} cores)"
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo; elsewhere what platform says)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_record(device: torch.device, threads: int | None) -> dict[str, Any]:
+    """What a training session ran on and with (runs.Session's machine fields): the versions
+    of Python, torch and dlcourse, the platform, the processor, the device and the threads."""
+    import platform
+
+    from dlcourse.version import __version__
+
+    return {
+        "dlcourse": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count() or 1,
+        "device": device_text(device, threads),
+        "threads": threads or torch.get_num_threads(),
+    }

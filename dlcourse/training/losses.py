@@ -7,8 +7,9 @@ with m the number of training examples. A mini-batch step follows the gradient o
 mean loss plus the same penalty, an unbiased estimate of the gradient of J, so batch, mini-batch
 and stochastic gradient descent all minimize the same J for a given lambda.
 
-`loss_for(cfg, kind)` is the one place that decides a run's loss: training, evaluate, forward,
-gradcheck, lr-find and overfit-batch all call it.
+`loss_for(cfg, kind)` is the one place that decides a run's loss (train.loss: mse, bce or ce,
+by default the task kind's own): training, evaluate, forward, gradcheck, lr-find and
+overfit-batch all call it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlcourse.config import Config
+from dlcourse.config.sections import DEFAULT_LOSS
+from dlcourse.errors import UserError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -75,11 +78,68 @@ def loss_function(kind: str, pos_weight: float | None = None, rule: str | None =
     return LOSSES[kind](pos_weight)
 
 
+def _sigmoid_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean of 1/2 (p - t)^2, p = sigmoid(z): the lectures' squared error on a binary output."""
+    return 0.5 * F.mse_loss(torch.sigmoid(outputs.squeeze(1)), targets)
+
+
+def _softmax_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of 1/2 sum_k (p_k - t_k)^2, p = softmax(z), t the one-hot target."""
+    one_hot = F.one_hot(targets, outputs.shape[1]).to(outputs.dtype)
+    return 0.5 * (torch.softmax(outputs, dim=1) - one_hot).pow(2).sum(1).mean()
+
+
+# train.loss -> task kind -> (pos_weight) -> the mean loss of a batch. The defaults (ce, bce,
+# mse: config.sections.DEFAULT_LOSS) are the kinds' own losses above.
+NAMED_LOSSES: dict[str, dict[str, Callable[[float | None], LossFn]]] = {
+    "ce": {"multiclass": LOSSES["multiclass"]},
+    "bce": {"binary": LOSSES["binary"]},
+    "mse": {
+        "regression": LOSSES["regression"],
+        "binary": lambda pos_weight: _sigmoid_squared_error,
+        "multiclass": lambda pos_weight: _softmax_squared_error,
+    },
+}
+# What each loss computes, in the lectures' notation (forward prints it beside the loss).
+LOSS_TEXTS = {
+    ("ce", "multiclass"): "cross-entropy -log p(target)",
+    ("bce", "binary"): "binary cross-entropy -(t log p + (1 - t) log(1 - p))",
+    ("mse", "regression"): "squared error 1/2 (y - t)^2",
+    ("mse", "binary"): "squared error 1/2 (p - t)^2 of the sigmoid output",
+    ("mse", "multiclass"): "squared error 1/2 sum_k (p_k - t_k)^2 of the softmax outputs "
+    "(t one-hot)",
+}
+
+
+def loss_name(cfg: Config, kind: str) -> str:
+    """train.loss, or the kind's default (mse, bce, ce) when the config leaves it to the data
+    (csv); UserError when the data's kind is one the chosen loss does not fit."""
+    name = cfg.train.loss or DEFAULT_LOSS[kind]
+    if kind not in NAMED_LOSSES[name]:
+        raise UserError(
+            f"train.loss: {name!r} is for a {' or '.join(NAMED_LOSSES[name])} target, and this "
+            f"data's target is {kind}; choose "
+            f"{' or '.join(loss for loss, kinds in NAMED_LOSSES.items() if kind in kinds)}"
+        )
+    return name
+
+
 def loss_for(cfg: Config, kind: str) -> LossFn:
     """The loss a run with this config minimizes on a task of this kind (multiclass, binary,
-    regression): the kind's loss, weighted by train.pos_weight, or the learning rule's own
-    criterion (optim.name: perceptron)."""
-    return loss_function(kind, cfg.train.pos_weight, cfg.optim.name)
+    regression): train.loss (by default the kind's own), weighted by train.pos_weight, or the
+    learning rule's own criterion (optim.name: perceptron)."""
+    if cfg.optim.name in RULE_LOSSES:
+        return RULE_LOSSES[cfg.optim.name]
+    if kind not in LOSSES:
+        raise ValueError(f"unknown task kind {kind!r}; choose one of {', '.join(LOSSES)}")
+    return NAMED_LOSSES[loss_name(cfg, kind)][kind](cfg.train.pos_weight)
+
+
+def loss_text(cfg: Config, kind: str) -> str:
+    """What loss_for(cfg, kind) computes, in words and the lectures' formula."""
+    if cfg.optim.name == "perceptron":
+        return "perceptron criterion -(t - y) z"
+    return LOSS_TEXTS[(loss_name(cfg, kind), kind)]
 
 
 def know_nothing_loss(kind: str, y: torch.Tensor, loss_fn: LossFn, n_outputs: int) -> float:

@@ -87,14 +87,18 @@ def nesterov(p: Step, lr: float, beta: float, weight_decay: float) -> None:
 
 
 def rmsprop(p: Step, lr: float, alpha: float, momentum: float, eps: float,
-            weight_decay: float) -> None:  # fmt: skip
+            weight_decay: float, bias_correction: bool = False) -> None:  # fmt: skip
     """RMSprop: each weight's step divided by the root of its recent squared gradients."""
     dw, s = decayed(p, weight_decay), p.state["square_avg"]
     # S = alpha S + (1 - alpha) dW^2
     torch._foreach_mul_(s, alpha)
     torch._foreach_addcmul_(s, dw, dw, value=1 - alpha)
-    # step = dW / (sqrt(S) + eps)
-    step: Tensors = torch._foreach_div(dw, torch._foreach_add(torch._foreach_sqrt(s), eps))
+    # step = dW / (sqrt(S) + eps); with bias correction, S_hat = S / (1 - alpha^t) for S
+    # (torch's RMSprop has none: its first steps are up to 1 / sqrt(1 - alpha) = 10x larger)
+    root = torch._foreach_sqrt(s)
+    if bias_correction:
+        torch._foreach_div_(root, math.sqrt(1 - alpha**p.t))
+    step: Tensors = torch._foreach_div(dw, torch._foreach_add(root, eps))
     if momentum:  # (optional) V = momentum V + step; W = W - lr V
         v = p.state["velocity"]
         torch._foreach_mul_(v, momentum)
@@ -105,9 +109,11 @@ def rmsprop(p: Step, lr: float, alpha: float, momentum: float, eps: float,
 
 
 def adam(p: Step, lr: float, betas: tuple[float, float], eps: float,
-         weight_decay: float) -> None:  # fmt: skip
+         weight_decay: float, bias_correction: bool = True) -> None:  # fmt: skip
     """Adam: momentum's average of the gradients over RMSprop's root mean square, both
-    bias-corrected (their averages start at 0, so early ones are too small)."""
+    bias-corrected (their averages start at 0, so early ones are too small). Without bias
+    correction (optim.bias_correction: false) m and v are used as they are: the first step is
+    lr (1 - beta1) / sqrt(1 - beta2), about 3.2 lr, along the gradient's sign."""
     beta1, beta2 = betas
     dw, m, v = decayed(p, weight_decay), p.state["m"], p.state["v"]
     # m = beta1 m + (1 - beta1) dW  (lerp: m + (1 - beta1) (dW - m), the same in one call)
@@ -118,18 +124,21 @@ def adam(p: Step, lr: float, betas: tuple[float, float], eps: float,
     # W = W - lr m_hat / (sqrt(v_hat) + eps), m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t)
     # Multiplied through by sqrt(1 - beta2^t), the same step takes two operations fewer:
     # W = W - lr sqrt(1 - beta2^t) / (1 - beta1^t) m / (sqrt(v) + eps sqrt(1 - beta2^t))
+    # (without bias correction both corrections are 1: W = W - lr m / (sqrt(v) + eps))
     correction1, root_correction2 = 1 - beta1**p.t, math.sqrt(1 - beta2**p.t)
+    if not bias_correction:
+        correction1 = root_correction2 = 1.0
     denominator = torch._foreach_add(torch._foreach_sqrt(v), eps * root_correction2)
     torch._foreach_addcdiv_(p.w, m, denominator, value=-lr * root_correction2 / correction1)
 
 
 def adamw(p: Step, lr: float, betas: tuple[float, float], eps: float,
-          weight_decay: float) -> None:  # fmt: skip
+          weight_decay: float, bias_correction: bool = True) -> None:  # fmt: skip
     """AdamW: Adam with decoupled weight decay (the weights shrink apart from the gradient)."""
     # W = W - lr weight_decay W, then Adam's step without weight decay in dW
     if weight_decay:
         torch._foreach_mul_(p.w, 1 - lr * weight_decay)
-    adam(p, lr, betas, eps, weight_decay=0.0)
+    adam(p, lr, betas, eps, weight_decay=0.0, bias_correction=bias_correction)
 
 
 def adagrad(p: Step, lr: float, eps: float, weight_decay: float) -> None:
@@ -283,6 +292,14 @@ def eps(cfg: Optim, default: float) -> dict[str, float]:
     return {"eps": default if cfg.eps is None else cfg.eps}
 
 
+def bias_correction(cfg: Optim, default: bool) -> dict[str, bool]:
+    """optim.bias_correction, only where it differs from the rule's default (adam: on,
+    rmsprop: off): the optimizer state of runs saved before the key existed then still
+    loads, its hyperparameters being the same."""
+    chosen = default if cfg.bias_correction is None else cfg.bias_correction
+    return {} if chosen == default else {"bias_correction": chosen}
+
+
 OPTIMIZERS: dict[str, Recipe] = {
     "sgd": Recipe(sgd, (), lambda o: {}),
     "momentum": Recipe(momentum, ("velocity",), lambda o: {"beta": o.momentum}),
@@ -292,10 +309,19 @@ OPTIMIZERS: dict[str, Recipe] = {
     "rmsprop": Recipe(
         rmsprop,
         ("square_avg", "velocity"),
-        lambda o: {"alpha": o.alpha, "momentum": o.momentum, **eps(o, 1e-8)},
+        lambda o: {
+            "alpha": o.alpha,
+            "momentum": o.momentum,
+            **eps(o, 1e-8),
+            **bias_correction(o, False),
+        },
     ),
-    "adam": Recipe(adam, ("m", "v"), lambda o: {"betas": o.betas, **eps(o, 1e-8)}),
-    "adamw": Recipe(adamw, ("m", "v"), lambda o: {"betas": o.betas, **eps(o, 1e-8)}),
+    "adam": Recipe(
+        adam, ("m", "v"), lambda o: {"betas": o.betas, **eps(o, 1e-8), **bias_correction(o, True)}
+    ),
+    "adamw": Recipe(
+        adamw, ("m", "v"), lambda o: {"betas": o.betas, **eps(o, 1e-8), **bias_correction(o, True)}
+    ),
     "adagrad": Recipe(adagrad, ("sum_sq",), lambda o: eps(o, 1e-10)),
     "adadelta": Recipe(
         adadelta, ("square_avg", "delta_avg"), lambda o: {"rho": o.rho, **eps(o, 1e-6)}

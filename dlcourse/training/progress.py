@@ -13,8 +13,10 @@ from typing import Any
 import torch
 
 from dlcourse.data import SplitData
+from dlcourse.runs import Divergence
 
 COPY_LIMIT = 64 * 2**20  # bytes: a training split up to this size is reordered by one copy
+RECORDED_LOSSES = 10_000  # batch losses a diverged run's summary keeps (the first ones)
 
 
 @dataclass
@@ -54,12 +56,22 @@ class EpochProgress:
         finite = torch.isfinite(self.losses[: self.batch])
         return None if bool(finite.all()) else int((~finite).nonzero()[0]) + 1
 
+    def divergence(self, epoch: int, steps_per_epoch: int) -> Divergence | None:
+        """Where this epoch's loss first became NaN or infinite (None: it did not), with the
+        batch losses before it: what compare draws of a diverged run."""
+        batch = self.first_nonfinite()
+        if batch is None:
+            return None
+        losses = self.losses[: min(batch - 1, RECORDED_LOSSES)].tolist()
+        return Divergence(epoch=epoch, batch=batch, steps_per_epoch=steps_per_epoch,
+                          losses=losses)  # fmt: skip
+
     def sampled_losses(self, first_step: int, every: int) -> list[tuple[int, float]]:
-        """[[global step, batch loss], ...] of the steps that are multiples of `every`;
-        `first_step` is the global step of this epoch's first batch. One host copy."""
-        steps = torch.arange(first_step, first_step + len(self.losses))
+        """[[global step, batch loss], ...] of the batches done whose steps are multiples of
+        `every`; `first_step` is the global step of this epoch's first batch. One host copy."""
+        steps = torch.arange(first_step, first_step + self.batch)
         keep = steps % every == 0
-        losses = self.losses[keep.to(self.losses.device)].tolist()
+        losses = self.losses[: self.batch][keep.to(self.losses.device)].tolist()
         return list(zip(steps[keep].tolist(), losses, strict=True))
 
     def state_dict(self) -> dict[str, Any]:

@@ -172,7 +172,10 @@ class Trainer:
         size = cfg.train.batch_size
         self.batch_size = self.n_train if size == "full" else min(int(size), self.n_train)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
-        self.step_loss_every = math.ceil(cfg.train.epochs * self.steps_per_epoch / STEP_POINTS)
+        self.max_steps = cfg.train.max_steps  # None: the epochs decide
+        planned = cfg.train.epochs * self.steps_per_epoch
+        planned = min(planned, self.max_steps) if self.max_steps is not None else planned
+        self.step_loss_every = math.ceil(planned / STEP_POINTS)
         stopping = cfg.train.early_stopping
         self.stopper = EarlyStopping(stopping.monitor, stopping.patience, stopping.min_delta)
         self.optimizer = build_optimizer(cfg.optim, model)
@@ -221,6 +224,10 @@ class Trainer:
         """Train for the configured epochs (or until early stopping, or until a callback sets
         `stop_training`); return the summary.
 
+        With train.max_steps the run ends after that many optimizer steps, mid-epoch too: the
+        cut epoch is the run's last, and is measured, logged, checkpointed and kept like any
+        other (its training metrics from the batches it ran); the run has "completed".
+
         When `stop_requested` is set the loop stops at the next batch boundary, saves where it
         is to last.pt and raises InterruptedRun; a NaN or infinite loss raises DivergedError.
         Either way the summary is written first.
@@ -229,7 +236,11 @@ class Trainer:
             callback.on_fit_start(self)
         self.in_epochs = True
         try:
-            while self.epoch < self.cfg.train.epochs and not self.stopper.should_stop:
+            while (
+                self.epoch < self.cfg.train.epochs
+                and not self.stopper.should_stop
+                and not self.reached_max_steps
+            ):
                 if self.stopping():
                     self.in_epochs = False
                     raise self.interrupted()
@@ -250,6 +261,11 @@ class Trainer:
             return self.finish("stopped")
         return self.finish("early_stopping" if self.stopper.should_stop else "completed")
 
+    @property
+    def reached_max_steps(self) -> bool:
+        """Whether the run has taken train.max_steps optimizer steps."""
+        return self.max_steps is not None and self.global_step >= self.max_steps
+
     def run_epoch(self) -> bool:
         """One epoch: train, evaluate on dev, keep the best weights, report, checkpoint.
 
@@ -261,7 +277,7 @@ class Trainer:
             return False
         assert self.progress is not None
         seconds = time.perf_counter() - started + self.progress.seconds
-        first_step = self.global_step - self.steps_per_epoch + 1
+        first_step = self.global_step - self.progress.batch + 1  # (a cut epoch ran fewer)
         step_losses = self.progress.sampled_losses(first_step, self.step_loss_every)
         self.progress = None
         dev = self.evaluate("dev") if "dev" in self.data.splits else None
@@ -299,6 +315,7 @@ class Trainer:
         last_sync = started
         reordered = self.cfg.train.shuffle and self.batch_size < self.n_train
         ordered = ordered_split(train, progress.order, reordered)
+        done = self.steps_per_epoch  # batches this epoch will have run (fewer at max_steps)
         for batch in range(progress.batch, self.steps_per_epoch):
             if self.stopping() or self.stop_training:
                 progress.seconds += time.perf_counter() - started
@@ -312,7 +329,9 @@ class Trainer:
             x, y, start, end = self.local_batch(self.augmented(x), y, start, end)
             for callback in self.batch_start:
                 callback.on_batch_start(self, self.global_step)
-            loss, outputs = self.train_step(x, y, batch == self.steps_per_epoch - 1)
+            # the epoch's last step: its end, or the run's last (train.max_steps)
+            last = batch == self.steps_per_epoch - 1 or self.global_step + 1 == self.max_steps
+            loss, outputs = self.train_step(x, y, last)
             progress.losses[batch] = loss
             progress.outputs[start:end] = outputs
             progress.batch = batch + 1
@@ -321,23 +340,27 @@ class Trainer:
             if self.stop_training:  # a mode ended the run (its callbacks saw every loss)
                 progress.seconds += time.perf_counter() - started
                 return None
+            if self.reached_max_steps:  # the epoch ends here, and the run with it
+                done = batch + 1
+                break
             if self.sync_due(batch + 1, last_sync):  # one host sync per interval
                 self.gather_progress(batch + 1)
                 self.check_finite()
                 for callback in self.callbacks:
                     callback.on_sync(self, batch + 1)
                 last_sync = time.perf_counter()
-        self.gather_progress(self.steps_per_epoch)
+        self.gather_progress(done)
         self.check_finite()
         return self.epoch_train_metrics(progress)
 
     def epoch_train_metrics(self, progress: EpochProgress) -> Metrics:
         """Measured on the fly, in train mode while the weights moved (as Keras reports it);
-        the summary evaluates the final weights on the whole split."""
-        targets = self.data.splits["train"].y[progress.order]
-        stats = compute_metrics(
-            self.data.kind, progress.outputs, targets, self.loss_fn, self.data.target_scale
-        )
+        the summary evaluates the final weights on the whole split. An epoch cut short by
+        train.max_steps is measured on the examples its batches saw."""
+        done = progress.examples_done  # the whole split, unless cut short
+        targets = self.data.splits["train"].y[progress.order[:done]]
+        stats = compute_metrics(self.data.kind, progress.outputs[:done], targets, self.loss_fn,
+                                self.data.target_scale)  # fmt: skip
         if self.regularized:
             reg = self.cfg.regularization
             stats["penalty"] = penalty(self.weights, reg.l2, reg.l1, self.n_train)
@@ -551,6 +574,8 @@ class Trainer:
         if self.best_state is not None and self.measure_at_end:  # an epoch completed
             self.keep_weights(summary)
             self.dev_outputs = None  # those were the last epoch's, not the kept weights
+        if stop_reason == "diverged" and self.progress is not None:  # where, for compare
+            summary.diverged = self.progress.divergence(self.epoch + 1, self.steps_per_epoch)
         summary.seconds = round(self.elapsed_seconds(), 2)
         summary.threads = torch.get_num_threads()
         if self.folder and self.best_state is not None and self.measure_at_end:
