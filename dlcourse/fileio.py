@@ -247,3 +247,15 @@ def require_safe_torch(version: str | None = None) -> None:
 def resolve_data_dir(given: Path | None) -> Path:
     """The data folder: the one given, else $DLCOURSE_DATA_DIR, else data/."""
     return given or Path(os.environ.get("DLCOURSE_DATA_DIR") or "data")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: one that starts like a formula (=, +, -, @, a
+    tab or a carriage return) and is not a number gets a leading apostrophe (OWASP's advice
+    against CSV injection)."""
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            float(text)
+        except ValueError:
+            return "'" + text
+    return text

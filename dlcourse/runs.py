@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -248,6 +248,24 @@ def _problem(path: Path, exc: ValidationError, line: int | None = None) -> UserE
     )
 
 
+R = TypeVar("R", bound=_Record)
+
+
+def _read_record(path: Path, limit: int, record: type[R], what: str) -> R:
+    """A JSON file of the run folder as its record, checked: one UserError naming the file
+    (and the key) when it is not readable JSON, not an object, or not the record."""
+    try:
+        data = json.loads(read_bounded(path, limit, path.name))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not readable JSON ({exc}); the file is damaged") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a dlcourse {what} (not a JSON object)")
+    try:
+        return record.model_validate(data)
+    except ValidationError as exc:
+        raise _problem(path, exc) from None
+
+
 # ------------------------------------------------------------------ the folder
 
 
@@ -360,18 +378,7 @@ class RunFolder:
         """summary.json, checked; None when the run has none (yet)."""
         if not self.summary.exists():
             return None
-        try:
-            data = json.loads(read_bounded(self.summary, SUMMARY_LIMIT, "summary.json"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(
-                f"{self.summary}: not readable JSON ({exc}); the file is damaged"
-            ) from None
-        if not isinstance(data, dict):
-            raise UserError(f"{self.summary}: not a dlcourse summary (not a JSON object)")
-        try:
-            return Summary.model_validate(data)
-        except ValidationError as exc:
-            raise _problem(self.summary, exc) from None
+        return _read_record(self.summary, SUMMARY_LIMIT, Summary, "summary")
 
     def write_summary(self, summary: Summary) -> None:
         write_json_atomic(self.summary, summary.to_json(), root=self.path)
@@ -383,19 +390,8 @@ class RunFolder:
         run of an older dlcourse)."""
         if not self.environment.exists():
             return []
-        try:
-            data = json.loads(read_bounded(self.environment, ENVIRONMENT_LIMIT,
-                                           "environment.json"))  # fmt: skip
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(
-                f"{self.environment}: not readable JSON ({exc}); the file is damaged"
-            ) from None
-        if not isinstance(data, dict):
-            raise UserError(f"{self.environment}: not a dlcourse environment.json")
-        try:
-            return Environment.model_validate(data).sessions
-        except ValidationError as exc:
-            raise _problem(self.environment, exc) from None
+        return _read_record(self.environment, ENVIRONMENT_LIMIT, Environment,
+                            "environment.json").sessions  # fmt: skip
 
     def add_session(self, session: Session) -> None:
         """Record one more training session (the file's earlier ones are kept)."""

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import dlcourse
 from dlcourse.app.project import SCHEMAS, schema_text, starter_files, starter_root
 from dlcourse.cli import app
-from tests.conftest import CONFIGS, REPO, config_id, train_run
+from tests.conftest import CONFIGS, REPO, SWEEPS, config_id, train_run
 from tests.trained_runs import trained_run
 
 runner = CliRunner()
@@ -74,6 +74,15 @@ def test_every_shipped_config_is_valid_under_the_schema_its_first_line_names(pat
     schema = schema_of(path)
     assert schema["title"] == "dlcourse config"
     jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=config_id)
+def test_every_shipped_sweep_is_valid_under_the_sweep_schema(path: Path) -> None:
+    schema = schema_of(path)
+    assert schema["title"] == "dlcourse sweep"
+    jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError, match="'gird' was unexpected"):
+        jsonschema.validate({"config": "x.yaml", "gird": {}}, schema)
 
 
 @pytest.mark.parametrize("path", ASSIGNMENTS, ids=config_id)

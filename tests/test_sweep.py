@@ -166,10 +166,18 @@ def test_variants_cross_the_grid() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("config: x.yaml\ngird: {}\n", "unknown key 'gird'"),
-        ("grid: {optim.lr: [1]}\n", "config: the base training config's path is missing"),
-        ("config: x.yaml\ngrid: {optim.lr: 0.1}\n", "grid: must map each key to a non-empty list"),
-        ("config: x.yaml\nset: [1]\n", "set: must be a mapping"),
+        ("config: x.yaml\ngird: {}\n", r"gird \(line 2\): unknown key; did you mean 'grid'\?"),
+        ("grid: {optim.lr: [1]}\n", r"  config: Field required"),
+        (
+            "config: x.yaml\ngrid: {optim.lr: 0.1}\n",
+            r"grid\.optim\.lr \(line 2\): Input should be a valid list",
+        ),
+        (
+            "config: x.yaml\ngrid: {optim.lr: []}\n",
+            r"grid\.optim\.lr \(line 2\): List should have at least 1 item",
+        ),
+        ("config: x.yaml\nset: [1]\n", r"set \(line 2\): Input should be a valid dictionary"),
+        ("config: x.yaml\nseeds: true\n", r"seeds \(line 2\): Input should be a valid integer"),
     ],
 )
 def test_bad_sweep_files_are_named(tmp_path: Path, text: str, message: str) -> None:

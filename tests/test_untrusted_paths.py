@@ -222,7 +222,7 @@ def test_markup_in_column_names_and_labels_is_printed_as_text(tmp_path: Path) ->
 def test_csv_cells_that_look_like_formulas_are_written_as_text(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dlcourse.tools.compare import spreadsheet_safe
+    from dlcourse.fileio import spreadsheet_safe
 
     assert spreadsheet_safe("=HYPERLINK(1)") == "'=HYPERLINK(1)"
     assert spreadsheet_safe("@SUM(A1)") == "'@SUM(A1)" and spreadsheet_safe("+x") == "'+x"

@@ -20,13 +20,18 @@ from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 from typing import Any
 
-from dlcourse.config.show import config_schema
+from dlcourse.config.show import SCHEMA_DIALECT, config_schema
+from dlcourse.config.sweep import SweepFile
 from dlcourse.errors import UserError
 from dlcourse.fileio import checked_target, make_folder, path_text, write_bytes_atomic
 
 STARTER = ("configs", "examples")  # the folders `dlcourse init` writes, as the checkout has them
 PACKAGE = Path(__file__).resolve().parent.parent  # dlcourse/
-SCHEMAS = {"config": "config.schema.json", "assignment": "assignment.schema.json"}  # in configs/
+SCHEMAS = {  # in configs/
+    "config": "config.schema.json",
+    "sweep": "sweep.schema.json",
+    "assignment": "assignment.schema.json",
+}
 PYTHON = (3, 10)  # pyproject.toml's requires-python
 
 
@@ -85,11 +90,19 @@ def init(folder: Path) -> InitResult:
 
 
 def schema(of: str) -> dict[str, Any]:
-    """The JSON Schema of a config file (`of="config"`) or of an assignment file."""
+    """The JSON Schema of a config file (`of="config"`), a sweep file or an assignment file."""
     if of == "config":
         return config_schema()
+    if of == "sweep":
+        return {
+            "$schema": SCHEMA_DIALECT,
+            "title": "dlcourse sweep",
+            "description": "A sweep file: dlcourse sweep FILE.sweep.yaml",
+            **{key: value for key, value in SweepFile.model_json_schema().items()
+               if key != "title"},
+        }  # fmt: skip
     if of != "assignment":
-        raise UserError(f"{of!r}: choose config or assignment")
+        raise UserError(f"{of!r}: choose one of {', '.join(SCHEMAS)}")
     from dlcourse.grading.assignment import AssignmentFile
 
     config = config_schema()

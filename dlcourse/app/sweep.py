@@ -46,7 +46,7 @@ from rich.text import Text
 from dlcourse.app.training import resume, train
 from dlcourse.config import Config, config_data, load_config
 from dlcourse.config.schema import is_safe_name
-from dlcourse.config.source import read_config_file
+from dlcourse.config.sweep import MAX_SEEDS, read_sweep_config
 from dlcourse.errors import DivergedError, InterruptedRun, UserError
 from dlcourse.fileio import make_folder, write_text_atomic
 from dlcourse.runs import RunFolder, RunInfo, read_run
@@ -55,8 +55,6 @@ from dlcourse.tools.compare import Comparison, compare_runs, short_key
 SWEEP_SUFFIX = ".sweep.yaml"
 DONE = ("completed", "early_stopping", "diverged")  # a sweep runs these no more (seeded: a
 # diverged run would diverge again)
-SWEEP_KEYS = ("config", "name", "set", "grid", "variants", "seeds")
-MAX_SEEDS = 100  # runs per combination
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -120,46 +118,19 @@ def parse_grid(options: list[str]) -> dict[str, list[str]]:
 
 
 def read_sweep_file(path: Path) -> SweepSpec:
-    """A *.sweep.yaml file; UserError naming the key that is wrong."""
-    data, _ = read_config_file(path)
-    unknown = sorted(set(data) - set(SWEEP_KEYS))
-    if unknown:
-        raise UserError(
-            f"{path}: unknown key {unknown[0]!r}; a sweep file has {', '.join(SWEEP_KEYS)}"
-        )
-    if not isinstance(data.get("config"), str):
-        raise UserError(f"{path}: config: the base training config's path is missing")
-    grid, variants = data.get("grid") or {}, data.get("variants") or {}
-    fixed = _mapping(path, "set", data.get("set") or {})
-    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-        raise UserError(f"{path}: grid: must map each key to a non-empty list of values")
-    if not isinstance(variants, dict):
-        raise UserError(f"{path}: variants: must map each variant's name to its overrides")
-    name = str(data.get("name") or path.name.removesuffix(SWEEP_SUFFIX))
-    seeds = data.get("seeds", 1)
-    if isinstance(seeds, bool) or not isinstance(seeds, int):
-        raise UserError(f"{path}: seeds: must be a whole number of seeds per combination")
-    check_seeds(seeds, f"{path}: seeds")
+    """A *.sweep.yaml file (config/sweep.py checks it); ConfigError naming each wrong key."""
+    sweep = read_sweep_config(path)
     return SweepSpec(
-        config=(path.parent / data["config"]),
-        name=name,
-        overrides=[f"{key}={json.dumps(value)}" for key, value in fixed.items()],
-        grid={str(key): [json.dumps(v) for v in values] for key, values in grid.items()},
+        config=path.parent / sweep.config,
+        name=sweep.name or path.name.removesuffix(SWEEP_SUFFIX),
+        overrides=[f"{key}={json.dumps(value)}" for key, value in (sweep.set or {}).items()],
+        grid={key: [json.dumps(v) for v in values] for key, values in (sweep.grid or {}).items()},
         variants={
-            str(variant): [
-                f"{k}={json.dumps(v)}"
-                for k, v in _mapping(path, f"variants.{variant}", overrides).items()
-            ]
-            for variant, overrides in variants.items()
+            variant: [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+            for variant, overrides in (sweep.variants or {}).items()
         },
-        seeds=seeds,
+        seeds=sweep.seeds,
     )
-
-
-def _mapping(path: Path, key: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise UserError(f"{path}: {key}: must be a mapping of config keys to values")
-    return value
 
 
 def combinations(spec: SweepSpec) -> list[Combination]:

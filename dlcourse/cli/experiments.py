@@ -20,6 +20,7 @@ from dlcourse.cli.common import (
     console,
     resolve_data_dir,
 )
+from dlcourse.config.sweep import MAX_SEEDS
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from dlcourse.tools.compare import Comparison
 
 RunsDirOption = Annotated[Path, typer.Option(help="Where run folders are created.")]
-MAX_SEEDS = 100  # app.sweep.MAX_SEEDS (importing it would import torch)
 SeedsOption = Annotated[
     int | None,
     typer.Option(
@@ -302,7 +302,7 @@ def runs(
     from rich.table import Table
 
     from dlcourse.tasks import format_metric
-    from dlcourse.tools.compare import list_runs
+    from dlcourse.tools.listing import list_runs
 
     found = list_runs(runs_dir, sort)
     if as_json:

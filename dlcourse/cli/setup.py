@@ -38,8 +38,9 @@ def show(config: ConfigArg, set_: SetOption = None) -> None:
     typer.echo(describe_config(load_config(config, set_ or [])), nl=False)
 
 
-class SchemaOf(str, Enum):
+class SchemaOf(str, Enum):  # app.project.SCHEMAS
     config = "config"
+    sweep = "sweep"
     assignment = "assignment"
 
 
@@ -47,7 +48,9 @@ class SchemaOf(str, Enum):
 def schema(
     of: Annotated[
         SchemaOf,
-        typer.Option("--of", help="Whose schema: an experiment config's, or an assignment file's."),
+        typer.Option(
+            "--of", help="Whose schema: an experiment config's, a sweep file's, an assignment's."
+        ),
     ] = SchemaOf.config,
     out: Annotated[
         Path | None, typer.Option(help="The JSON file to write (replaced); default: print it.")

@@ -63,14 +63,19 @@ def safe_load(text: str) -> Any:
     return yaml.load(text, Loader=SAFE_LOADER)  # a safe loader: plain data only
 
 
+def read_yaml_text(path: Path, limit: int, what: str) -> str:
+    """A YAML file's text, read bounded (fileio.read_bounded); UserError naming the file when
+    it is not UTF-8."""
+    raw = read_bounded(path, limit, what)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: cannot read the {what} file ({exc})") from None
+
+
 def read_config_file(path: Path) -> tuple[dict[str, Any], Lines]:
     """The mapping a config file holds and the line of each key path."""
-    raw = read_bounded(path, CONFIG_LIMIT, "config")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: cannot read the config file ({exc})") from None
-    return parse_config(text, str(path))
+    return parse_config(read_yaml_text(path, CONFIG_LIMIT, "config"), str(path))
 
 
 def parse_config(text: str, source: str) -> tuple[dict[str, Any], Lines]:

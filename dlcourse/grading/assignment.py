@@ -42,9 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, m
 
 from dlcourse.config import Config, flat_config, load_config, validate_config
 from dlcourse.config.messages import Lines, describe_errors, locate
-from dlcourse.config.source import load_yaml_node, parse_config
+from dlcourse.config.source import load_yaml_node, parse_config, read_yaml_text
 from dlcourse.errors import ConfigError, UserError
-from dlcourse.fileio import read_bounded
 from dlcourse.tasks import MAXIMIZED, TASKS, format_metric
 
 ASSIGNMENT_LIMIT = 2**20  # bytes: an assignment is a few KB
@@ -415,12 +414,7 @@ def is_assignment_file(path: Path) -> bool:
 
 def read_mapping(path: Path) -> tuple[dict[str, Any], Lines]:
     """The mapping a YAML file holds and the line of each key path (safe, bounded)."""
-    raw = read_bounded(path, ASSIGNMENT_LIMIT, "assignment file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: cannot read it ({exc})") from None
-    return parse_mapping(text, str(path))
+    return parse_mapping(read_yaml_text(path, ASSIGNMENT_LIMIT, "assignment"), str(path))
 
 
 def parse_mapping(text: str, source: str) -> tuple[dict[str, Any], Lines]:

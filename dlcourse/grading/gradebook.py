@@ -17,9 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlcourse.fileio import write_text_atomic
+from dlcourse.fileio import spreadsheet_safe, write_text_atomic
 from dlcourse.grading.assignment import Assignment
-from dlcourse.tools.compare import spreadsheet_safe
 
 STATUSES = ("graded", "flagged", "rejected")
 COLUMNS = (

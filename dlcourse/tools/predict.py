@@ -25,8 +25,8 @@ import torch
 
 from dlcourse.data import ALL, in_target_units, load_task_data
 from dlcourse.errors import UserError
+from dlcourse.fileio import spreadsheet_safe
 from dlcourse.runs import Metrics
-from dlcourse.tools.compare import spreadsheet_safe
 from dlcourse.tools.inputs import Inputs, raw_rows, read_inputs
 from dlcourse.tools.trained import TrainedRun, open_trained, probabilities
 from dlcourse.training.losses import loss_for
