@@ -106,7 +106,7 @@ def test_the_html_report_is_self_contained_and_every_image_decodes(
         with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as image:
             image.verify()
     expected = ["Result", "Run", "Config", "Data", "Training", "Final metrics", "Diagnosis",
-                "Results on the test split", "Activations"]  # fmt: skip
+                "Results on the test split", "Activations", "Environment"]  # fmt: skip
     assert document.headings == expected
 
 

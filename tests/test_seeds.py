@@ -71,7 +71,7 @@ def test_seeds_start_at_the_configs_seed_and_refuse_a_seed_grid(tmp_path: Path) 
     sweep_file.write_text(f"config: {TRANSACTIONS}\ngrid: {{optim.lr: [0.1]}}\nseeds: 3\n")
     assert read_sweep_file(sweep_file).seeds == 3
     sweep_file.write_text(f"config: {TRANSACTIONS}\nseeds: many\n")
-    with pytest.raises(UserError, match="seeds: must be a whole number"):
+    with pytest.raises(UserError, match=r"seeds \(line 2\): Input should be a valid integer"):
         read_sweep_file(sweep_file)
 
 

@@ -48,7 +48,13 @@ from dlcourse.training.device import (
     resolve_device,
     seed_everything,
 )
-from dlcourse.training.distributed import DistributedTrainer, Group, RankError, restart_count
+from dlcourse.training.distributed import (
+    ENDS_HARD,
+    DistributedTrainer,
+    Group,
+    RankError,
+    restart_count,
+)
 from dlcourse.training.schedules import check_schedule
 from dlcourse.training.trainer import Callback, Trainer
 
@@ -225,6 +231,7 @@ def launch(nproc: int, args: list[str]) -> int:
     # torchrun gives each worker 1 thread unless told; the CPU's cores shared is better.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # we report
+    ENDS_HARD["distributed"] = True  # torchrun's store lives in this process
     try:
         run(parse_args(torchrun_args(nproc, args)))
     except ChildFailedError as exc:

@@ -235,8 +235,10 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
     """Ctrl-C and SIGTERM ask the trainer to stop at the next batch boundary.
 
     The handler only sets a flag; the loop does the stopping and saving, and a request that
-    comes as the last steps run ends the command when the run has ended (train_in). A second
-    Ctrl-C or SIGTERM, or one outside the epochs (during the final evaluation), raises
+    comes after the last step (during the final evaluation) ends the command once the run has
+    ended, everything saved (train_in). The flag never raises inside whatever code the signal
+    interrupts: an exception raised there can be swallowed (an import's weakref callback
+    prints "Exception ignored" and goes on). A second Ctrl-C or SIGTERM raises
     KeyboardInterrupt at once; whatever was written is whole (fileio), and the run resumes.
     """
     if threading.current_thread() is not threading.main_thread():
@@ -245,8 +247,6 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
     def request_stop(signum: int, frame: Any) -> None:
         trainer.stop_requested = True
-        if not trainer.in_epochs:
-            raise KeyboardInterrupt
         for sig in (signal.SIGINT, signal.SIGTERM):  # the next one stops at once
             signal.signal(sig, raise_interrupt)
 

@@ -8,6 +8,7 @@ what they do; the table below is the whole command surface.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Annotated, Any
@@ -126,20 +127,26 @@ def main(stopped_early: bool = False) -> None:
         code = app(standalone_mode=False)
     except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = 130
     except USAGE_ERRORS as exc:
         show = getattr(exc, "show", None)  # click's exceptions print their usage line
         if show is not None:
             show()
         else:
             print(f"error: {exc}", file=sys.stderr)
-        sys.exit(getattr(exc, "exit_code", 2))
+        code = getattr(exc, "exit_code", 2)
     # The command is done. Python's shutdown would put the default handlers back, under which
     # a late Ctrl-C or SIGTERM kills the process (exit 143) with its work complete; ignored
     # signals stay ignored through the shutdown, on every thread.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    distributed = sys.modules.get("dlcourse.training.distributed")
+    if distributed is not None and distributed.ENDS_HARD["distributed"]:
+        sys.stdout.flush()  # os._exit skips the shutdown that would flush them
+        sys.stderr.flush()
+        os._exit(code)  # see training/distributed.py's ENDS_HARD
+    sys.exit(code)
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:

@@ -99,6 +99,14 @@ def rank_device(device: torch.device, local_rank: int) -> torch.device:
     return device
 
 
+# Whether this process joined a process group or launched workers. gloo's and torchrun's
+# store keep C++ threads that can abort the interpreter's shutdown after the run has ended
+# ("terminate called without an active exception", exit 134, about 1 run in 12 that
+# diverged in 2 processes): such a process ends with os._exit once its command is done
+# and its output flushed (dlcourse.cli.main). Everything it wrote is whole by then.
+ENDS_HARD = {"distributed": False}
+
+
 @dataclass
 class Group:
     """This process's place among the training processes (one process: rank 0 of 1)."""
@@ -134,6 +142,7 @@ class Group:
             # would read the dead workers' addresses from it (connection refused): each
             # attempt gets keys of its own.
             store, _, _ = next(dist.rendezvous("env://", timeout=TIMEOUT))
+            ENDS_HARD["distributed"] = True
             dist.init_process_group(
                 backend_for(device), timeout=TIMEOUT, rank=rank, world_size=world,
                 store=dist.PrefixStore(f"dlcourse-attempt-{restart_count()}", store),

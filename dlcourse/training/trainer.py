@@ -202,7 +202,6 @@ class Trainer:
         self.dev_outputs: torch.Tensor | None = None  # (N, outputs) at the last dev evaluation
         self.stop_requested = False  # set (e.g. by a signal handler) to stop at the next batch
         self.stop_training = False  # set by a callback: end the run at the next batch
-        self.in_epochs = False  # True while the epochs run: a stop request is honoured then
         self.elapsed = 0.0  # training seconds of earlier sessions of this run (resume)
         self.started = time.perf_counter()
         # When best.pt and last.pt were written: best.pt holds best_state (or there is none
@@ -234,7 +233,6 @@ class Trainer:
         """
         for callback in self.callbacks:
             callback.on_fit_start(self)
-        self.in_epochs = True
         try:
             while (
                 self.epoch < self.cfg.train.epochs
@@ -242,20 +240,16 @@ class Trainer:
                 and not self.reached_max_steps
             ):
                 if self.stopping():
-                    self.in_epochs = False
                     raise self.interrupted()
                 finished = self.run_epoch()
                 if self.stop_training:  # a mode's callback ended the run
                     break
                 if not finished:  # stopped at a batch boundary: Ctrl-C or SIGTERM
-                    self.in_epochs = False
                     raise self.interrupted()
         except DivergedError:
-            self.in_epochs = False
             self.save_best()  # last.pt keeps the last finite weights it had
             self.finish("diverged")
             raise
-        self.in_epochs = False
         self.save_checkpoints(improved=False, now=True)
         if self.stop_training:
             return self.finish("stopped")
