@@ -190,8 +190,9 @@ EXAMPLES = [
 NOTEBOOK_EXAMPLE = """\
 import dlcourse
 
-run = dlcourse.train("configs/transactions_regression.yaml", overrides={"optim.lr": 0.02},
-                     quiet=True)
+run = dlcourse.train(
+    "configs/transactions_regression.yaml", overrides={"optim.lr": 0.02}, quiet=True
+)
 print(run)
 print(run.summary.kept, run.summary.kept_epoch, run.summary.test)
 print(run.history["dev.loss"])
