@@ -23,6 +23,7 @@ from dlcourse.tools.evaluate import (
     roc_pr_curves,
     threshold_rows,
 )
+from dlcourse.tools.predict import predict
 from dlcourse.training.metrics import binary_metrics, predictions, roc_auc
 from tests.trained_runs import trained_run
 
@@ -127,6 +128,30 @@ def test_predict_threshold(churn: tuple[Path, Path], tmp_path: Path) -> None:
     assert {label for _, label in predicted("--threshold", "0.01")} == {"exited"}
     result = runner.invoke(app, ["predict", str(run), str(sample), "--threshold", "1"])
     assert result.exit_code == 2 and "a probability between 0 and 1" in result.output
+
+
+def test_predict_measures_the_predictions_it_made(churn: tuple[Path, Path], tmp_path: Path) -> None:
+    """With the target column in its input, predict's accuracy, precision, recall and F1 are
+    those of its own predictions, at the threshold it used."""
+    run, data = churn
+    rows = list(csv.reader((data / "churn" / "Churn_Modelling.csv").open()))
+    sample = tmp_path / "rows.csv"
+    with sample.open("w", newline="") as file:
+        csv.writer(file).writerows(rows[:301])
+    exited = [row[rows[0].index("Exited")] == "1" for row in rows[1:301]]
+    for threshold in (None, 0.2, 0.5, 0.7):
+        predicted = predict(run, sample, threshold=threshold)
+        said = [label == "exited" for label in predicted.predicted]
+        assert predicted.metrics is not None
+        accuracy = sum(s == e for s, e in zip(said, exited, strict=True)) / len(exited)
+        found = sum(s and e for s, e in zip(said, exited, strict=True))
+        assert predicted.metrics["accuracy"] == pytest.approx(accuracy)
+        assert predicted.metrics["recall"] == pytest.approx(found / sum(exited))
+        assert predicted.metrics["precision"] == pytest.approx(found / max(1, sum(said)))
+        assert f"at the {threshold or 0.5:g} threshold" in predicted.metrics_note
+    low, high = predict(run, sample, threshold=0.2), predict(run, sample, threshold=0.7)
+    assert low.metrics and high.metrics and low.metrics["recall"] > high.metrics["recall"]
+    assert low.metrics["roc_auc"] == high.metrics["roc_auc"]  # every threshold at once
 
 
 def test_threshold_is_refused_for_other_kinds(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -111,16 +111,18 @@ def predict(
                          probabilities(run.kind, outputs), predicted, run.weights,
                          threshold)  # fmt: skip
     if inputs is not None and run.preprocess.get("kind") == "table":
-        result.metrics, result.metrics_note = target_metrics(run, inputs, outputs)
+        result.metrics, result.metrics_note = target_metrics(run, inputs, outputs, threshold)
     return result
 
 
 def target_metrics(
-    run: TrainedRun, path: Path, outputs: torch.Tensor
+    run: TrainedRun, path: Path, outputs: torch.Tensor, threshold: float | None = None
 ) -> tuple[Metrics | None, str]:
     """The run's metrics (its loss, in the target's units) on a CSV of inputs that also holds
-    the target column, as `evaluate --data` measures them; (None, why) when it cannot."""
-    from dlcourse.tools.evaluate import TABLE_TASKS
+    the target column, as `evaluate --data` measures them; (None, why) when it cannot. A
+    binary model's accuracy, precision, recall and F1 are those of the predictions made, at
+    `threshold` (default 0.5): the row of evaluate's threshold table for it."""
+    from dlcourse.tools.evaluate import TABLE_TASKS, metrics_at
 
     name = target_column(run)
     header, _ = raw_rows(path)
@@ -138,7 +140,11 @@ def target_metrics(
     if len(y) != len(outputs):  # (read by the same reader: never)
         return None, f"no metrics: the target column {name} has {len(y)} rows"
     metrics = compute_metrics(run.kind, outputs, y, loss_for(run.cfg, run.kind), data.target_scale)
-    how = {"binary": ", the class at the 0.5 threshold", "regression": ", in its units"}
+    if run.kind == "binary" and threshold is not None:
+        row = metrics_at(outputs.squeeze(1).float(), y, threshold)
+        metrics |= {name: getattr(row, name) for name in ("accuracy", "precision", "recall", "f1")}
+    at = 0.5 if threshold is None else threshold
+    how = {"binary": f", the class at the {at:g} threshold", "regression": ", in its units"}
     return metrics, f"against the column {name} of the {len(y):,} rows{how.get(run.kind, '')}"
 
 
