@@ -1,8 +1,9 @@
 """dlcourse: a PyTorch training CLI for the assignments of an introductory deep-learning course.
 
-From Python, `dlcourse.train`, `dlcourse.open_run`, `dlcourse.compare`, `dlcourse.sweep` and
-`dlcourse.lr_find` (and the `Run` they return) are the API of dlcourse/api/. They load on
-first use: `import dlcourse` (and with it `dlcourse --help`) does not import torch.
+From Python, `dlcourse.train`, `dlcourse.open_run`, `dlcourse.compare`, `dlcourse.sweep`,
+`dlcourse.lr_find` (and the `Run` they return) and the instructor's `dlcourse.grade` are the API
+of dlcourse/api/. They load on first use: `import dlcourse` (and with it `dlcourse --help`) does
+not import torch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Any
 
 from dlcourse.version import __version__
 
-_API = ("Comparison", "History", "Run", "compare", "lr_find", "open_run", "sweep", "train")
+_API = ("Comparison", "Gradebook", "History", "Run", "compare", "grade", "lr_find", "open_run",
+        "sweep", "train")  # fmt: skip
 __all__ = ["__version__", *_API]
 
 

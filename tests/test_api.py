@@ -173,8 +173,8 @@ def test_import_dlcourse_does_not_import_torch_and_the_cli_not_the_api() -> None
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    api = ["Comparison", "History", "Run", "__version__", "compare", "lr_find", "open_run",
-           "sweep", "train"]  # fmt: skip
+    api = ["Comparison", "Gradebook", "History", "Run", "__version__", "compare", "grade",
+           "lr_find", "open_run", "sweep", "train"]  # fmt: skip
     assert out.stdout.split("\n")[:2] == ["False False", f"{api} dlcourse.api.run"]
 
 

@@ -23,7 +23,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import dlcourse
 from dlcourse.cli import app
+from dlcourse.grading.gradebook import COLUMNS
 from tests.conftest import CHURN_HEADER, REPO, churn_rows, write_csv, write_tiny_mnist
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
@@ -188,13 +190,25 @@ def test_grading_writes_nothing_outside_its_folder(graded_class: Class) -> None:
                          "manifest.json", "split.pt"}  # fmt: skip
 
 
-def test_the_same_class_graded_twice_gives_the_same_gradebook(graded_class: Class) -> None:
+def test_the_same_class_graded_twice_from_python_gives_the_same_gradebook(
+    graded_class: Class,
+) -> None:
     again = graded_class.root / "again"  # (reports, 3 s each, are not in the gradebook)
-    result = invoke("grade", CHURN, graded_class.handins, "--out", again, "--data-dir",
-                    graded_class.data, "--jobs", "2", "--no-reports")  # fmt: skip
-    assert result.exit_code == 0, result.output
+    book = dlcourse.grade(CHURN, graded_class.handins, out=again, data_dir=graded_class.data,
+                          jobs=2, reports=False)  # fmt: skip
     first = (graded_class.graded / "gradebook.csv").read_bytes()
     assert (again / "gradebook.csv").read_bytes() == first
+    assert book.gradebook == again / "gradebook.csv" and book.class_page.is_file()
+    assert book.counts == {"graded": 2, "flagged": 3, "rejected": 2}
+    assert [row.student for row in book.rows] == list(read_gradebook(again))
+    measured = read_gradebook(again)["alice"]["measured"]
+    assert book.row("alice").measured == pytest.approx(float(measured), abs=1e-6)
+    frame = book.to_pandas()  # gradebook.csv's columns and cells, numbers as numbers
+    assert list(frame.columns) == list(COLUMNS)
+    assert list(frame["student"]) == list(read_gradebook(again))
+    assert frame.set_index("student")["grade"].isna().to_dict() == {
+        row.student: row.grade is None for row in book.rows}  # fmt: skip
+    assert "frank" in book._repr_html_() and "7 hand-ins" in repr(book)
 
 
 def test_a_handin_holds_the_run_and_a_manifest_but_no_pickle(graded_class: Class) -> None:
