@@ -287,6 +287,42 @@ def test_hidden_test_data_is_measured_and_the_claim_still_checked(
     assert any("claimed test accuracy 99.00%" in flag for flag in carol.flags)
 
 
+def test_a_csv_regression_assignment_is_graded_in_the_targets_units(tmp_path: Path) -> None:
+    """A csv task trains on a standardized target: the grader's RMSE, on the assignment's
+    split and on a hidden CSV, is in the target's units, as summary.json's and evaluate's."""
+    from dlcourse.tools.evaluate import evaluate_table
+
+    prices, hidden = tmp_path / "prices.csv", tmp_path / "hidden.csv"
+    for path, seed in ((prices, "0"), (hidden, "1")):
+        made = invoke("data", "make", "house-prices", "--out", path, "--rows", "300",
+                      "--seed", seed)  # fmt: skip
+        assert made.exit_code == 0, made.output
+    assignment = tmp_path / "prices.assignment.yaml"
+    assignment.write_text(
+        f"title: House prices\nquestion: Predict the price.\n"
+        f"config: {{task: csv, data: {{path: {json.dumps(str(prices))}, target: price}},"
+        f" train: {{epochs: 5}}}}\n"
+        f"locked: [task, seed, data]\ntarget: {{metric: rmse, threshold: 100000}}\n"
+    )
+    run = train(assignment, tmp_path / "runs", tmp_path)
+    (tmp_path / "handins").mkdir()
+    handin(run, "ann", tmp_path / "handins" / "ann.zip", tmp_path)
+    book = dlcourse.grade(assignment, tmp_path / "handins", out=tmp_path / "graded",
+                          data_dir=tmp_path, test_data=hidden, reports=False)  # fmt: skip
+    ann = book.row("ann")
+    assert ann.status == "graded" and ann.flags == [], ann.reasons or ann.flags
+    assert ann.claimed is not None and ann.claimed > 1_000  # dollars, not standard deviations
+    assert ann.reproduced == pytest.approx(ann.claimed, rel=1e-5)
+    on_hidden = evaluate_table(run, data_dir=tmp_path, path=hidden).metrics["rmse"]
+    assert ann.measured == pytest.approx(on_hidden, rel=1e-5) and ann.measured != ann.claimed
+    # a hidden CSV without the target column stops the grading at once, naming both
+    bad = write_csv(tmp_path / "bad.csv", ["area", "bedrooms"], [["1", "2"]])
+    result = invoke("grade", assignment, tmp_path / "handins", "--out", tmp_path / "again",
+                    "--data-dir", tmp_path, "--test-data", bad)  # fmt: skip
+    assert result.exit_code == 2 and "bad.csv: missing target column" in result.output
+    assert "price" in result.output and not (tmp_path / "again").exists()
+
+
 def test_a_handin_past_the_time_limit_is_rejected(graded_class: Class) -> None:
     out = graded_class.root / "slow"
     result = invoke("grade", CHURN, graded_class.zip("alice"),
@@ -385,6 +421,21 @@ def test_each_shipped_assignment_trains_and_passes_its_check(path: Path, tmp_pat
     result = invoke("assignment", "check", path, run)
     assert result.exit_code == 0, result.output
     assert "  ok    locks kept" in result.output and "ready to hand in" in result.output
+
+
+def test_mnist_hidden_idx_files_are_read_as_the_test_split(tmp_path: Path) -> None:
+    """Given the very t10k files of the assignment's own test split as the hidden set, the
+    grader measures exactly the claimed number."""
+    data = write_tiny_mnist(tmp_path / "data")
+    run = train(MNIST, tmp_path / "runs", data, "train.epochs=1", "train.batch_size=32")
+    (tmp_path / "handins").mkdir()
+    handin(run, "ben", tmp_path / "handins" / "ben.zip", data)
+    book = dlcourse.grade(MNIST, tmp_path / "handins" / "ben.zip", out=tmp_path / "graded",
+                          data_dir=data, test_data=data, reports=False)  # fmt: skip
+    ben = book.row("ben")
+    assert ben.flags == [] and ben.measured is not None
+    assert ben.measured == ben.reproduced == pytest.approx(ben.claimed, abs=1e-9)
+    assert book.measured_on == "the hidden test set data"  # (a folder holding MNIST/raw/)
 
 
 def test_train_refuses_a_locked_key_and_a_value_out_of_range(tmp_path: Path) -> None:

@@ -101,16 +101,10 @@ def grade(
     assignment = load_assignment(assignment_path)
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: give 1 or more processes")
-    if test_data is not None:
-        if not test_data.exists():
-            raise UserError(f"--test-data {test_data}: no such file or folder")
-        from dlcourse.grading.measure import HIDDEN_READERS  # (torch: only with --test-data)
+    if test_data is not None:  # read once here, so that a fault of it stops the grading
+        from dlcourse.grading.measure import read_hidden_set  # (torch: only with --test-data)
 
-        if assignment.task not in HIDDEN_READERS:
-            raise UserError(
-                f"--test-data: hidden test sets are read for the "
-                f"{' and '.join(HIDDEN_READERS)} tasks, not {assignment.task}"
-            )
+        read_hidden_set(assignment, test_data)
     bundles = find_bundles(submissions)
     new_folder(out)
     settings = Settings(

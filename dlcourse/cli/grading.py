@@ -115,8 +115,8 @@ def grade(
     test_data: Annotated[
         Path | None,
         typer.Option(
-            help="The grader's own test set, which students never had: a CSV (churn) or a "
-            "folder with the t10k IDX files (mnist). Default: the assignment's test split."
+            help="The grader's own test set, which students never had: a CSV (churn, csv) or "
+            "a folder with the t10k IDX files (mnist). Default: the assignment's test split."
         ),
     ] = None,
     jobs: Annotated[

@@ -3,9 +3,10 @@
 Two sets: the assignment's own split (its data, split and seed are locked, so the grader
 divides the data exactly as every student's run did), where summary.json's claim can be
 checked number for number; and the hidden test set (`grade --test-data`), which the students
-never had: a CSV with the churn columns, or a folder with MNIST's t10k IDX files. Each
-model's inputs are prepared with its own preprocessing (model.safetensors keeps it), as
-`dlcourse predict` prepares them.
+never had: a CSV with the columns the assignment's data has (churn's, or a csv task's with its
+data.target), or a folder with MNIST's t10k IDX files. Each model's inputs (and a csv
+regression's standardized target) are prepared with its own preprocessing (model.safetensors
+keeps it), as `dlcourse predict` and `evaluate --data` prepare them.
 
 The data is read once per grading process and kept; only the preprocessing is applied per
 hand-in (and kept too for the few distinct preprocessings a class has: with the data locked,
@@ -23,7 +24,8 @@ from typing import Any
 
 import torch
 
-from dlcourse.data import SplitData, TaskData, load_task_data
+from dlcourse.config import Config
+from dlcourse.data import ALL, SplitData, TaskData, load_task_data, target_scale
 from dlcourse.errors import UserError
 from dlcourse.grading.assignment import Assignment
 from dlcourse.grading.bundle import Rejected
@@ -41,25 +43,44 @@ class HiddenSet:
     """A test set as read from disk, before a model's preprocessing."""
 
     source: str
-    encode: Callable[[dict[str, Any]], torch.Tensor]  # preprocessing -> x (N, ...)
-    y: torch.Tensor  # (N,)
+    prepare: Callable[[dict[str, Any]], SplitData]  # a model's preprocessing -> its inputs
 
 
-def read_churn_test(path: Path) -> HiddenSet:
+def read_churn_test(path: Path, base: Config) -> HiddenSet:
     """A CSV with the churn columns (Kaggle's Churn_Modelling.csv layout), Exited included."""
     from dlcourse.data.churn import load_churn
     from dlcourse.data.tabular import TabularEncoder
 
     table, target = load_churn(path)
 
-    def encode(preprocess: dict[str, Any]) -> torch.Tensor:
+    def prepare(preprocess: dict[str, Any]) -> SplitData:
         # categories the training rows never had are all-zero columns, as for dev and test
-        return TabularEncoder.from_state_dict(preprocess).transform(table, unseen="zeros")
+        x = TabularEncoder.from_state_dict(preprocess).transform(table, unseen="zeros")
+        return SplitData(x, target.float(), torch.arange(len(target)))
 
-    return HiddenSet(str(path), encode, target.float())
+    return HiddenSet(str(path), prepare)
 
 
-def read_mnist_test(path: Path) -> HiddenSet:
+def read_table_test(path: Path, base: Config) -> HiddenSet:
+    """A CSV with the columns of a csv task's data, its target (data.target) included: read
+    as `evaluate --data` reads another CSV, every row, with the model's preprocessing."""
+    from dlcourse.data.tabular import read_rows
+
+    assert base.data.target is not None  # required by the csv task
+    read_rows(path).require([base.data.target], "target column (the assignment's data.target)")
+    data_cfg = base.data.model_copy(
+        update={"path": str(path), "where": None, "where_not": None, "limit": None}
+    )
+    cfg = base.model_copy(update={"data": data_cfg})
+
+    def prepare(preprocess: dict[str, Any]) -> SplitData:
+        data = load_task_data(cfg, path.parent, {"preprocess": preprocess, "rows": None})
+        return data.splits[ALL]
+
+    return HiddenSet(str(path), prepare)
+
+
+def read_mnist_test(path: Path, base: Config) -> HiddenSet:
     """A folder with t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (or MNIST/raw/ with
     them), in MNIST's IDX format."""
     from dlcourse.data.mnist import FILES, IMAGE_MAGIC, LABEL_MAGIC, normalize_images, read_idx
@@ -73,17 +94,32 @@ def read_mnist_test(path: Path) -> HiddenSet:
     if len(labels) == 0 or int(labels.max()) > 9:
         raise UserError(f"{label_file}: no labels, or labels that are not digits 0-9")
 
-    def encode(preprocess: dict[str, Any]) -> torch.Tensor:
-        return normalize_images(images, preprocess)
+    def prepare(preprocess: dict[str, Any]) -> SplitData:
+        return SplitData(normalize_images(images, preprocess), labels, torch.arange(len(labels)))
 
-    return HiddenSet(str(folder), encode, labels)
+    return HiddenSet(str(folder), prepare)
 
 
 # Which tasks have a hidden test set reader (`grade --test-data`), next to the readers.
-HIDDEN_READERS: dict[str, Callable[[Path], HiddenSet]] = {
+HIDDEN_READERS: dict[str, Callable[[Path, Config], HiddenSet]] = {
     "churn": read_churn_test,
+    "csv": read_table_test,
     "mnist": read_mnist_test,
 }
+
+
+def read_hidden_set(assignment: Assignment, path: Path) -> HiddenSet:
+    """The hidden test set of `grade --test-data`, read and checked (UserError naming the
+    file, for the grader: a fault of the grader's file is no student's)."""
+    reader = HIDDEN_READERS.get(assignment.task)
+    if reader is None:
+        raise UserError(
+            f"--test-data: hidden test sets are read for the "
+            f"{', '.join(HIDDEN_READERS)} tasks, not {assignment.task}"
+        )
+    if not path.exists():
+        raise UserError(f"--test-data {path}: no such file or folder")
+    return reader(path, assignment.base)
 
 
 class GraderData:
@@ -94,7 +130,7 @@ class GraderData:
         self._reference: TaskData | None = None
         self._hidden: HiddenSet | None = None
         self._own: dict[str, TaskData] = {}
-        self._encoded: dict[str, torch.Tensor] = {}
+        self._prepared: dict[str, SplitData] = {}
 
     @property
     def hidden_source(self) -> str | None:
@@ -132,20 +168,14 @@ class GraderData:
         """The hidden test set with the model's preprocessing."""
         assert self.test_data is not None
         if self._hidden is None:
-            reader = HIDDEN_READERS.get(self.assignment.task)
-            if reader is None:
-                raise UserError(
-                    f"--test-data: hidden test sets are read for the "
-                    f"{' and '.join(HIDDEN_READERS)} tasks, not {self.assignment.task}"
-                )
-            self._hidden = reader(self.test_data)
+            self._hidden = read_hidden_set(self.assignment, self.test_data)
         hidden = self._hidden
         key = json.dumps(opened.preprocess, sort_keys=True)
-        if key not in self._encoded:
-            if len(self._encoded) >= KEPT_PREPROCESSINGS:
-                self._encoded.clear()
-            self._encoded[key] = usable(lambda: hidden.encode(opened.preprocess))
-        return SplitData(self._encoded[key], hidden.y, torch.arange(len(hidden.y)))
+        if key not in self._prepared:
+            if len(self._prepared) >= KEPT_PREPROCESSINGS:
+                self._prepared.clear()
+            self._prepared[key] = usable(lambda: hidden.prepare(opened.preprocess))
+        return self._prepared[key]
 
 
 def usable(make: Callable[[], Any]) -> Any:
@@ -162,7 +192,7 @@ def usable(make: Callable[[], Any]) -> Any:
         ) from None
 
 
-def measure(opened: TrainedRun, split: SplitData, target_scale: float = 1.0) -> Metrics:
+def measure(opened: TrainedRun, split: SplitData) -> Metrics:
     """The model's metrics on a split of prepared inputs, on one CPU thread."""
     if tuple(split.x.shape[1:]) != opened.input_shape:
         raise Rejected(
@@ -175,4 +205,7 @@ def measure(opened: TrainedRun, split: SplitData, target_scale: float = 1.0) -> 
     with cpu_threads(1), torch.no_grad():
         outputs = model_outputs(model, split.x, prepare)
     loss = loss_for(opened.cfg, opened.kind)
-    return compute_metrics(opened.kind, outputs, split.y, loss, target_scale)
+    # a regression target standardized with the model's own statistics (a csv task's): its
+    # RMSE and MAE in the target's units, as summary.json reports them
+    _, scale = target_scale(opened.preprocess)
+    return compute_metrics(opened.kind, outputs, split.y, loss, scale)
