@@ -98,7 +98,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None], root: Path | No
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o644)
     except OSError as exc:
         raise UserError(
-            f"{path_text(path)}: cannot write it ({exc.strerror or exc}); {KEPT}"
+            f"{path_text(path)}: cannot write it ({why_not(exc, path)}); {KEPT}"
         ) from None
     try:
         with os.fdopen(fd, "wb") as file:
@@ -109,7 +109,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None], root: Path | No
     except OSError as exc:  # a full disk, a read-only folder: the user's to fix, not a bug
         tmp.unlink(missing_ok=True)
         raise UserError(
-            f"{path_text(path)}: cannot write it ({exc.strerror or exc}); {KEPT}"
+            f"{path_text(path)}: cannot write it ({why_not(exc, path)}); {KEPT}"
         ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -133,6 +133,13 @@ def write_json_atomic(path: Path, data: Any, root: Path | None = None) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n", root)
 
 
+def why_not(exc: OSError, path: Path) -> str:
+    """Why a file could not be written, in words: a missing folder is named."""
+    if isinstance(exc, FileNotFoundError) and not path.parent.is_dir():
+        return f"there is no folder {path_text(path.parent)}"
+    return exc.strerror or str(exc)
+
+
 def append_text(path: Path, text: str, root: Path | None = None) -> None:
     """Append to a file (created if missing), never through a symbolic link."""
     checked_target(path, root)
@@ -141,7 +148,7 @@ def append_text(path: Path, text: str, root: Path | None = None) -> None:
         with os.fdopen(fd, "ab") as file:
             file.write(text.encode("utf-8"))
     except OSError as exc:
-        raise UserError(f"{path_text(path)}: cannot write it ({exc.strerror or exc})") from None
+        raise UserError(f"{path_text(path)}: cannot write it ({why_not(exc, path)})") from None
 
 
 def remove_file(path: Path, root: Path | None = None) -> None:

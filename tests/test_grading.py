@@ -230,6 +230,17 @@ def test_a_handin_holds_the_run_and_a_manifest_but_no_pickle(graded_class: Class
         assert manifest[key] not in (None, "")
 
 
+def test_a_handin_into_a_missing_folder_names_the_folder(
+    graded_class: Class, tmp_path: Path
+) -> None:
+    out = tmp_path / "no such folder" / "alice.zip"
+    result = invoke("handin", graded_class.runs["alice"], "--student", "alice", "--out", out,
+                    "--data-dir", graded_class.data)  # fmt: skip
+    assert result.exit_code == 2
+    assert f"cannot write it (there is no folder {out.parent})" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_file_changed_after_handin_fails_verification(graded_class: Class) -> None:
     from dlcourse.grading.bundle import check_hashes, read_bundle
 
