@@ -37,7 +37,7 @@ TARGETS: dict[str, dict[str, float | tuple[float, float]]] = {
     "spam.yaml": {"accuracy": 0.78},  # the generator's own rule scores 0.816
     "playground_xor.yaml": {"accuracy": 0.98},
     "playground_xor_linear.yaml": {"accuracy": (0.4, 0.75)},  # no line separates XOR
-    # all 30 epochs reach the paper's 0.9905 (README: 0.9928); make validate trains them
+    # all 30 epochs reach the paper's 0.9905 (docs/lectures.md: 0.9918); make validate trains them
     "lenet5.yaml": {"accuracy": 0.9905},
     # two hidden ReLU units on raw inputs: about what a linear model reaches (0.85)
     "examples/backprop_worked.yaml": {"r2": 0.8},
@@ -48,7 +48,7 @@ TARGETS: dict[str, dict[str, float | tuple[float, float]]] = {
 }
 NEEDS_REAL_DATA = {"mnist", "churn"}  # tasks that read files (the others generate theirs)
 # The long accuracy targets run in `make validate` (CI runs it after `make test`): full MNIST,
-# and LeNet-5's paper figure (30 epochs: 24 min on a 2-core machine).
+# and LeNet-5's paper figure (30 epochs: about 2 minutes on a 2-core machine).
 VALIDATE = {"mnist_cnn.yaml", "lenet5.yaml"}
 
 
