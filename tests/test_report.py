@@ -123,10 +123,12 @@ def test_the_numbers_in_the_report_are_those_of_the_run(
     assert result in report.read_text(encoding="utf-8")  # the Result section's number
     header, *rows = document.table("metric")
     columns = [text for text, _ in header]
-    row = f"epoch {last['epoch']} row"
-    assert columns == ["metric", f"{kept}: train", f"{kept}: dev", f"{kept}: test",
-                       f"{row}: train", f"{row}: dev"]  # fmt: skip
-    records = [best["train"], best["dev"], best["test"], last["train"], last["dev"]]
+    expected = ["metric", f"{kept}: train", f"{kept}: dev", f"{kept}: test"]
+    records = [best["train"], best["dev"], best["test"]]
+    if best["last"]["epoch"] != best["kept_epoch"]:  # as train's final table: summary.json's
+        expected += [f"last (epoch {last['epoch']}): train", f"last (epoch {last['epoch']}): dev"]
+        records += [best["last"]["train"], best["last"]["dev"]]
+    assert columns == expected
     assert [row[0][0] for row in rows] == list(best["test"])
     for row in rows:
         name = row[0][0]
@@ -236,3 +238,28 @@ def test_churn_report_lists_the_most_confidently_wrong_customers(
     assert rows[0][1][0] == ("exited" if first[13] == "1" else "stayed")
     assert [text for text, _ in rows[0][12:]] == [first[4], first[5]]  # Geography, Gender
     assert int(rows[0][5][0]) == int(first[6])  # Age
+
+
+def test_the_final_metrics_of_a_run_that_kept_an_earlier_epoch_are_summary_jsons(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Beside the kept weights, the last epoch's weights as summary.json measured them (what
+    `train` ends with and `evaluate --checkpoint last` gives), not metrics.jsonl's in-epoch
+    train values."""
+    from dlcourse.runs import Summary
+    from dlcourse.tools.document import TableBlock
+    from dlcourse.tools.report import final_metrics_section
+
+    run, _ = trained_run("churn", tmp_path_factory)
+    record = summary(run)
+    record["kept_epoch"] = record["best_epoch"] = 2
+    record["last"] = {"epoch": 4, "train": {**record["train"], "accuracy": 0.5},
+                      "dev": {**record["dev"], "accuracy": 0.25}}  # fmt: skip
+    section = final_metrics_section(Summary.model_validate(record), ["loss", "accuracy"])
+    (table,) = [block for block in section.blocks if isinstance(block, TableBlock)]
+    assert table.header == ["metric", "kept (epoch 2): train", "kept (epoch 2): dev",
+                            "kept (epoch 2): test", "last (epoch 4): train",
+                            "last (epoch 4): dev"]  # fmt: skip
+    accuracy = [cell.value for cell in table.rows[1][1:]]
+    assert accuracy == [record["train"]["accuracy"], record["dev"]["accuracy"],
+                        record["test"]["accuracy"], 0.5, 0.25]  # fmt: skip

@@ -68,7 +68,7 @@ def write_report(
         Section("Config", [Code(folder.read_config_text(), "yaml")]),
         data_section(data),
         training_section(rows, metrics, summary.weights_epoch),
-        final_metrics_section(summary, rows, metrics),
+        final_metrics_section(summary, metrics),
     ]
     diagnosis = diagnosis_section(summary, opened.cfg)
     if diagnosis is not None:
@@ -200,17 +200,18 @@ def training_section(rows: list[EpochRow], metrics: list[str], kept: int) -> Sec
     ])  # fmt: skip
 
 
-def final_metrics_section(summary: Summary, rows: list[EpochRow], metrics: list[str]) -> Section:
-    """The kept weights measured on every split (summary.json), beside the last epoch's row of
-    metrics.jsonl as training recorded it."""
+def final_metrics_section(summary: Summary, metrics: list[str]) -> Section:
+    """The kept weights measured on every split, and the last epoch's on train and dev when
+    the run kept another epoch: summary.json's numbers, the table `dlcourse train` ends with."""
     kept = f"kept (epoch {summary.weights_epoch})"
     candidates: list[tuple[str, Metrics | None]] = [
         (f"{kept}: {split}", getattr(summary, split)) for split in ("train", "dev", "test")
     ]
-    last = rows[-1] if rows else None
-    if last is not None:
-        candidates += [(f"epoch {last.epoch} row: train", last.train),
-                       (f"epoch {last.epoch} row: dev", last.dev)]  # fmt: skip
+    last = summary.last
+    other_last = last is not None and last.epoch != summary.weights_epoch
+    if last is not None and other_last:
+        candidates += [(f"last (epoch {last.epoch}): train", last.train),
+                       (f"last (epoch {last.epoch}): dev", last.dev)]  # fmt: skip
     columns = [(name, values) for name, values in candidates if values is not None]
     table = [
         [Cell(name), *(metric_cell(name, values.get(name)) for _, values in columns)]
@@ -225,9 +226,9 @@ def final_metrics_section(summary: Summary, rows: list[EpochRow], metrics: list[
         f"{kept}: the weights the run kept, {kept_words(summary)}, measured on {measured} "
         "after training (summary.json; `dlcourse evaluate` gives the same numbers)."
     )
-    if last is not None:
-        note += (f" epoch {last.epoch} row: the last epoch as metrics.jsonl recorded it (train "
-                 "measured during the epoch, while the weights moved).")  # fmt: skip
+    if last is not None and other_last:
+        note += (f" last (epoch {last.epoch}): the last epoch's weights, measured the same way "
+                 "(`dlcourse evaluate --checkpoint last`).")  # fmt: skip
     return Section("Final metrics", [
         TableBlock(["metric", *(name for name, _ in columns)], table), Paragraph(note),
     ])  # fmt: skip
