@@ -261,6 +261,33 @@ def grader(graded_class: Class, out: Path, **settings: object):
     return BundleGrader(Settings(CHURN, out, graded_class.data, **settings))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "student", ["../../evil", "/tmp/pwned", "<script>alert(1)</script>x", "a\nb", "a..b", ""]
+)
+def test_a_student_id_that_is_no_file_name_is_rejected(
+    graded_class: Class, tmp_path: Path, student: str
+) -> None:
+    """The id names the student's report file: one that leaves the folder, or is no file
+    name, rejects that hand-in alone (it wrote reports/../../evil.html, or stopped the class)."""
+    bundle = tmp_path / "handins" / "mallory.zip"
+    bundle.parent.mkdir()
+    shutil.copy(graded_class.zip("alice"), bundle)
+    with zipfile.ZipFile(bundle) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    rewrite(bundle, {"manifest.json": json.dumps({**manifest, "student": student}).encode()},
+            fix_manifest=False)  # fmt: skip
+    book = dlcourse.grade(CHURN, [bundle.parent, graded_class.zip("bob")], out=tmp_path / "out",
+                          data_dir=graded_class.data, reports=True)  # fmt: skip
+    mallory, bob = book.row("mallory"), book.row("bob")
+    assert mallory.status == "rejected" and mallory.reasons == [
+        "manifest.json: student: use 1 to 64 letters, digits, '.', '_', '-', '+' or '@', "
+        "starting with a letter or digit (it names files in the grader's folder)"
+    ]
+    assert bob.status == "graded" and bob.report == "reports/bob.html"
+    assert sorted(path.name for path in (tmp_path / "out" / "reports").iterdir()) == ["bob.html"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["handins", "out"]
+
+
 def test_the_wrong_assignment_is_rejected(graded_class: Class, tmp_path: Path) -> None:
     from dlcourse.app.grading import BundleGrader, Job, Settings
 

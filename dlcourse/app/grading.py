@@ -176,9 +176,11 @@ def name_reports(rows: list[Row], out: Path) -> None:
     for row in rows:
         if row.report is None:
             continue
-        name, number = row.student, 2
+        # (a student id is checked when read; a file name is made safe here all the same)
+        student = UNSAFE.sub("_", row.student).strip("._-")[:64] or "unknown"
+        name, number = student, 2
         while name.lower() in taken:
-            name, number = f"{row.student}-{number}", number + 1
+            name, number = f"{student}-{number}", number + 1
         taken.add(name.lower())
         target = f"reports/{name}.html"
         if target != row.report:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dlcourse.config.source import CONFIG_LIMIT
 from dlcourse.errors import UserError
@@ -58,7 +58,11 @@ TOTAL_LIMIT = 256 * MB  # every entry, uncompressed
 MAX_ENTRIES = 16  # a hand-in has 7
 MAX_RATIO = 100  # uncompressed / compressed, for entries over RATIO_FROM (a zip bomb is 1000x)
 RATIO_FROM = MB
-STUDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}", re.ASCII)
+STUDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}", re.ASCII)  # whole, without ".."
+STUDENT_RULE = (
+    "use 1 to 64 letters, digits, '.', '_', '-', '+' or '@', starting with a letter or digit "
+    "(it names files in the grader's folder)"
+)
 SHA256 = r"[0-9a-f]{64}"
 
 
@@ -85,7 +89,7 @@ class AssignmentRef(_Strict):
 
 class Manifest(_Strict):
     format: Literal["dlcourse-handin-1"]
-    student: str = Field(pattern=STUDENT.pattern + "$")
+    student: str  # checked by check_student: it names files in the grader's folder
     assignment: AssignmentRef
     files: dict[str, FileEntry]
     created: str = Field(max_length=64)  # UTC, ISO 8601: the student's clock (untrusted)
@@ -98,13 +102,17 @@ class Manifest(_Strict):
     device: str = Field(max_length=64)
     threads: int | None
 
+    @field_validator("student")
+    @classmethod
+    def _student(cls, value: str) -> str:
+        if not STUDENT.fullmatch(value) or ".." in value:
+            raise ValueError(STUDENT_RULE)
+        return value
+
 
 def check_student(student: str) -> str:
     if not STUDENT.fullmatch(student) or ".." in student:
-        raise UserError(
-            f"--student {student!r}: use 1 to 64 letters, digits, '.', '_', '-', '+' or '@', "
-            "starting with a letter or digit (it names files in the grader's folder)"
-        )
+        raise UserError(f"--student {student!r}: {STUDENT_RULE}")
     return student
 
 
@@ -250,7 +258,8 @@ def parse_manifest(data: bytes) -> Manifest:
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"]) or "the whole"
-        raise Rejected(f"{MANIFEST}: {key}: {error['msg'].lower()}") from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise Rejected(f"{MANIFEST}: {key}: {message[:1].lower()}{message[1:]}") from None
 
 
 # ------------------------------------------------------------------ checking a bundle
