@@ -10,6 +10,7 @@ writes are opened in headless Chromium.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
@@ -359,6 +360,46 @@ def test_a_csv_regression_assignment_is_graded_in_the_targets_units(tmp_path: Pa
                     "--data-dir", tmp_path, "--test-data", bad)  # fmt: skip
     assert result.exit_code == 2 and "bad.csv: missing target column" in result.output
     assert "price" in result.output and not (tmp_path / "again").exists()
+
+
+def test_the_graders_own_mistakes_stop_the_grading_before_any_handin(
+    graded_class: Class, tmp_path: Path
+) -> None:
+    """No data, a mistyped folder, a run folder among the zips: exit 2 naming it, nothing
+    written (they made every row `rejected`, or were dropped, with exit 0)."""
+    out = tmp_path / "graded"
+    cases = [
+        (["--data-dir", tmp_path / "nothing"], [graded_class.handins],
+         "churn/Churn_Modelling.csv: file not found"),
+        (["--data-dir", graded_class.data], [graded_class.root / "handin"],
+         "handin: no such file or folder (give zips, or folders of zips)"),
+        (["--data-dir", graded_class.data], [graded_class.zip("alice"), graded_class.runs["bob"]],
+         "a folder without .zip files (a run folder is handed in with `dlcourse handin"),
+    ]  # fmt: skip
+    for options, submissions, message in cases:
+        result = invoke("grade", CHURN, *submissions, "--out", out, *options)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert not out.exists()
+    result = invoke("grade", CHURN, graded_class.handins, "--out", out, "--data-dir",
+                    tmp_path / "nothing")  # fmt: skip
+    assert "give --test-data" in result.output  # what to do
+
+
+def test_a_hidden_set_with_a_category_training_never_had_is_noted(
+    graded_class: Class, tmp_path: Path
+) -> None:
+    rows = churn_rows(200, seed=3)
+    for row in rows:
+        row[CHURN_HEADER.index("Geography")] = "Italy"
+    hidden = write_csv(tmp_path / "italy.csv", CHURN_HEADER, rows)
+    graded = tmp_path / "graded"
+    result = invoke("grade", CHURN, graded_class.zip("alice"), "--out", graded, "--data-dir",
+                    graded_class.data, "--test-data", hidden, "--no-reports")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    note = ("note: column Geography: 'Italy' never occurred in the training rows; encoded as "
+            "none of the known values (France, Germany, Spain)")  # fmt: skip
+    assert note in result.output
+    assert html.escape(note) in (graded / "class.html").read_text()
 
 
 def test_a_handin_past_the_time_limit_is_rejected(graded_class: Class) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ class Gradebook:
     measured_on: str  # the assignment's test split, or the hidden test set
     seconds: float
     jobs: int  # worker processes used
+    notes: list[str] = field(default_factory=list)  # about the grading data (as the command's)
 
     @property
     def gradebook(self) -> Path:
@@ -111,4 +112,5 @@ def grade(
         time_limit=time_limit,
         reports=reports,
     )
-    return Gradebook(result.out, result.rows, result.measured_on, result.seconds, result.jobs)
+    return Gradebook(result.out, result.rows, result.measured_on, result.seconds, result.jobs,
+                     result.notes)  # fmt: skip

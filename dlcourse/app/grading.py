@@ -81,6 +81,7 @@ class GradeResult:
     seconds: float
     jobs: int
     measured_on: str
+    notes: list[str] = field(default_factory=list)  # about the grading data, for the grader
 
 
 def grade(
@@ -101,11 +102,10 @@ def grade(
     assignment = load_assignment(assignment_path)
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: give 1 or more processes")
-    if test_data is not None:  # read once here, so that a fault of it stops the grading
-        from dlcourse.grading.measure import read_hidden_set  # (torch: only with --test-data)
-
-        read_hidden_set(assignment, test_data)
     bundles = find_bundles(submissions)
+    from dlcourse.grading.measure import check_grader_data  # (torch)
+
+    notes = check_grader_data(assignment, data_dir, test_data)  # a fault: no hand-in graded
     new_folder(out)
     settings = Settings(
         assignment_path.resolve(),
@@ -125,20 +125,31 @@ def grade(
         else f"the assignment's own {assignment.target.split} split"
     )
     gradebook = write_gradebook(rows, out / "gradebook.csv", out)
-    page = write_class_page(rows, assignment, out / "class.html", out, measured_on)
+    page = write_class_page(rows, assignment, out / "class.html", out, measured_on, notes)
     workers = min(jobs, len(work))
-    return GradeResult(out, rows, gradebook, page, time.monotonic() - started, workers, measured_on)
+    seconds = time.monotonic() - started
+    return GradeResult(out, rows, gradebook, page, seconds, workers, measured_on, notes)
 
 
 def find_bundles(submissions: list[Path]) -> list[Path]:
-    """The zips: each one given, and the *.zip files of each folder given (sorted). A path
-    that does not exist stays: it becomes a `rejected` row ("missing")."""
+    """The zips: each one given, and the *.zip files of each folder given (sorted). A *.zip
+    that does not exist stays: it becomes a `rejected` row ("missing": a student on the list
+    who handed nothing in). Any other path that does not exist, or a folder without zips (a
+    run folder, not yet handed in), is a mistake of the command: UserError."""
     found: list[Path] = []
     for path in submissions:
         if path.is_dir():
-            found += sorted(item for item in path.iterdir() if item.name.lower().endswith(".zip"))
-        else:
+            zips = sorted(item for item in path.iterdir() if item.name.lower().endswith(".zip"))
+            if not zips and len(submissions) > 1:
+                raise UserError(
+                    f"{path}: a folder without .zip files (a run folder is handed in with "
+                    "`dlcourse handin RUN --student ID --out ID.zip` first)"
+                )
+            found += zips
+        elif path.exists() or path.name.lower().endswith(".zip"):
             found.append(path)
+        else:
+            raise UserError(f"{path}: no such file or folder (give zips, or folders of zips)")
     if not found:
         raise UserError("no hand-ins: give zips, or folders that hold them")
     return list(dict.fromkeys(found))

@@ -171,4 +171,6 @@ def grade(
         f"{result.jobs} process{'es' if result.jobs != 1 else ''}; measured on "
         f"{result.measured_on}): " + ", ".join(f"{n} {status}" for status, n in counts.items())
     )
+    for note in result.notes:
+        typer.echo(f"note: {note}")
     typer.echo(f"wrote {result.gradebook} and {result.class_page}")

@@ -435,6 +435,15 @@ def one_hot_width(values: int) -> int:
     return 1 if values == 2 else values
 
 
+def unseen_notes(encoder: TabularEncoder, table: Table) -> list[str]:
+    """A note for each categorical column of another table with values training never had."""
+    return [
+        f"column {name}: {', '.join(map(repr, values))} never occurred in the training rows; "
+        f"encoded as none of the known values ({', '.join(encoder.categories[name])})"
+        for name, values in encoder.unseen(table).items()
+    ]
+
+
 def tabular_task_data(
     cfg: Config,
     table: Table,
@@ -456,11 +465,7 @@ def tabular_task_data(
     features = encoder.transform(table, unseen="zeros")
     notes = []
     if saved is not None and saved["rows"] is None:  # another table, measured whole
-        notes = [
-            f"column {name}: {', '.join(map(repr, values))} never occurred in the training rows; "
-            f"encoded as none of the known values ({', '.join(encoder.categories[name])})"
-            for name, values in encoder.unseen(table).items()
-        ]
+        notes = unseen_notes(encoder, table)
     splits = {
         name: SplitData(features[rows], target[rows], rows)
         for name, rows in parts.items()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -78,7 +79,12 @@ def e(text: object) -> str:
 
 
 def write_class_page(
-    rows: list[Row], assignment: Assignment, path: Path, root: Path, measured_on: str
+    rows: list[Row],
+    assignment: Assignment,
+    path: Path,
+    root: Path,
+    measured_on: str,
+    notes: Sequence[str] = (),  # about the grading data
 ) -> Path:
     """class.html for the rows of a graded class (gradebook.finish_rows)."""
     counts = {
@@ -92,6 +98,7 @@ def write_class_page(
         f"measured on {e(measured_on)} with each hand-in's kept weights (model.safetensors). "
         "Claimed: summary.json's number; reproduced: the kept weights on the assignment's own "
         "split, where the claim was made.</p>",
+        *(f'<p class="note">note: {e(note)}</p>' for note in notes),
         '<p class="counts">'
         + "".join(
             f'<span class="{status}">{count} {status}</span>' for status, count in counts.items()

@@ -44,12 +44,13 @@ class HiddenSet:
 
     source: str
     prepare: Callable[[dict[str, Any]], SplitData]  # a model's preprocessing -> its inputs
+    notes: Callable[[dict[str, Any]], list[str]] = lambda preprocess: []  # what it lacks
 
 
 def read_churn_test(path: Path, base: Config) -> HiddenSet:
     """A CSV with the churn columns (Kaggle's Churn_Modelling.csv layout), Exited included."""
     from dlcourse.data.churn import load_churn
-    from dlcourse.data.tabular import TabularEncoder
+    from dlcourse.data.tabular import TabularEncoder, unseen_notes
 
     table, target = load_churn(path)
 
@@ -58,7 +59,10 @@ def read_churn_test(path: Path, base: Config) -> HiddenSet:
         x = TabularEncoder.from_state_dict(preprocess).transform(table, unseen="zeros")
         return SplitData(x, target.float(), torch.arange(len(target)))
 
-    return HiddenSet(str(path), prepare)
+    def notes(preprocess: dict[str, Any]) -> list[str]:
+        return unseen_notes(TabularEncoder.from_state_dict(preprocess), table)
+
+    return HiddenSet(str(path), prepare, notes)
 
 
 def read_table_test(path: Path, base: Config) -> HiddenSet:
@@ -77,7 +81,11 @@ def read_table_test(path: Path, base: Config) -> HiddenSet:
         data = load_task_data(cfg, path.parent, {"preprocess": preprocess, "rows": None})
         return data.splits[ALL]
 
-    return HiddenSet(str(path), prepare)
+    def notes(preprocess: dict[str, Any]) -> list[str]:
+        data = load_task_data(cfg, path.parent, {"preprocess": preprocess, "rows": None})
+        return list(data.notes)
+
+    return HiddenSet(str(path), prepare, notes)
 
 
 def read_mnist_test(path: Path, base: Config) -> HiddenSet:
@@ -106,6 +114,24 @@ HIDDEN_READERS: dict[str, Callable[[Path, Config], HiddenSet]] = {
     "csv": read_table_test,
     "mnist": read_mnist_test,
 }
+
+
+def check_grader_data(assignment: Assignment, data_dir: Path, test_data: Path | None) -> list[str]:
+    """Read the grading data once, before any hand-in: a fault in it is the grader's, one
+    UserError naming the file (not every student rejected). The assignment's own data must be
+    there unless a hidden set is given (then only the claims go unchecked). The notes: what the
+    hidden set has that training never had (e.g. a category), as `evaluate --data` says it."""
+    hidden = read_hidden_set(assignment, test_data) if test_data is not None else None
+    try:
+        reference = load_task_data(assignment.base, data_dir)
+    except UserError as exc:
+        if hidden is None:
+            raise UserError(
+                f"{exc}\nthe grader measures each hand-in on the assignment's own test split: "
+                "point --data-dir (or DLCOURSE_DATA_DIR) at its data, or give --test-data"
+            ) from None
+        return [f"the claims cannot be checked: {str(exc).splitlines()[0]}"]
+    return [] if hidden is None else hidden.notes(reference.preprocess)
 
 
 def read_hidden_set(assignment: Assignment, path: Path) -> HiddenSet:
