@@ -312,6 +312,62 @@ def test_retrain_reproduces_an_honest_claim_and_catches_an_edited_one(
     assert (tmp_path / "retrained" / "alice").is_dir()
 
 
+def test_weights_trained_on_other_rows_are_flagged(graded_class: Class, tmp_path: Path) -> None:
+    """A run trained with another seed (another split), its configs put back to seed 0 and
+    its summary.json made to fit: the preprocessing in model.safetensors (the training rows'
+    statistics) and the dev claim give it away, without retraining."""
+    from safetensors.torch import load, save
+
+    from dlcourse.app.grading import Job
+
+    bundle = tmp_path / "mallory.zip"
+    shutil.copy(graded_class.zip("alice"), bundle)
+    with zipfile.ZipFile(bundle) as archive:
+        weights = archive.read("model.safetensors")
+        summary_record = json.loads(archive.read("summary.json"))
+        epochs = [json.loads(line) for line in archive.read("metrics.jsonl").splitlines()]
+    header = json.loads(weights[8 : 8 + int.from_bytes(weights[:8], "little")])
+    metadata = header["__metadata__"]
+    preprocess = json.loads(metadata["preprocess"])
+    preprocess["mean"][0] += 0.2  # CreditScore's mean, from other training rows
+    metadata["preprocess"] = json.dumps(preprocess)
+    kept = summary_record["kept_epoch"]  # a claim made on another dev split, told alike
+    for record in [summary_record, summary_record["best"], summary_record["last"], *epochs]:
+        if record is summary_record or record["epoch"] == kept:
+            record["dev"]["accuracy"] -= 0.005
+    lines = "".join(json.dumps(record) + "\n" for record in epochs)
+    rewrite(bundle, {"model.safetensors": save(load(weights), metadata),
+                     "summary.json": json.dumps(summary_record).encode(),
+                     "metrics.jsonl": lines.encode()})  # fmt: skip
+    row = grader(graded_class, tmp_path / "out", reports=False).grade(Job(0, bundle, "m"))
+    assert row.reasons == [] and len(row.flags) == 2, row.flags
+    assert row.flags[0].startswith("claimed dev accuracy ")
+    assert row.flags[1].startswith(
+        "the weights were trained on other rows than the assignment's locked data and split: "
+        "their preprocessing differs (mean[0]: "
+    )
+    honest = grader(graded_class, tmp_path / "out2", reports=False).grade(
+        Job(0, graded_class.zip("alice"), "alice")
+    )
+    assert honest.flags == []
+
+
+def test_preprocessing_difference_known_answers() -> None:
+    from dlcourse.grading.measure import preprocessing_difference
+
+    locked = {"mean": [650.816, 38.9], "categories": {"Geography": ["France", "Spain"]}}
+    same = {"mean": [650.816 * (1 + 1e-12), 38.9], "categories": {"Geography": ["France", "Spain"]}}
+    assert preprocessing_difference(same, locked) is None
+    other = {"mean": [650.621, 38.9], "categories": {"Geography": ["France", "Spain"]}}
+    assert preprocessing_difference(other, locked) == (
+        "mean[0]: 650.621 where the locked split gives 650.816"
+    )
+    fewer = {"mean": [650.816, 38.9], "categories": {"Geography": ["France"]}}
+    assert preprocessing_difference(fewer, locked) == (
+        'categories.Geography: ["France"] where the locked split gives ["France", "Spain"]'
+    )
+
+
 def test_hidden_test_data_is_measured_and_the_claim_still_checked(
     graded_class: Class, tmp_path: Path
 ) -> None:

@@ -444,7 +444,7 @@ class BundleGrader:
 
     def measure(self, opened: Any, summary: Any, row: Row) -> None:
         """measured (the grading data), reproduced (the assignment's split) and the claim."""
-        from dlcourse.grading.measure import measure
+        from dlcourse.grading.measure import measure, preprocessing_difference
 
         assignment = self.assignment
         metric, split = assignment.target.metric, assignment.target.split
@@ -461,13 +461,34 @@ class BundleGrader:
             row.measured = row.reproduced
         if row.measured is None:
             raise Rejected(f"the kept weights could not be measured ({metric} is undefined)")
+        self.check_claim(split, row.claimed, row.reproduced, row)
+        other = "dev" if split == "test" else "test"  # the other claim, checked the same way
+        claimed = (getattr(summary, other) or {}).get(metric)
+        if claimed is not None and row.reproduced is not None:
+            try:
+                reproduced = measure(opened, self.data.own_split(opened, other)).get(metric)
+            except UserError:  # (the assignment's data has no such split)
+                reproduced = None
+            if reproduced is not None:
+                self.check_claim(other, claimed, reproduced, row)
+        if row.reproduced is not None and assignment.fixes_the_training_rows():
+            reference = self.data.reference().preprocess
+            difference = preprocessing_difference(opened.preprocess, reference)
+            if difference is not None:
+                row.flags.append(
+                    "the weights were trained on other rows than the assignment's locked data "
+                    f"and split: their preprocessing differs ({difference})"
+                )
+
+    def check_claim(self, split: str, claimed: float | None, reproduced: float | None,
+                    row: Row) -> None:  # fmt: skip
+        """A flag when summary.json's claim on a split is not what the kept weights measure."""
+        assignment, metric = self.assignment, self.assignment.target.metric
         tolerance = assignment.grading.claim_tolerance
-        if row.reproduced is not None and (
-            row.claimed is None or abs(row.claimed - row.reproduced) > tolerance
-        ):
+        if reproduced is not None and (claimed is None or abs(claimed - reproduced) > tolerance):
             row.flags.append(
-                f"claimed {split} {metric} {assignment.format(row.claimed)}, but the kept "
-                f"weights measure {assignment.format(row.reproduced)} on the same split (more "
+                f"claimed {split} {metric} {assignment.format(claimed)}, but the kept "
+                f"weights measure {assignment.format(reproduced)} on the same split (more "
                 f"than {tolerance:g} apart: summary.json was edited, or is another run's)"
             )
 

@@ -277,6 +277,14 @@ class Assignment:
                 return kind, rule, entry, place
         return self.spec.unlisted, None, "", self.where("unlisted")
 
+    def fixes_the_training_rows(self) -> bool:
+        """Whether the locked keys decide the training rows and their statistics: the whole
+        data section, and the seed that splits it (data.seed, or else the run's seed). Then
+        every honest run has the base config's preprocessing."""
+        data_keys = [key for key in flat_config(self.base) if key.startswith("data.")]
+        split_seed = "seed" if self.base.data.seed is None else "data.seed"
+        return all(self.rule_of(key)[0] == "locked" for key in [*data_keys, split_seed])
+
     # ------------------------------------------------------------------ checks
 
     def check(self, cfg: Config) -> list[Problem]:

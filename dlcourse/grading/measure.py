@@ -17,6 +17,7 @@ numbers are the same on every grading, and a hand-in cannot ask the grader for 4
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,35 @@ class GraderData:
                 self._prepared.clear()
             self._prepared[key] = usable(lambda: hidden.prepare(opened.preprocess))
         return self._prepared[key]
+
+
+def preprocessing_difference(given: Any, locked: Any, path: str = "") -> str | None:
+    """Where a model's preprocessing first differs from the one the locked data and split
+    give ("mean.CreditScore: 650.621 where the locked split gives 650.816"); None when they
+    agree (floats to 1e-9: a sum on another number of threads rounds differently)."""
+    if isinstance(given, dict) and isinstance(locked, dict):
+        for key in sorted(locked.keys() | given.keys(), key=str):
+            found = preprocessing_difference(given.get(key), locked.get(key), f"{path}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(given, list) and isinstance(locked, list) and len(given) == len(locked):
+        for index, (one, other) in enumerate(zip(given, locked, strict=True)):
+            found = preprocessing_difference(one, other, f"{path}[{index}]")
+            if found:
+                return found
+        return None
+    numbers = (int, float)
+    if isinstance(given, numbers) and isinstance(locked, numbers):
+        if math.isclose(given, locked, rel_tol=1e-9, abs_tol=1e-12):
+            return None
+    elif given == locked:
+        return None
+    return f"{path.lstrip('.')}: {shown(given)} where the locked split gives {shown(locked)}"
+
+
+def shown(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else json.dumps(value)[:80]
 
 
 def usable(make: Callable[[], Any]) -> Any:
