@@ -788,7 +788,7 @@ def test_gradebook_cells_are_formula_safe_and_the_page_escapes_them(tmp_path: Pa
 
 def test_class_wide_flags_identical_weights_and_configs_and_two_handins() -> None:
     from dlcourse.grading.assignment import load_assignment
-    from dlcourse.grading.gradebook import Row, finish_rows
+    from dlcourse.grading.gradebook import Row, finish_rows, shared_configs
 
     def row(student: str, bundle: str, weights: str, config: str, base: bool = False) -> Row:
         return Row(student, bundle, measured=0.86, weights_digest=weights, config_digest=config,
@@ -796,21 +796,23 @@ def test_class_wide_flags_identical_weights_and_configs_and_two_handins() -> Non
 
     rows = finish_rows([
         row("ann", "ann.zip", "w1", "c1"), row("ben", "ben.zip", "w1", "c1"),
-        row("cat", "cat.zip", "w2", "c0", base=True), row("dan", "dan.zip", "w3", "c0", base=True),
+        row("cat", "cat.zip", "w2", "c0", base=True), row("dan", "dan.zip", "w2", "c0", base=True),
         row("cat", "cat-late.zip", "w2", "c0", base=True),
+        row("eve", "eve.zip", "w4", "c2"), row("fay", "fay.zip", "w4", "c3"),
     ], load_assignment(CHURN))  # fmt: skip
     flags = {(r.student, r.bundle): r.flags for r in rows}
-    assert flags[("ann", "ann.zip")] == [
-        "identical weights to ben's",
-        "identical config to ben's (not the base config)",
-    ]
-    assert flags[("cat", "cat.zip")] == [
-        "2 hand-ins from cat: cat-late.zip, cat.zip",
-        "identical weights to cat-late.zip's",
-    ]
+    # one config, one set of weights (the seed is locked): the same changes are no flag
+    assert flags[("ann", "ann.zip")] == flags[("ben", "ben.zip")] == []
     assert flags[("dan", "dan.zip")] == []  # the base config, unchanged: nothing to say
-    assert [r.status for r in rows] == ["flagged"] * 4 + ["graded"]
+    assert flags[("cat", "cat.zip")] == ["2 hand-ins from cat: cat-late.zip, cat.zip"]
+    assert flags[("eve", "eve.zip")] == ["identical weights to fay's, trained with another config"]
+    assert [r.status for r in rows] == ["graded"] * 2 + ["flagged"] * 2 + ["graded"] + [
+        "flagged"
+    ] * 2
     assert all(r.grade == 10 for r in rows)
+    assert shared_configs(rows) == [
+        "the same config (not the base config), and the same weights: ann (ann.zip), ben (ben.zip)"
+    ]
 
 
 def test_points_and_late_handins() -> None:

@@ -46,7 +46,7 @@ from dlcourse.grading.bundle import (
     read_bundle,
 )
 from dlcourse.grading.classpage import write_class_page
-from dlcourse.grading.gradebook import Row, finish_rows, write_gradebook
+from dlcourse.grading.gradebook import Row, finish_rows, shared_configs, write_gradebook
 
 TIME_LIMIT = 600.0  # seconds per hand-in: a real MNIST retraining on one thread fits
 START_LIMIT = 300.0  # seconds for a worker to start (import torch, read the data)
@@ -118,6 +118,7 @@ def grade(
     work = [Job(index, path, key) for index, (path, key) in enumerate(bundle_keys(bundles))]
     rows = run_workers(work, settings, jobs, time_limit, on_row)
     rows = finish_rows(rows, assignment)
+    notes += shared_configs(rows)
     name_reports(rows, out)
     measured_on = (
         f"the hidden test set {test_data.name}"

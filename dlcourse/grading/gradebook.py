@@ -68,17 +68,14 @@ def finish_rows(rows: list[Row], assignment: Assignment) -> list[Row]:
             names = ", ".join(sorted(row.bundle for row in group))
             for row in group:
                 row.flags.append(f"{len(group)} hand-ins from {student}: {names}")
+    # With the seed locked, one config trains to one set of weights: identical weights are a
+    # reason to look only when they come with another config (shared_configs says the rest).
     same_weights = groups(gradable, lambda row: row.weights_digest)
-    same_config = groups(
-        [row for row in gradable if not row.config_is_base], lambda row: row.config_digest
-    )
     for row in gradable:
-        others = whose(row, same_weights.get(row.weights_digest, []))
+        group = same_weights.get(row.weights_digest, [])
+        others = whose(row, [other for other in group if other.config_digest != row.config_digest])
         if others:
-            row.flags.append(f"identical weights to {others}")
-        others = whose(row, same_config.get(row.config_digest, []))
-        if others:
-            row.flags.append(f"identical config to {others} (not the base config)")
+            row.flags.append(f"identical weights to {others}, trained with another config")
     for row in rows:
         row.flags = list(dict.fromkeys(row.flags))
         if row.reasons:
@@ -87,6 +84,19 @@ def finish_rows(rows: list[Row], assignment: Assignment) -> list[Row]:
         row.status = "flagged" if row.flags else "graded"
         row.grade = round(assignment.points(row.measured) * row.late_share, 2)
     return sorted(rows, key=lambda row: (row.student, row.bundle))
+
+
+def shared_configs(rows: list[Row]) -> list[str]:
+    """The hand-ins that made the very same changes to the base config, one line per group
+    (for the class page: two students following the question's hint do; it is not a flag)."""
+    gradable = [row for row in rows if not row.reasons and not row.config_is_base]
+    lines = []
+    for group in groups(gradable, lambda row: row.config_digest).values():
+        names = ", ".join(sorted(f"{row.student} ({row.bundle})" for row in group))
+        weights = "the same weights" if len({row.weights_digest for row in group}) == 1 else (
+            "different weights")  # fmt: skip
+        lines.append(f"the same config (not the base config), and {weights}: {names}")
+    return sorted(lines)
 
 
 def whose(row: Row, group: list[Row]) -> str:
