@@ -458,6 +458,24 @@ def test_a_hidden_set_with_a_category_training_never_had_is_noted(
     assert html.escape(note) in (graded / "class.html").read_text()
 
 
+def test_grading_piped_into_head_still_writes_the_gradebook(
+    graded_class: Class, tmp_path: Path
+) -> None:
+    """`dlcourse grade ... | head -1`: the reader leaves after one line; the grading goes on
+    (it ended with an internal error and no gradebook)."""
+    out = tmp_path / "graded"
+    command = [sys.executable, "-m", "dlcourse", "grade", str(CHURN), str(graded_class.handins),
+               "--out", str(out), "--data-dir", str(graded_class.data), "--no-reports"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()  # as head does
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=600) == 0, errors
+    assert first.startswith(b"  alice (alice.zip): measured ") and errors == ""
+    assert read_gradebook(out) == read_gradebook(graded_class.graded)
+
+
 def test_a_handin_past_the_time_limit_is_rejected(graded_class: Class) -> None:
     out = graded_class.root / "slow"
     result = invoke("grade", CHURN, graded_class.zip("alice"),

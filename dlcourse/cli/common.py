@@ -7,6 +7,8 @@ and their exit code, never a traceback (unless --debug asks for one).
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import traceback
 from collections.abc import Callable
 from enum import Enum
@@ -86,6 +88,23 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def silence_stdout() -> None:
+    """Send what is left to print to /dev/null: the reader of stdout has gone (`| head -1`),
+    and Python would otherwise fail again flushing it at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def echo_while_read(text: str) -> None:
+    """typer.echo for a progress line of a long job (grading): once the reader of stdout has
+    gone, the lines go nowhere and the job carries on to write its files."""
+    try:
+        typer.echo(text)
+    except BrokenPipeError:
+        silence_stdout()
+
+
 def cli_errors(command: F) -> F:
     """Report dlcourse's errors as one message and their exit code, never as a traceback."""
 
@@ -104,6 +123,9 @@ def cli_errors(command: F) -> F:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # the reader of the output left (`| head`): nothing to say
+            silence_stdout()
+            raise typer.Exit(0) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dlcourse.cli.common import DataDirOption, RunArg, cli_errors, resolve_data_dir
+from dlcourse.cli.common import (
+    DataDirOption,
+    RunArg,
+    cli_errors,
+    echo_while_read,
+    resolve_data_dir,
+)
 
 if TYPE_CHECKING:
     from dlcourse.grading.gradebook import Row
@@ -144,7 +150,7 @@ def grade(
     def finished(row: Row) -> None:
         shown = "-" if row.measured is None else f"{row.measured:.4f}"
         points = "" if row.reasons else f", {len(row.flags)} flag(s)" if row.flags else ""
-        typer.echo(
+        echo_while_read(
             f"  {row.student} ({row.bundle}): measured {shown}{points}"
             + (f"; rejected: {row.reasons[0]}" if row.reasons else "")
         )
