@@ -653,9 +653,16 @@ BASE = "title: t\nquestion: q\nconfig: {task: churn}\ntarget: {metric: accuracy,
          "optim.lr (line 3): Input should be greater than 0"),
         (BASE + "free: {optim.name: {max: 1}}\n", "min and max need numbers, but optim.name is "
          '"adam"'),
+        (BASE.replace("0.8}", "85.5}"), "target.threshold (line 4): 85.5: accuracy is at most 1; "
+         "did you mean 0.855?"),
+        (BASE + "grading: {points: [{at: 0.9, points: 10}, {at: 80, points: 3}]}\n",
+         "grading.points.1.at (line 5): 80: accuracy is at most 1; did you mean 0.8?"),
+        (BASE.replace("accuracy, threshold: 0.8", "loss, threshold: -0.1"),
+         "target.threshold (line 4): -0.1: loss is never below 0"),
     ],
     ids=["unknown key", "locked typo", "free typo", "base breaks rule", "locked and free",
-         "metric", "duplicate", "base config", "rule type"],
+         "metric", "duplicate", "base config", "rule type", "percent", "points level",
+         "negative loss"],
 )  # fmt: skip
 def test_a_bad_assignment_file_is_refused_with_its_line(
     tmp_path: Path, text: str, message: str

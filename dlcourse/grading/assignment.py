@@ -551,6 +551,7 @@ def check_rules(assignment: Assignment) -> list[tuple[str, str]]:
                 f"task; {hint}choose one of {', '.join(metrics)}",
             )
         )
+    problems += out_of_range_levels(spec, lines)
     split = assignment.base.split
     if getattr(split, spec.target.split) == 0 and not (
         spec.target.split == "test" and TASKS[assignment.base.task].fixed_test
@@ -562,6 +563,26 @@ def check_rules(assignment: Assignment) -> list[tuple[str, str]]:
                 f"(data.split.{spec.target.split} is 0)",
             )
         )
+    return problems
+
+
+def out_of_range_levels(spec: Any, lines: Lines) -> list[tuple[str, str]]:
+    """A target or points level that its metric can never reach: above 1 for a share
+    (accuracy 85.5 is 8550%), below 0 for one of them or for an error."""
+    metric = spec.target.metric
+    values: list[tuple[tuple[Any, ...], float]] = [(("target", "threshold"), spec.target.threshold)]
+    values += [(("grading", "points", index, "at"), level.at)
+               for index, level in enumerate(spec.grading.points or [])]  # fmt: skip
+    problems = []
+    for path, value in values:
+        why = ""
+        if metric in MAXIMIZED and value > 1:
+            hint = f"; did you mean {value / 100:g}?" if value <= 100 else ""
+            why = f"{value:g}: {metric} is at most 1{hint}"
+        elif metric not in ("r2",) and value < 0:
+            why = f"{value:g}: {metric} is never below 0"
+        if why:
+            problems.append((locate(path, lines, set()), why))
     return problems
 
 
