@@ -476,6 +476,24 @@ def test_grading_piped_into_head_still_writes_the_gradebook(
     assert read_gradebook(out) == read_gradebook(graded_class.graded)
 
 
+def test_grading_from_an_unguarded_script_says_what_to_do(
+    graded_class: Class, tmp_path: Path
+) -> None:
+    script = tmp_path / "grade_class.py"
+    script.write_text(
+        "import dlcourse\n"
+        f"dlcourse.grade({str(CHURN)!r}, {str(graded_class.zip('alice'))!r}, "
+        f"out={str(tmp_path / 'graded')!r}, data_dir={str(graded_class.data)!r}, reports=False)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)  # fmt: skip
+    assert done.returncode == 1
+    assert (
+        "a grading process ended while starting. Called from a script (grade_class.py), "
+        'dlcourse.grade must run under `if __name__ == "__main__":`'
+    ) in done.stderr
+
+
 def test_a_handin_past_the_time_limit_is_rejected(graded_class: Class) -> None:
     out = graded_class.root / "slow"
     result = invoke("grade", CHURN, graded_class.zip("alice"),

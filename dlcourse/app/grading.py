@@ -286,7 +286,7 @@ class Pool:
             elif kind == "failed":  # the worker could not start: the same for every one
                 raise UserError(f"a grading process could not start: {payload}")
             elif worker.job is None:
-                raise UserError("a grading process ended while starting")
+                raise UserError(f"a grading process ended while starting{script_hint()}")
             else:  # killed: out of memory, a crash in a library
                 self.end(worker, "ended unexpectedly")
         now = time.monotonic()
@@ -316,6 +316,20 @@ class Pool:
             self.workers[index] = Worker(self.context, self.settings)
         else:
             del self.workers[index]
+
+
+def script_hint() -> str:
+    """Why a worker may end at once when grading is called from a script: each worker process
+    imports the script again (multiprocessing's spawn), and so grades again, unless guarded."""
+    import sys
+
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    if script is None or Path(script).name in ("dlcourse", "__main__.py"):
+        return ""
+    return (
+        f". Called from a script ({Path(script).name}), dlcourse.grade must run under "
+        '`if __name__ == "__main__":`: each grading process imports the script again'
+    )
 
 
 def worker_main(conn: Connection, settings: Settings) -> None:
