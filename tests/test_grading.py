@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 import dlcourse
 from dlcourse.cli import app
 from dlcourse.grading.gradebook import COLUMNS
+from dlcourse.tasks import format_metric
 from tests.conftest import CHURN_HEADER, REPO, churn_rows, write_csv, write_tiny_mnist
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
@@ -175,6 +176,13 @@ def test_the_class_is_graded_to_the_expected_rows(graded_class: Class) -> None:
     assert rows["grace"]["flags"].startswith('unsafe entry "../../escaped.txt"')
     for student in ("frank", "grace"):
         assert rows[student]["measured"] == "" and rows[student]["claimed"] == ""
+    # carol's report, written again from her files, opens with what the grader measured
+    report = (graded_class.graded / "reports" / "carol.html").read_text()
+    measured = format_metric("accuracy", float(carol["measured"]))
+    assert (f"Graded by dlcourse: the kept weights measure test accuracy {measured} on the "
+            "assignment&#x27;s test split (claimed: 99.00%)") in report  # fmt: skip
+    assert "Flags, to look at before the grade counts: claimed test accuracy 99.00%" in report
+    assert report.index("Graded by dlcourse") < report.index("test accuracy: 99.00%")
 
 
 def test_grading_writes_nothing_outside_its_folder(graded_class: Class) -> None:

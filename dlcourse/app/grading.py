@@ -524,10 +524,35 @@ class BundleGrader:
             )
             target = checked_target(out / "reports" / f"{job.key}.html", out)
             make_folder(target.parent, out)
-            write_report(run_dir, data_dir=self.settings.data_dir, out=target)
+            write_report(run_dir, data_dir=self.settings.data_dir, out=target,
+                         preface=self.graded_section(row))  # fmt: skip
             row.report = f"reports/{job.key}.html"
         except UserError as exc:
             row.notes.append(f"no report: {first_line(exc)}")
+
+    def graded_section(self, row: Row) -> Any:
+        """The report's first section: what the grader measured, beside the claim that the
+        rest of the report shows (it is written from the hand-in's own summary.json)."""
+        from dlcourse.tools.document import Block, Paragraph, Section
+
+        assignment = self.assignment
+        target = assignment.target
+        where = (
+            f"the hidden test set {self.settings.test_data.name}"
+            if self.settings.test_data is not None
+            else f"the assignment's {target.split} split"
+        )
+        text = (
+            f"Graded by dlcourse: the kept weights measure {target.split} {target.metric} "
+            f"{assignment.format(row.measured)} on {where} (claimed: "
+            f"{assignment.format(row.claimed)}). The rest of this report is written from the "
+            "hand-in's own files and shows the run's numbers as it recorded them."
+        )
+        blocks: list[Block] = [Paragraph(text)]
+        if row.flags:
+            blocks.append(Paragraph("Flags, to look at before the grade counts: "
+                                    + "; ".join(row.flags) + "."))  # fmt: skip
+        return Section("Graded", blocks)
 
     def retrain(self, cfg: Any, summary: Any, job: Job, row: Row) -> None:
         """Train config.yaml again on the CPU, one thread, and compare with the claims."""

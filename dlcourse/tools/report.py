@@ -43,10 +43,16 @@ from dlcourse.tools.visualize import default_indices, visualize_activations
 
 
 def write_report(
-    run_dir: Path, *, data_dir: Path, out: Path | None = None, markdown: bool = False
+    run_dir: Path,
+    *,
+    data_dir: Path,
+    out: Path | None = None,
+    markdown: bool = False,
+    preface: Section | None = None,
 ) -> Path:
     """`dlcourse report`: write the report (HTML, or Markdown with PNGs beside it) and return
-    its path (default: RUN_DIR/report.html or RUN_DIR/report.md)."""
+    its path (default: RUN_DIR/report.html or RUN_DIR/report.md). `preface` comes first (the
+    grader's: what it measured, beside the run's own claims)."""
     opened = open_run(run_dir)
     folder = opened.folder
     assert folder is not None
@@ -63,6 +69,7 @@ def write_report(
     metrics = metric_names(summary, rows)
     split = "test" if "test" in data.splits else "dev"
     sections = [
+        *([preface] if preface is not None else []),
         result_section(summary, split),
         overview_section(summary),
         Section("Config", [Code(folder.read_config_text(), "yaml")]),
