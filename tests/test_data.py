@@ -130,7 +130,7 @@ def test_missing_churn_column_is_named(tmp_path: Path) -> None:
     [
         ("Age", "forty", "line 4, column Age: 'forty' is not a number"),
         ("Balance", "nan", "line 4, column Balance: 'nan' is not finite"),
-        ("Balance", "", "line 4, column Balance: the cell is empty"),
+        ("Balance", "", "line 4, column Balance: the cell is empty; every row needs a value here"),
         ("Exited", "2", "line 4, column Exited: 2 is not a label 0 or 1"),
         ("Geography", "", "line 4, column Geography: the cell is empty"),
     ],

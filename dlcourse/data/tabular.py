@@ -257,7 +257,9 @@ def parse_number(cell: str, path: Path, line: int, name: str) -> float:
         return value  # the usual case, without building a message (a wide file has millions)
     where = f"{path}: line {line}, column {name}"
     if not cell:
-        raise UserError(f"{where}: the cell is empty; fill it, or leave the column out")
+        raise UserError(
+            f"{where}: the cell is empty; every row needs a value here (fill it, or delete the row)"
+        )
     try:
         value = float(cell)
     except ValueError:
