@@ -208,10 +208,18 @@ def export(
         Path,
         typer.Argument(exists=True, metavar="RUN", help="A run folder, or a model.safetensors."),
     ],
-    out: Annotated[Path, typer.Option(help="The file to write (.onnx or .safetensors).")],
+    out: Annotated[
+        Path,
+        typer.Option(help="The file to write: .onnx or .safetensors, the format it names."),
+    ],
     format_: Annotated[
-        ExportFormat, typer.Option("--format", help="onnx (for ONNX Runtime) or safetensors.")
-    ] = ExportFormat.onnx,
+        ExportFormat | None,
+        typer.Option(
+            "--format",
+            help="onnx (for ONNX Runtime) or safetensors; default: what --out's extension "
+            "says (.onnx or .safetensors), which must agree with it when given.",
+        ),
+    ] = None,
     checkpoint: Annotated[
         Checkpoint,
         typer.Option(help="Which weights: kept (what summary.json measured), best or last."),
@@ -223,7 +231,7 @@ def export(
     from dlcourse.fileio import path_text
     from dlcourse.tools.export import export_model
 
-    done = export_model(run, format_.value, out, checkpoint.value)
+    done = export_model(run, format_.value if format_ else None, out, checkpoint.value)
     verb = "replaced" if done.replaced else "wrote"
     typer.echo(f"{verb} {path_text(done.path)}: {done.format}, {done.weights}")
     if done.difference is not None:
