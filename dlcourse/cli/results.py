@@ -24,7 +24,11 @@ from dlcourse.cli.common import (
 def evaluate(
     run_dir: RunArg,
     split: Annotated[
-        Split | None, typer.Option(help="The split to measure (default: test).")
+        Split | None,
+        typer.Option(
+            help="The split to measure (default: test); with --where or --where-not, only the "
+            "rows of the run's own CSV in that split of the run."
+        ),
     ] = None,
     data: Annotated[
         Path | None,
@@ -66,7 +70,6 @@ def evaluate(
 ) -> None:
     """Measure a trained run on a split again (the numbers of summary.json), with its confusion
     matrix or predicted-vs-true plot; or on other rows (--data, --where, --where-not)."""
-    from dlcourse.errors import UserError
     from dlcourse.tools.evaluate import (
         evaluate_run,
         evaluate_table,
@@ -75,15 +78,11 @@ def evaluate(
     )
 
     if data is not None or where or where_not:
-        if split is not None:
-            raise UserError(
-                "--split chooses a split of the run's own data; --data, --where and "
-                "--where-not measure every row of a table that the filters keep"
-            )
         evaluation = evaluate_table(
             run_dir, data_dir=resolve_data_dir(data_dir), path=data,
             where=parse_filter(where or [], "--where"),
             where_not=parse_filter(where_not or [], "--where-not"), checkpoint=checkpoint.value,
+            split=split.value if split is not None else None,
         )  # fmt: skip
     else:
         evaluation = evaluate_run(

@@ -477,4 +477,5 @@ def tabular_task_data(
         preprocess={"kind": "table", **encoder.state_dict()},
         source=str(table.path),
         notes=notes,
+        lines=list(table.lines),
     )
