@@ -50,6 +50,17 @@ def test_evaluate_equals_summary_json(churn: dlcourse.Run) -> None:
         assert churn.evaluate(split).metrics == getattr(summary, split)
 
 
+def test_evaluate_where_counts_the_runs_own_rows_and_takes_a_split(churn: dlcourse.Run) -> None:
+    """A filter of the run's own CSV: how many rows were in each of the run's splits (all
+    rows, no data.where: every row is in one), and split="test" keeps the test rows only."""
+    germany = churn.evaluate(where={"Geography": "Germany"})
+    assert sum(germany.in_splits.values()) == len(germany.targets)
+    assert germany.notes and "were in the run's train split" in germany.notes[0]
+    everyone = churn.evaluate(where={"Geography": ["France", "Germany", "Spain"]}, split="test")
+    assert everyone.metrics == pytest.approx(churn.evaluate("test").metrics, rel=1e-5)
+    assert len(everyone.targets) == len(churn.evaluate("test").targets)
+
+
 def test_diagnose_is_the_command_s_diagnosis(churn: dlcourse.Run) -> None:
     from dlcourse.tools.diagnose import diagnose_run
 

@@ -74,6 +74,9 @@ BAD_CONFIGS = [
     (CHURN, ["--set", "model.hidden=[1, 2"], "--set 'model.hidden=[1, 2': the value is not valid YAML"),
     (CHURN, ["--set", "task.x=1"], "--set 'task.x=1': task has no keys to set"),
     (CHURN, ["--set", "optim.lr=fast"], "optim.lr (from the command line): Input should be a valid number"),
+    (CHURN, ["--set", "model.hidden=64,32"], "model.hidden (from the command line): Input should be a valid list, got '64,32'; write a list in brackets: [64,32]"),
+    ("task: churn\nmodel: {hidden: 64}\n", [], "model.hidden (line 2): Input should be a valid list, got 64; write a list in brackets: [64]"),
+    ("task: churn\nmodel:\n\thidden: [8]\n", [], "bad.yaml:3: YAML syntax error: line 3 is indented with a tab; YAML does not allow tabs for indentation: indent with spaces"),
     (CHURN, ["--name", "../../etc"], "is not a safe run-folder name"),
     (CHURN, ["--device", "tpu"], "device (from the command line)"),
     # YAML that would recurse, nest or expand without end, and numbers of thousands of digits
@@ -138,6 +141,7 @@ YAML_BOUNDS = [
     ("task: churn\ntrain: {epochs: 3\n", "YAML syntax error"),
     ("task: !!python/object/apply:os.system ['touch pwned']\n", "unsupported YAML tag"),
     ("task: churn\nseed: 1\nseed: 2\n", "seed: duplicate key on line 3"),
+    ("task: churn\nmodel:\n  hidden: [8]\n\tactivation: relu\n", "bad.yaml:4: YAML syntax error: line 4 is indented with a tab; YAML does not allow tabs"),
 ]  # fmt: skip
 
 
@@ -251,6 +255,16 @@ def break_churn(how: str, tmp_path: Path) -> tuple[Path, str]:
         rows[7] = rows[7][:5]
         write_csv(path, CHURN_HEADER, rows)
         return tmp_path, f"{path}: line 9 has 5 fields but the header has 14"
+    if how in ("semicolons", "tabs"):  # Excel's "CSV" in many languages: one column
+        separator = ";" if how == "semicolons" else "\t"
+        path.parent.mkdir(parents=True)
+        path.write_text("\n".join(separator.join(row) for row in [CHURN_HEADER, *rows]) + "\n")
+        name = "';'" if how == "semicolons" else "tabs"
+        return tmp_path, (
+            f"{path}: missing column(s) CreditScore, Age, Tenure, Balance, NumOfProducts, "
+            f"HasCrCard, IsActiveMember, EstimatedSalary, Exited, Geography, Gender; the header is "
+            f"one column, {separator.join(CHURN_HEADER)!r}: the file seems separated by {name}"
+        )
     if how == "not text":
         path.parent.mkdir(parents=True)
         path.write_bytes(b"\xff\xfe\x00\x81" * 100)
@@ -264,7 +278,7 @@ BAD_DATA = [("mnist", how) for how in
     ("churn", how) for how in
     ("missing", "empty", "header only", "missing column", "text in a number", "nan",
      "label outside 0/1", "short row", "empty category", "not text", "beyond float32",
-     "one row", "a device")
+     "one row", "a device", "semicolons", "tabs")
 ]  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from dlcourse.errors import ConfigError, UserError
 from dlcourse.tools.evaluate import evaluate_run, evaluate_table
 from dlcourse.tools.predict import predict
 from tests.conftest import CHURN_HEADER, QUIET, REPO, churn_rows, write_csv
+from tests.trained_runs import trained_run
 
 CHURN = REPO / "configs" / "churn_mlp.yaml"
 FRANCE = REPO / "configs" / "experiments" / "churn_france.yaml"
@@ -165,10 +166,80 @@ def test_the_evaluate_and_predict_commands(
     assert result.exit_code == 0 and "metrics" not in result.stderr
 
 
+def test_rows_of_the_runs_own_csv_are_counted_in_the_runs_splits(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """A run of every country measured on Germany through --where: most of those rows are its
+    own training rows, and it says how many (split.pt's rows are the file's data rows here:
+    the run has no data.where); --split test keeps Germany's test rows only, which measure
+    what a CSV of exactly those rows measures."""
+    import torch
+
+    run, data_dir = trained_run("churn", tmp_path_factory)  # churn_rows(400), no data.where
+    rows = churn_rows(400)
+    germany = [i for i, country in enumerate(geography(rows)) if country == "Germany"]
+    splits = torch.load(run / "split.pt", weights_only=True)
+    expected = {name: len(set(germany) & set(part.tolist())) for name, part in splits.items()}
+    assert expected["train"] > len(germany) / 2 and sum(expected.values()) == len(germany)
+    measured = evaluate_table(run, data_dir=data_dir, where={"Geography": "Germany"})
+    assert measured.in_splits == expected
+    assert measured.notes == [
+        f"{expected['train']} of these {len(germany)} rows were in the run's train split, "
+        f"{expected['dev']} in its dev split and {expected['test']} in its test split: the "
+        "model was trained on its train rows (and its dev rows chose the epoch kept), so these "
+        "metrics overstate how it does on new rows; --split test measures only the rows it "
+        "never saw"
+    ]
+    result = runner.invoke(app, ["evaluate", str(run), "--data-dir", str(data_dir),
+                                 "--where", "Geography=Germany"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert f"note: {expected['train']} of these {len(germany)} rows were in the run's train" in (
+        output
+    )
+    tested = evaluate_table(run, data_dir=data_dir, where={"Geography": "Germany"},
+                            split="test")  # fmt: skip
+    assert len(tested.targets) == expected["test"] and tested.notes == []
+    assert tested.source.endswith("with Geography = Germany in the run's test split")
+    test_rows = [rows[i] for i in germany if i in set(splits["test"].tolist())]
+    path = write_csv(tmp_path / "germany_test.csv", CHURN_HEADER, test_rows)
+    assert evaluate_table(run, data_dir=data_dir, path=path).metrics == tested.metrics
+
+
+def test_the_runs_own_data_where_maps_its_split_to_the_files_rows(
+    france: tuple[Path, Path, list[list[str]]],
+) -> None:
+    """A France-only run: split.pt's rows index the French rows, not the file's. France with
+    --split test is exactly its test split; the other countries were never in its data."""
+    import torch
+
+    run, data_dir, rows = france
+    sizes = {name: len(part) for name, part in
+             torch.load(run / "split.pt", weights_only=True).items()}  # fmt: skip
+    french = evaluate_table(run, data_dir=data_dir, where={"Geography": "France"})
+    assert french.in_splits == sizes
+    tested = evaluate_table(run, data_dir=data_dir, where={"Geography": "France"}, split="test")
+    split = evaluate_run(run, data_dir=data_dir, split="test", write=False)
+    assert len(tested.targets) == sizes["test"]
+    assert torch.equal(tested.targets, split.targets)
+    for name, value in split.metrics.items():
+        assert tested.metrics[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
+    others = evaluate_table(run, data_dir=data_dir, where_not={"Geography": "France"})
+    total = len(rows) - geography(rows).count("France")
+    assert others.in_splits == {name: 0 for name in sizes}
+    assert others.notes == [
+        f"none of these {total} rows was in the run's train or dev split ({total} left out of "
+        "the run's data by its data.where or data.limit): the model never trained on them"
+    ]
+    with pytest.raises(UserError, match="none of the .* rows of the run's own CSV with "
+                       "Geography != France is in the run's test split"):  # fmt: skip
+        evaluate_table(run, data_dir=data_dir, where_not={"Geography": "France"}, split="test")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--where", "Geography=Germany", "--split", "dev"], "--split chooses a split"),
+        (["--data", "{csv}", "--split", "dev"], "--split chooses rows of the run's own split"),
         (["--where", "Geography"], "--where 'Geography': expected COLUMN=VALUE"),
         (["--where", "Geograpy=Germany"], "--where: no column 'Geograpy'"),
         (["--where-not", "Geography=Italy"], "--where-not.Geography: 'Italy' is not a value"),
@@ -178,6 +249,7 @@ def test_bad_evaluate_filters_get_one_clear_message(
     france: tuple[Path, Path, list[list[str]]], args: list[str], message: str
 ) -> None:
     run, data_dir, _ = france
+    args = [arg.format(csv=data_dir / "churn" / "Churn_Modelling.csv") for arg in args]
     result = runner.invoke(app, ["evaluate", str(run), "--data-dir", str(data_dir), *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output

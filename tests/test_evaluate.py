@@ -232,6 +232,47 @@ def test_bad_input_exits_2_with_one_message(
     assert "Traceback" not in result.output
 
 
+def test_a_run_folder_without_split_pt_says_so_and_what_still_works(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Not "a model.safetensors on its own": the run folder was given, its split.pt is gone."""
+    run, data = trained_run("churn", tmp_path_factory)
+    copy = tmp_path / "no_split"
+    shutil.copytree(run, copy)
+    (copy / "split.pt").unlink()
+    for args in (["evaluate", copy], ["forward", copy, "--input", "test=0"]):
+        result = invoke(*args, "--data-dir", data)
+        assert result.exit_code == 2, result.output
+        output = " ".join(result.output.split())
+        assert f"{copy / 'split.pt'}: missing" in output
+        assert "split cannot be rebuilt" in output and "predict" in output
+        assert "on its own" not in output and "Traceback" not in output
+    result = invoke("evaluate", copy, "--where", "Geography=Germany", "--data-dir", data)
+    assert result.exit_code == 0, result.output  # rows of a CSV need no split
+
+
+def test_a_deleted_checkpoint_is_named_not_blamed_on_an_unfinished_run(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    run, data = trained_run("churn", tmp_path_factory)  # 4 epochs
+    no_folder, no_last = tmp_path / "no_folder", tmp_path / "no_last"
+    shutil.copytree(run, no_folder, ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(run, no_last)
+    (no_last / "checkpoints" / "last.pt").unlink()
+    expected = {
+        no_folder: "checkpoints/last.pt: missing: the run folder has no checkpoints/ folder, "
+        "though summary.json says 4 epochs ran",
+        no_last: "checkpoints/last.pt: missing, though summary.json says 4 epochs ran; it was "
+        "deleted or moved",
+    }
+    for folder, message in expected.items():
+        result = invoke("evaluate", folder, "--checkpoint", "last", "--data-dir", data)
+        assert result.exit_code == 2, result.output
+        output = " ".join(result.output.split())
+        assert message in output and "leave out --checkpoint" in output
+        assert "not completed an epoch" not in output
+
+
 def test_a_damaged_or_foreign_safetensors_file_exits_2(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
+import dlcourse
 from dlcourse.app import training as job
 from dlcourse.cli import app
 from dlcourse.config import load_config
@@ -84,6 +85,87 @@ def test_runs_and_compare_never_cut_a_cell(tmp_path: Path) -> None:
         assert table and max(len(line) for line in table) <= 80, result.output
         assert "…" not in result.output
     assert "1.0500" in result.output or "0.5000" in result.output
+
+
+def task_run(root: Path, config: str, kind: str, dev_loss: float, metrics: dict[str, float],
+             *overrides: str) -> Path:  # fmt: skip
+    """A finished run folder of a shipped config, its summary written by hand."""
+    from dlcourse.config import dump_config
+    from dlcourse.runs import Summary
+
+    cfg = load_config(REPO / "configs" / config, list(overrides))
+    folder = RunFolder.create(root, cfg.name)
+    folder.config.write_text(dump_config(cfg))
+    values = {"loss": dev_loss, **metrics}
+    folder.append_metrics(EpochRow(epoch=1, train=values, dev=values, lr=0.01, seconds=0.1,
+                                   best=True))  # fmt: skip
+    folder.write_summary(Summary(task=cfg.task, epochs_run=1, best_epoch=1, kind=kind,
+                                 stop_reason="completed", monitor="dev loss", train=values,
+                                 dev=values, test=values))  # fmt: skip
+    return folder.path
+
+
+def table_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line[:1] in "┏┃│┡├└"]
+
+
+def test_compare_of_many_differing_keys_is_turned_to_fit_80_columns(tmp_path: Path) -> None:
+    """Runs of churn and transactions differ in 11 keys: the table had a column per key, one
+    letter wide at 80 columns (a/c/t/i/v/...). Turned, a key is a row, named whole."""
+    runs = tmp_path / "runs"
+    churn = task_run(runs, "churn_mlp.yaml", "binary", 0.34, {"accuracy": 0.862})
+    money = task_run(runs, "transactions_regression.yaml", "regression", 4.123, {"r2": 0.5})
+    result = runner.invoke(app, ["compare", str(churn), str(money), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = table_lines(result.output)
+    assert lines and max(len(line) for line in lines) <= 80, result.output
+    rows = {
+        cells[0]: cells[1:]
+        for cells in (
+            [cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line[0] == "│"
+        )
+    }
+    assert rows["model.activation"] == ["tanh", "relu"]  # a key is a row, named whole
+    assert rows["train.early_stopping.patience"] == ["25", "3"]
+    assert rows["best dev loss"] == ["0.3400", "4.1230"]
+    assert rows["test accuracy"] == ["86.20%", "-"]
+    output = " ".join(result.output.split())
+    assert ("warning: the runs are of different tasks (churn, transactions): their losses and "
+            "metrics measure different data and are not comparable") in output  # fmt: skip
+    assert "seed-to-seed spread" not in output  # no verdict on a difference of nothing
+    compared = dlcourse.compare([churn, money], out=tmp_path / "api")
+    assert compared.warnings == [
+        "the runs are of different tasks (churn, transactions): their losses and metrics "
+        "measure different data and are not comparable, so the order (by best dev loss) and "
+        "the differences mean nothing; compare runs of one task"
+    ]
+    assert compared.verdicts == []
+    # A few differing keys keep the table of a row per run, a column per key.
+    a = task_run(runs / "lr", "churn_mlp.yaml", "binary", 0.34, {"accuracy": 0.8}, "optim.lr=0.1")
+    b = task_run(runs / "lr", "churn_mlp.yaml", "binary", 0.35, {"accuracy": 0.8}, "optim.lr=0.2")
+    result = runner.invoke(app, ["compare", str(a), str(b)])
+    assert result.exit_code == 0, result.output
+    lines = table_lines(result.output)
+    assert [cell.strip() for cell in lines[2].split("┃")[1:3]] == ["lr", "loss"]  # 2nd line
+    assert [line.split("│")[1].strip() for line in lines if line[0] == "│"] == ["0.1", "0.2"]
+
+
+def test_a_turned_compare_of_many_runs_is_several_tables_that_fit(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    paths = [task_run(runs, "churn_mlp.yaml", "binary", 0.3 + i / 100, {"accuracy": 0.8},
+                      f"optim.lr={0.001 * (i + 1)}", f"model.hidden=[{8 + i}, {4 + i}]",
+                      f"model.activation={['tanh', 'relu'][i % 2]}", f"model.dropout={i / 10}",
+                      f"train.batch_size={16 + i}", f"train.epochs={10 + i}",
+                      f"optim.name={['adam', 'sgd'][i % 2]}", f"seed={i}")
+             for i in range(7)]  # fmt: skip
+    result = runner.invoke(app, ["compare", *map(str, paths), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = table_lines(result.output)
+    assert max(len(line) for line in lines) <= 80, result.output
+    assert "runs 1-" in result.output and "of 7" in result.output
+    for i in range(7):
+        assert f"{0.3 + i / 100:.4f}" in result.output  # every run's number, whole
+    assert "…" not in result.output
 
 
 # ------------------------------------------------------------------ the report and pictures

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import dlcourse
 from dlcourse.app.project import SCHEMAS, schema_text, starter_files, starter_root
 from dlcourse.cli import app
+from dlcourse.training.checkpoint import load_weights
 from tests.conftest import CONFIGS, REPO, SWEEPS, config_id, train_run
 from tests.trained_runs import trained_run
 
@@ -291,9 +292,32 @@ def test_export_refuses_what_it_cannot_write(
     cases = [
         (["--format", "safetensors", "--out", run / "model.safetensors"], "training wrote"),
         (["--format", "safetensors", "--out", tmp_path / "m.onnx"], "end in .safetensors"),
-        (["--out", tmp_path], "end in .onnx"),
+        (["--format", "onnx", "--out", tmp_path / "m.safetensors"], "onnx files end in .onnx"),
+        (["--out", tmp_path], "is a folder"),
+        (
+            ["--out", tmp_path / "m.bin"],
+            "end the file in .onnx (for ONNX Runtime) or "
+            ".safetensors (for dlcourse); the format follows the extension",
+        ),
     ]
     for args, message in cases:
         result = invoke("export", run, *args)
-        assert result.exit_code == 2 and message in result.output, result.output
+        output = " ".join(result.output.split())
+        assert result.exit_code == 2 and message in output, result.output
     assert (run / "model.safetensors").read_bytes() == kept
+    assert not any(tmp_path.iterdir())
+
+
+def test_export_writes_the_format_the_extension_names(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """--out c2.safetensors without --format is a safetensors file (it was refused: the
+    default format was onnx)."""
+    run, _ = trained_run("churn", tmp_path_factory)
+    out = tmp_path / "c2.SafeTensors"
+    result = invoke("export", run, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}: safetensors, the kept weights" in result.output
+    written, kept = load_weights(out), load_weights(run / "model.safetensors")
+    assert written["epoch"] == kept["epoch"] and written["model"].keys() == kept["model"].keys()
+    assert all(torch.equal(written["model"][key], kept["model"][key]) for key in kept["model"])

@@ -263,3 +263,50 @@ def test_the_final_metrics_of_a_run_that_kept_an_earlier_epoch_are_summary_jsons
     accuracy = [cell.value for cell in table.rows[1][1:]]
     assert accuracy == [record["train"]["accuracy"], record["dev"]["accuracy"],
                         record["test"]["accuracy"], 0.5, 0.25]  # fmt: skip
+
+
+def test_a_command_in_the_report_is_code_and_run_text_stays_text(tmp_path: Path) -> None:
+    """`dlcourse evaluate` showed its backticks literally (escaped as text) in report.md and
+    report.html; a command is now a code span (<code>), while text from a run, backticks and
+    tags included, is still shown as it is."""
+    from dlcourse.tools.document import Paragraph, Section, Span, write_html, write_markdown
+
+    paragraph = Paragraph(["see (", Span("dlcourse evaluate"), ") of run `x` <b>"])
+    sections = [Section("s", [paragraph, Paragraph([Span("a`b"), " then"])])]
+    write_markdown(tmp_path / "r.md", "t", sections)
+    lines = (tmp_path / "r.md").read_text().splitlines()
+    assert "see (`dlcourse evaluate`) of run \\`x\\` &lt;b&gt;" in lines
+    assert "``a`b`` then" in lines  # a fence longer than the backtick inside
+    write_html(tmp_path / "r.html", "t", sections)
+    page = (tmp_path / "r.html").read_text()
+    assert "<p>see (<code>dlcourse evaluate</code>) of run `x` &lt;b&gt;</p>" in page
+
+
+def test_the_final_metrics_note_names_evaluate_as_code(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    run, data = trained_run("transactions", tmp_path_factory)
+    out = tmp_path / "report.md"
+    assert invoke("report", run, "--data-dir", data, "--markdown", "--out", out).exit_code == 0
+    text = out.read_text()
+    assert "(summary.json; `dlcourse evaluate` gives the same numbers)" in text
+    assert "\\`dlcourse evaluate\\`" not in text
+
+
+def test_a_variance_that_rounds_to_zero_is_0_0_not_minus_0_0() -> None:
+    """A dev error a hair below the train error: the report's diagnosis table printed
+    -0.0%."""
+    from dlcourse.runs import Summary
+    from dlcourse.tools.document import TableBlock
+    from dlcourse.tools.report import diagnosis_section
+
+    metrics = {"loss": 1.0, "rmse": 1.0, "mae": 1.0}
+    record = Summary(task="transactions", epochs_run=3, best_epoch=3, stop_reason="completed",
+                     monitor="dev loss", kind="regression", train={**metrics, "r2": 0.9},
+                     dev={**metrics, "r2": 0.90001}, test={**metrics, "r2": 0.9})  # fmt: skip
+    section = diagnosis_section(record)
+    assert section is not None
+    (table,) = [block for block in section.blocks if isinstance(block, TableBlock)]
+    cells = {row[0].text: row[1] for row in table.rows}
+    assert cells["variance"].value is not None and cells["variance"].value < 0
+    assert cells["variance"].text == "0.0%"

@@ -146,7 +146,9 @@ def test_a_diverged_run_is_drawn_up_to_where_it_diverged(tmp_path: Path) -> None
     where = summary.diverged
     assert where.epoch == 1 and 1 <= where.batch <= where.steps_per_epoch
     assert len(where.losses) == where.batch - 1  # the finite losses before the blow-up
-    comparison = compare_runs(sorted(p for p in folder.iterdir() if p.is_dir()))
+    comparison = compare_runs(
+        sorted(p for p in folder.iterdir() if p.is_dir()), out=tmp_path / "out"
+    )  # not over the sweep's own compare.png
     figure = curves_figure(comparison)
     marks = [line for axis in figure.axes for line in axis.get_lines() if line.get_marker() == "X"]
     assert len(marks) == 2  # on the train and the dev panel

@@ -201,6 +201,29 @@ def test_compare_any_runs_names_what_differs(swept: tuple[Path, str], tmp_path: 
     assert (tmp_path / "compare.png").is_file()
 
 
+def test_compare_of_runs_in_a_sweep_folder_leaves_the_sweeps_files_alone(
+    swept: tuple[Path, str], tmp_path: Path
+) -> None:
+    """compare.png in a sweep folder is the sweep's picture of all its runs (sweep.csv's
+    table): a compare of two of them, without --out, replaced it. Now it is refused (exit 2,
+    nothing written) and asks for --out; with --out it goes there."""
+    folder, _ = swept
+    before = {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+    runs = [str(run) for run in run_folders(folder)[:2]]
+    for args in (runs, [*runs, "--out", str(folder)]):
+        result = runner.invoke(app, ["compare", *args])
+        assert result.exit_code == 2, result.output
+        output = " ".join(result.output.split())
+        assert f"{folder}: a sweep folder (it has sweep.yaml)" in output
+        assert "name a folder for this comparison with --out DIR" in output
+        assert "Traceback" not in output
+    after = {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+    assert after == before and "compare.csv" not in after
+    result = runner.invoke(app, ["compare", *runs, "--out", str(tmp_path / "two")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "two" / "compare.png").is_file()
+
+
 def test_compare_never_imports_torch(swept: tuple[Path, str], tmp_path: Path) -> None:
     folder, _ = swept
     runs = [str(run) for run in run_folders(folder)]

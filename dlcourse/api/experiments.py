@@ -135,7 +135,8 @@ class Comparison:
 
     `table` has a dict per run (per group of seeds, with mean and `_std` columns, when runs
     differ only in their seed); `verdicts` says in words which differences are larger than
-    the seed-to-seed spread; `figure` is the picture (a matplotlib Figure), and `png`
+    the seed-to-seed spread, and `warnings` why no difference means anything (runs of
+    different tasks); `figure` is the picture (a matplotlib Figure), and `png`
     (compare.png) and `csv` (compare.csv) the files written as by the command.
     """
 
@@ -156,6 +157,12 @@ class Comparison:
         return compare_tool.table_rows(self.result)
 
     @property
+    def warnings(self) -> list[str]:
+        """Why the order may mean nothing: the runs are of different tasks, whose losses and
+        metrics are not comparable (the command prints it as a warning)."""
+        return list(self.result.warnings)
+
+    @property
     def verdicts(self) -> list[str]:
         """Whether each difference is larger than the seed-to-seed spread, in words (what
         the command prints under the table)."""
@@ -173,7 +180,8 @@ class Comparison:
         import html
 
         rows = self.table
-        words = "".join(f"<p>{html.escape(line)}</p>" for line in self.verdicts)
+        said = [f"warning: {warning}" for warning in self.warnings] + self.verdicts
+        words = "".join(f"<p>{html.escape(line)}</p>" for line in said)
         return html_table(list(rows[0]), [list(row.values()) for row in rows]) + words
 
 

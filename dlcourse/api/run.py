@@ -204,7 +204,7 @@ class Run:
     @keeps_random_state
     def evaluate(
         self,
-        split: str = "test",
+        split: str | None = None,
         checkpoint: str = "kept",
         *,
         data: str | Path | None = None,
@@ -218,20 +218,19 @@ class Run:
         TensorBoard, as the command does. A table run (churn, csv) is measured instead on
         every row of another CSV (`data`) or of its own that the filters keep
         (`where={"Geography": "Germany"}`, `where_not`; a value or a list of values per
-        column), as `--data`, `--where` and `--where-not` do."""
+        column), as `--data`, `--where` and `--where-not` do. `split` is "test" unless given;
+        with a filter of the run's own CSV it keeps only the rows of that split of the run
+        (`where={"Geography": "Germany"}, split="test"`), and `.in_splits` and `.notes` say
+        how many of the rows measured were in each of the run's splits (its training rows
+        among them)."""
         from dlcourse.tools.evaluate import evaluate_run, evaluate_table
 
         if data is None and not where and not where_not:
-            return evaluate_run(self.path, data_dir=self.data_dir, split=split,
+            return evaluate_run(self.path, data_dir=self.data_dir, split=split or "test",
                                 checkpoint=checkpoint, write=save)  # fmt: skip
-        if split != "test":
-            raise UserError(
-                "split chooses a split of the run's own data; data, where and where_not "
-                "measure every row of a table that the filters keep"
-            )
         return evaluate_table(
             self.path, data_dir=self.data_dir, path=None if data is None else Path(data),
-            where=where, where_not=where_not, checkpoint=checkpoint,
+            where=where, where_not=where_not, checkpoint=checkpoint, split=split,
         )  # fmt: skip
 
     def diagnose(self, baseline_error: float | None = None) -> Diagnosis:

@@ -50,7 +50,7 @@ from dlcourse.config.sweep import MAX_SEEDS, read_sweep_config
 from dlcourse.errors import DivergedError, InterruptedRun, UserError
 from dlcourse.fileio import make_folder, write_text_atomic
 from dlcourse.runs import RunFolder, RunInfo, read_run
-from dlcourse.tools.compare import Comparison, compare_runs, short_key
+from dlcourse.tools.compare import SWEEP_TABLE, Comparison, compare_runs, short_key
 
 SWEEP_SUFFIX = ".sweep.yaml"
 DONE = ("completed", "early_stopping", "diverged")  # a sweep runs these no more (seeded: a
@@ -258,7 +258,7 @@ def run_sweep(spec: SweepSpec, *, runs_dir: Path, data_dir: Path, console: Conso
         paths.append(found)
     variants = [combo.variant for combo, _ in resolved] if spec.variants else None
     groups = [combo.group for combo, _ in resolved]  # a row per combination, over its seeds
-    comparison = compare_runs(paths, folder, "sweep.csv", list(spec.grid), variants, groups)
+    comparison = compare_runs(paths, folder, SWEEP_TABLE, list(spec.grid), variants, groups)
     return SweepResult(folder, comparison, skipped, diverged)
 
 

@@ -23,7 +23,7 @@ from dlcourse.cli.common import (
 from dlcourse.config.sweep import MAX_SEEDS
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    from rich.console import RenderableType
 
     from dlcourse.tools.compare import Comparison
 
@@ -194,7 +194,10 @@ def compare(
     ],
     out: Annotated[
         Path | None,
-        typer.Option(help="Folder for compare.png and compare.csv (default: the runs' folder)."),
+        typer.Option(
+            help="Folder for compare.png and compare.csv (default: the runs' folder; runs in a "
+            "sweep folder need it: the sweep's own compare.png is never replaced)."
+        ),
     ] = None,
 ) -> None:
     """A table of what differs between runs and what it gave, and their loss curves overlaid."""
@@ -206,14 +209,19 @@ def compare(
     print_outputs(comparison)
 
 
-def comparison_table(comparison: Comparison) -> Table:
+WIDTH = 80  # the terminal width the comparison's table is made to fit
+
+
+def comparison_table(comparison: Comparison) -> RenderableType:
     """A row per run, or (seeds) per group with mean ± std. It fits 80 columns for a few
     differing keys (two-line headers), and a number is never cut or folded: when the table
-    must narrow, long key values and words wrap."""
+    must narrow, long key values and words wrap. With more differing keys than fit 80
+    columns, each with its name whole, the table is turned: a row per key (and per result),
+    a column per run."""
     from rich.table import Table
 
     from dlcourse.tasks import format_metric
-    from dlcourse.tools.compare import short_names, spread_text
+    from dlcourse.tools.compare import SEED_SUFFIX, short_names, spread_text
 
     seeded = comparison.seeded
     title = None
@@ -224,6 +232,7 @@ def comparison_table(comparison: Comparison) -> Table:
     names = list(short_names(comparison.keys).values())
     monitor, metric = comparison.monitor, comparison.metric
     cells: list[list[str]] = []
+    runs: list[str] = []  # each row's run folder (or group of seeds), for a turned table
     if seeded:
         for group in comparison.groups:
             cells.append([
@@ -232,6 +241,8 @@ def comparison_table(comparison: Comparison) -> Table:
                 spread_text(metric, group.test, "\n"), group.epochs, seconds_text(group.seconds),
                 group.status.replace("_", " ").replace(", ", "\n"),
             ])  # fmt: skip
+            first = group.rows[0].run.name
+            runs.append(f"{SEED_SUFFIX.sub('', first) or first} ({len(group.rows)} seeds)")
     else:
         for row in comparison.rows:
             run = row.run
@@ -241,21 +252,28 @@ def comparison_table(comparison: Comparison) -> Table:
                 str(run.epochs or "-"), seconds_text(run.seconds), run.status.replace("_", " "),
                 *([] if names else [run.name]),
             ])  # fmt: skip
+            runs.append(run.name)
     headers = [*names, f"best dev\n{monitor}", f"last dev\n{monitor}", f"test\n{metric}",
                "epochs", "time", "status", *([] if names or seeded else ["run"])]  # fmt: skip
-    table = Table(title=title)
     widths = []  # the least width of each column: no number, header or word is cut
     for index, header in enumerate(headers):
         column = [*header.split("\n"), *(line for row in cells for line in row[index].split("\n"))]
         keyed = index < len(names) or header == "run"  # a value up to 20 characters stays whole
         pieces = [w for v in column for w in v.split()] if header == "status" else column
         widths.append(min(max(map(len, pieces), default=1), 20 if keyed else 1000))
-    # Many differing keys: past 80 columns, their values fold rather than the table overflow.
-    fold = sum(widths) + 3 * len(widths) + 1 > 80
+    # Many differing keys: past 80 columns, their values fold rather than the table overflow,
+    # down to the width of their names; narrower than that, the table is turned.
+    least = [min(len(header), 20) for header in names] + widths[len(names) :]
+    if sum(least) + 3 * len(least) + 1 > WIDTH:
+        return turned_table(title, [*comparison.keys, *headers[len(names) :]], cells, runs,
+                            len(names))  # fmt: skip
+    fold = sum(widths) + 3 * len(widths) + 1 > WIDTH
+    table = Table(title=title)
     for index, (header, width) in enumerate(zip(headers, widths, strict=True)):
         keyed = index < len(names) or header == "run"
         if keyed:
-            table.add_column(header, overflow="fold", min_width=None if fold else width)
+            table.add_column(header, overflow="fold",
+                             min_width=min(len(header), 20) if fold else width)  # fmt: skip
         else:
             table.add_column(header, justify="right" if header != "status" else "left",
                              min_width=width)  # fmt: skip
@@ -264,15 +282,54 @@ def comparison_table(comparison: Comparison) -> Table:
     return table
 
 
+def turned_table(
+    title: str | None, headers: list[str], cells: list[list[str]], runs: list[str], keys: int
+) -> RenderableType:
+    """The comparison turned: a row per differing key (its dotted name: there is room), then
+    per result, a column per run (or group of seeds), best first, named by its folder. As
+    many runs side by side as fit 80 columns; more runs make more such tables, one under the
+    other."""
+    from rich.console import Group
+    from rich.table import Table
+
+    labels = [header.replace("\n", " ") for header in headers]
+    label_width = min(max(map(len, labels)), 32)
+    words = [word for row in cells for cell in row for word in cell.split()]
+    run_width = max(10, min(20, max(map(len, words), default=1)))  # a number stays whole
+    across = max(1, (WIDTH - 1 - (label_width + 3)) // (run_width + 3))
+    tables = []
+    for start in range(0, len(runs), across):
+        shown = range(start, min(start + across, len(runs)))
+        part = title
+        if len(runs) > across:
+            part = f"{title + ', ' if title else ''}runs {start + 1}-{shown[-1] + 1} of {len(runs)}"
+        table = Table(title=part)
+        table.add_column("", overflow="fold", width=label_width)
+        room = (WIDTH - 1 - (label_width + 3)) // len(shown) - 3  # widths set: rich's own
+        for index in shown:  # choice, with folding columns, could pass 80
+            lines = [runs[index], *(line for cell in cells[index] for line in cell.split("\n"))]
+            table.add_column(runs[index], overflow="fold",
+                             width=max(run_width, min(room, max(map(len, lines)))))  # fmt: skip
+        for row, label in enumerate(labels):  # the keys, then (a line between) the results
+            values = [cells[index][row].replace("\n", " ") if label == "status"
+                      else cells[index][row] for index in shown]  # fmt: skip
+            table.add_row(label, *values, end_section=row == keys - 1)
+        tables.append(table)
+    return tables[0] if len(tables) == 1 else Group(*tables)
+
+
 def seconds_text(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f}s"
 
 
 def print_verdicts(comparison: Comparison) -> None:
-    """Whether the differences are larger than the seed-to-seed spread, in words."""
+    """Whether the differences are larger than the seed-to-seed spread, in words (or why no
+    difference means anything: runs of different tasks)."""
     from dlcourse.tools.compare import spread_verdicts
 
     out = console()
+    for warning in comparison.warnings:  # runs of different tasks
+        typer.echo(f"warning: {warning}", err=True)
     for line in spread_verdicts(comparison):
         out.print(line, highlight=False, markup=False)
 

@@ -24,7 +24,11 @@ from dlcourse.cli.common import (
 def evaluate(
     run_dir: RunArg,
     split: Annotated[
-        Split | None, typer.Option(help="The split to measure (default: test).")
+        Split | None,
+        typer.Option(
+            help="The split to measure (default: test); with --where or --where-not, only the "
+            "rows of the run's own CSV in that split of the run."
+        ),
     ] = None,
     data: Annotated[
         Path | None,
@@ -66,7 +70,6 @@ def evaluate(
 ) -> None:
     """Measure a trained run on a split again (the numbers of summary.json), with its confusion
     matrix or predicted-vs-true plot; or on other rows (--data, --where, --where-not)."""
-    from dlcourse.errors import UserError
     from dlcourse.tools.evaluate import (
         evaluate_run,
         evaluate_table,
@@ -75,15 +78,11 @@ def evaluate(
     )
 
     if data is not None or where or where_not:
-        if split is not None:
-            raise UserError(
-                "--split chooses a split of the run's own data; --data, --where and "
-                "--where-not measure every row of a table that the filters keep"
-            )
         evaluation = evaluate_table(
             run_dir, data_dir=resolve_data_dir(data_dir), path=data,
             where=parse_filter(where or [], "--where"),
             where_not=parse_filter(where_not or [], "--where-not"), checkpoint=checkpoint.value,
+            split=split.value if split is not None else None,
         )  # fmt: skip
     else:
         evaluation = evaluate_run(
@@ -208,10 +207,18 @@ def export(
         Path,
         typer.Argument(exists=True, metavar="RUN", help="A run folder, or a model.safetensors."),
     ],
-    out: Annotated[Path, typer.Option(help="The file to write (.onnx or .safetensors).")],
+    out: Annotated[
+        Path,
+        typer.Option(help="The file to write: .onnx or .safetensors, the format it names."),
+    ],
     format_: Annotated[
-        ExportFormat, typer.Option("--format", help="onnx (for ONNX Runtime) or safetensors.")
-    ] = ExportFormat.onnx,
+        ExportFormat | None,
+        typer.Option(
+            "--format",
+            help="onnx (for ONNX Runtime) or safetensors; default: what --out's extension "
+            "says (.onnx or .safetensors), which must agree with it when given.",
+        ),
+    ] = None,
     checkpoint: Annotated[
         Checkpoint,
         typer.Option(help="Which weights: kept (what summary.json measured), best or last."),
@@ -223,7 +230,7 @@ def export(
     from dlcourse.fileio import path_text
     from dlcourse.tools.export import export_model
 
-    done = export_model(run, format_.value, out, checkpoint.value)
+    done = export_model(run, format_.value if format_ else None, out, checkpoint.value)
     verb = "replaced" if done.replaced else "wrote"
     typer.echo(f"{verb} {path_text(done.path)}: {done.format}, {done.weights}")
     if done.difference is not None:

@@ -35,6 +35,8 @@ def describe_errors(
         elif error["type"] != "value_error" and _is_scalar(error.get("input")):
             # pydantic's own messages leave out the value; dlcourse's validators say it
             message += f", got {error['input']!r}"
+            if error["type"] in ("list_type", "tuple_type"):  # hidden=64,32 is one string
+                message += f"; write a list in brackets: [{error['input']}]"
         if error["type"] == "missing" and loc == ("task",):
             message = f"missing; choose one of {root.model_fields['task'].description}"
         # Validators name the key they are about ("optim.momentum: ..."), one problem per line.

@@ -112,7 +112,7 @@ def load_yaml_node(text: str, source: str) -> yaml.Node | None:
             "levels of sections"
         ) from None
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(_yaml_error(exc, source)) from None
+        raise YamlSyntaxError(_yaml_error(exc, source, text)) from None
     if root is not None:
         _check_expansion(root, source)
     return root
@@ -187,9 +187,15 @@ def _check_expansion(root: yaml.Node, source: str) -> None:
         stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
 
 
-def _yaml_error(exc: yaml.YAMLError, source: str) -> str:
+def _yaml_error(exc: yaml.YAMLError, source: str, text: str = "") -> str:
     problem_mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
+    tab = _tab_indent(text, problem_mark.line if problem_mark else None)
+    if tab is not None:  # the scanner's words ("cannot start any token") do not say it
+        return (
+            f"{source}:{tab + 1}: YAML syntax error: line {tab + 1} is indented with a tab; "
+            "YAML does not allow tabs for indentation: indent with spaces"
+        )
     context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
     if context and context_mark and "end of stream" in problem:
         # e.g. an unclosed quote: where it opened says more than the end of the file
@@ -204,6 +210,15 @@ def _yaml_error(exc: yaml.YAMLError, source: str) -> str:
     if context and context_mark:
         problem += f" ({context} started on line {context_mark.line + 1})"
     return f"{where}: YAML syntax error: {problem}"
+
+
+def _tab_indent(text: str, line: int | None) -> int | None:
+    """The line (from 0) of a YAML error when its indentation has a tab; None otherwise."""
+    lines = text.splitlines()
+    if line is None or not 0 <= line < len(lines):
+        return None
+    content = lines[line]
+    return line if "\t" in content[: len(content) - len(content.lstrip(" \t"))] else None
 
 
 def compose(text: str) -> yaml.Node | None:

@@ -44,6 +44,8 @@ class TaskData:
     reference: dict[str, float] = field(default_factory=dict)  # known limits, e.g. best R^2
     target_scale: float = 1.0  # regression: y is (target - mean) / target_scale (see csv.py)
     notes: list[str] = field(default_factory=list)  # what the user should know of this data
+    # a table's rows: the file line of each (what the splits' rows index); [] for other data
+    lines: list[int] = field(default_factory=list)
 
     def to(self, device: torch.device | str) -> TaskData:
         moved = {

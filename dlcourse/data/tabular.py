@@ -85,8 +85,8 @@ class RawTable:
         missing = [name for name in names if name not in self.positions]
         if missing:
             raise UserError(
-                f"{self.path}: missing {what} {', '.join(missing)}; the header has "
-                f"{', '.join(self.header)}"
+                f"{self.path}: missing {what} {', '.join(missing)}; "
+                f"{separator_hint(self.header) or 'the header has ' + ', '.join(self.header)}"
             )
 
     def select(self, numeric: list[str], categorical: list[str]) -> Table:
@@ -118,9 +118,10 @@ def read_rows(path: Path) -> RawTable:
             if not row or all(not cell.strip() for cell in row):
                 continue  # blank lines, e.g. a trailing newline
             if len(row) != len(header):
+                hint = separator_hint(table.header)
                 raise UserError(
                     f"{path}: line {reader.line_num} has {len(row)} fields but the header has "
-                    f"{len(header)}"
+                    f"{len(header)}" + (f"; {hint}" if hint else "")
                 )
             table.rows.append(row)
             table.lines.append(reader.line_num)
@@ -129,6 +130,27 @@ def read_rows(path: Path) -> RawTable:
     if not table.rows:
         raise UserError(f"{path}: the CSV has a header but no data rows")
     return table
+
+
+SEPARATORS = {
+    ";": ("';'", "Excel saves CSV so in many languages"),
+    "\t": ("tabs", "a spreadsheet's text export"),
+}  # instead of commas
+
+
+def separator_hint(header: list[str]) -> str:
+    """Why a header is one cell, when it looks like several joined by ';' or tabs; ""
+    otherwise."""
+    if len(header) != 1:
+        return ""
+    for separator, (name, who) in SEPARATORS.items():
+        if separator in header[0]:
+            return (
+                f"the header is one column, {header[0]!r}: the file seems separated by {name} "
+                f"({who}), and dlcourse reads comma-separated CSV; save it as CSV with commas "
+                '("CSV UTF-8 (Comma delimited)" in Excel)'
+            )
+    return ""
 
 
 def check_header(table: RawTable) -> None:
@@ -170,10 +192,8 @@ def filter_rows(
             if cells is None:
                 close = difflib.get_close_matches(column, raw.header, n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]!r}? " if close else ""
-                raise UserError(
-                    f"{raw.path}: {key}: no column {column!r}; {hint}the header has "
-                    f"{', '.join(raw.header)}"
-                )
+                header = separator_hint(raw.header) or f"the header has {', '.join(raw.header)}"
+                raise UserError(f"{raw.path}: {key}: no column {column!r}; {hint}{header}")
             matching = matching_cells(raw.path, f"{key}.{column}", sorted(set(cells)), value)
             keep = [k and (cell in matching) == wanted for k, cell in zip(keep, cells, strict=True)]
     rows = [row for row, k in zip(raw.rows, keep, strict=True) if k]
@@ -484,4 +504,5 @@ def tabular_task_data(
         preprocess={"kind": "table", **encoder.state_dict()},
         source=str(table.path),
         notes=notes,
+        lines=list(table.lines),
     )

@@ -16,6 +16,11 @@ the best group against each other one, a difference counting as larger than the
 seed-to-seed spread when it is more than twice its standard error, sqrt(s1^2/n1 + s2^2/n2)
 (Welch's t above 2; with 3 seeds each, a difference of about 1.6 std).
 
+Runs of different tasks (churn and mnist; csv runs of two files) are still compared, with a
+warning (`Comparison.warnings`): their losses and metrics measure different data, so neither
+the order nor a difference means anything. A sweep folder's compare.png is the sweep's, the
+picture of all its runs: a compare of runs there must write elsewhere (`--out`).
+
 A run that diverged is drawn up to where it diverged (its epochs, or the batch losses before
 the blow-up that summary.json keeps) with an x at that point, so "too large" can be seen.
 
@@ -49,6 +54,8 @@ NOT_COMPARED = ("name", "device", "logging.", "train.threads", "train.fused_adam
 SEED_KEY = "seed"  # runs that differ only in this key are one group (seeds of one config)
 NOISE_SE = 2.0  # a difference above this many standard errors is larger than the spread
 SEED_SUFFIX = re.compile(r"_?seed-\d+$")  # a sweep's seeded run name: <label>_seed-<seed>
+SWEEP_TABLE = "sweep.csv"  # the sweep's own comparison table (app/sweep.py)
+SWEEP_FILES = ("sweep.yaml", SWEEP_TABLE)  # what makes a folder a sweep's
 
 
 @dataclass
@@ -153,11 +160,34 @@ class Comparison:
     table: Path  # the CSV
     replaced: list[Path] = field(default_factory=list)  # earlier files written over
     groups: list[CompareGroup] = field(default_factory=list)  # best (mean) first
+    warnings: list[str] = field(default_factory=list)  # why the order may mean nothing
 
     @property
     def seeded(self) -> bool:
         """Whether some row is a group of several seeds (then the table is by group)."""
         return any(len(group.rows) > 1 for group in self.groups)
+
+
+def task_of(run: RunInfo) -> str:
+    """The task a run learned, as the user knows it: churn, mnist, ...; a csv run by its file
+    and target (two csv runs of different files are different tasks)."""
+    data = run.config.data
+    if run.config.task != "csv":
+        return run.config.task
+    return f"csv ({Path(data.path).name if data.path else '-'}, target {data.target or '-'})"
+
+
+def task_warnings(runs: list[RunInfo], monitor: str) -> list[str]:
+    """A warning when the runs are of different tasks: their losses and metrics measure
+    different things, so neither the order nor a difference means anything."""
+    tasks = sorted({task_of(run) for run in runs})
+    if len(tasks) < 2:
+        return []
+    return [
+        f"the runs are of different tasks ({', '.join(tasks)}): their losses and metrics "
+        f"measure different data and are not comparable, so the order (by best dev {monitor}) "
+        "and the differences mean nothing; compare runs of one task"
+    ]
 
 
 def group_runs(runs: list[RunInfo], names: list[str] | None = None) -> list[list[int]]:
@@ -258,6 +288,8 @@ def compare_runs(
             "the runs are in different folders, so there is no one folder for compare.png and "
             "compare.csv; name one with --out DIR"
         )
+    folder = out or next(iter(parents))
+    check_not_a_sweeps(folder, table_name)
     runs = [read_run(path) for path in paths]
     members = group_runs(runs, groups)
     grouped = any(len(indices) > 1 for indices in members)
@@ -285,14 +317,29 @@ def compare_runs(
         group.label = group_label(group, groups[indices[0]] if groups else None)
     found.sort(key=lambda group: order_key(monitor, group.dev.mean))
     rows.sort(key=lambda row: order_key(monitor, row.dev))
-    folder = out or parents.pop()
     comparison = Comparison(columns, monitor, metric, rows, folder / "compare.png",
-                            folder / table_name, groups=found)  # fmt: skip
+                            folder / table_name, groups=found,
+                            warnings=task_warnings(runs, monitor))  # fmt: skip
     make_folder(folder, folder)
     comparison.replaced = [path for path in (comparison.table, comparison.figure) if path.exists()]
     write_text_atomic(comparison.table, table_csv(comparison), root=folder)
     save_png(curves_figure(comparison), comparison.figure, root=folder)
     return comparison
+
+
+def check_not_a_sweeps(folder: Path, table_name: str) -> None:
+    """Refuse to write compare.png into a sweep folder (one with sweep.yaml or sweep.csv),
+    unless it is the sweep's own comparison (sweep.csv): its compare.png is the picture of
+    all its runs, which sweep.csv tabulates, and a compare of some of them would replace it."""
+    if table_name == SWEEP_TABLE:
+        return
+    found = [name for name in SWEEP_FILES if (folder / name).exists()]
+    if found:
+        raise UserError(
+            f"{path_text(folder)}: a sweep folder (it has {found[0]}), whose compare.png is the "
+            f"picture of all its runs, as {SWEEP_TABLE} tabulates them; a compare of runs there "
+            "does not replace it: name a folder for this comparison with --out DIR"
+        )
 
 
 def group_label(group: CompareGroup, name: str | None) -> str:
@@ -364,6 +411,8 @@ def spread_verdicts(comparison: Comparison) -> list[str]:
     sqrt(s1^2/n1 + s2^2/n2) (a group of one run borrows the other's std)."""
     monitor, groups = comparison.monitor, comparison.groups
     what = f"best dev {monitor}"
+    if comparison.warnings:  # runs of different tasks: no difference means anything
+        return []
     if len(groups) == 1:
         group = groups[0]
         if group.dev.std is None:
@@ -507,6 +556,9 @@ def curves_figure(comparison: Comparison) -> Figure:
         spread_values = [v for group in groups for v in group.dev.values]
         if log and spread_values and min(spread_values) > 0:
             axes[2].set_yscale("log")
+    if comparison.warnings:  # different tasks: the curves share axes, not a meaning
+        figure.suptitle("runs of different tasks: their losses are not comparable",
+                        color="firebrick")  # fmt: skip
     longest = max(len(legend_label(group)) for group in groups) + 4
     columns = max(1, min(len(groups), 150 // longest))  # legend entries side by side
     figure.legend(loc="outside lower center", ncol=columns, fontsize=8, frameon=False)

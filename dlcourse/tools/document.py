@@ -5,7 +5,9 @@ file) or as Markdown with the figures as PNG files beside it.
 Every text comes from a run (run and column names, class labels, cells of a CSV) and is text:
 escaped for HTML in both formats (Markdown passes HTML through, so a `<script>` in a column
 name would otherwise run when the report is viewed), with Markdown's own table and emphasis
-characters escaped too, and code in a fence longer than any run of backticks it holds.
+characters escaped too, and code in a fence longer than any run of backticks it holds. The
+report's own mentions of commands (`Span`, inside a paragraph) are code: <code> in HTML, a code
+span in Markdown.
 """
 
 from __future__ import annotations
@@ -27,8 +29,15 @@ class Cell:
 
 
 @dataclass
-class Paragraph:
+class Span:
+    """Code inside a paragraph (a command such as `dlcourse evaluate`): code in both formats."""
+
     text: str
+
+
+@dataclass
+class Paragraph:
+    text: str | list[str | Span]  # plain text, or plain text with spans of code
 
 
 @dataclass
@@ -97,7 +106,7 @@ def write_html(path: Path, title: str, sections: list[Section], root: Path | Non
 
 def html_block(block: Block) -> str:
     if isinstance(block, Paragraph):
-        return f"<p>{html.escape(block.text)}</p>"
+        return f"<p>{html_inline(block.text)}</p>"
     if isinstance(block, Code):
         return f"<pre><code>{html.escape(block.text)}</code></pre>"
     if isinstance(block, Figure):
@@ -113,6 +122,12 @@ def html_block(block: Block) -> str:
     table = f"<table>{caption}<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}</tbody></table>"
     box = "table scroll" if len(block.rows) > 25 else "table"
     return f'<div class="{box}">{table}</div>'
+
+
+def html_inline(text: str | list[str | Span]) -> str:
+    parts = [text] if isinstance(text, str) else text
+    return "".join(f"<code>{html.escape(part.text)}</code>" if isinstance(part, Span)
+                   else html.escape(part) for part in parts)  # fmt: skip
 
 
 def html_cell(cell: Cell) -> str:
@@ -156,9 +171,22 @@ def md(text: str) -> str:
     return MARKDOWN_SPECIAL.sub(r"\\\1", escaped)
 
 
-def md_paragraph(text: str) -> str:
-    """md(text) for a paragraph, which must not begin like a heading, quote or list."""
-    return BLOCK_START.sub(r"\\\1", md(text))
+def md_paragraph(text: str | list[str | Span]) -> str:
+    """md(text) for a paragraph, which must not begin like a heading, quote or list; its
+    spans of code as code spans."""
+    parts = [text] if isinstance(text, str) else text
+    shown = "".join(md_code(part.text) if isinstance(part, Span) else md(part) for part in parts)
+    return shown if parts and isinstance(parts[0], Span) else BLOCK_START.sub(r"\\\1", shown)
+
+
+def md_code(text: str) -> str:
+    """A code span: between runs of backticks longer than any inside (spaced when it begins
+    or ends with one). Markdown shows a code span's text as it is, HTML tags included."""
+    text = " ".join(text.splitlines())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
 
 
 def markdown_block(block: Paragraph | Code | TableBlock) -> list[str]:

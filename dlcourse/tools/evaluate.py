@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +33,7 @@ import torch
 from rich.console import RenderableType
 from rich.table import Table
 
-from dlcourse.data import ALL, SplitData, TaskData, in_target_units, load_task_data
+from dlcourse.data import ALL, SPLITS, SplitData, TaskData, in_target_units, load_task_data
 from dlcourse.data.tabular import Filter, describe_filter
 from dlcourse.errors import UserError
 from dlcourse.insight.figures import (
@@ -160,6 +160,9 @@ class Evaluation:
     not_written: str | None = None  # why they are not in the run folder (a read-only one)
     source: str = ""  # what was measured, when it is not a split of the run (evaluate --data)
     notes: list[str] = field(default_factory=list)  # what to know of those rows
+    # rows of the run's own CSV (--where, no --data): how many of those measured were in each
+    # of the run's splits (train, dev, test); empty otherwise, or when it cannot be counted
+    in_splits: dict[str, int] = field(default_factory=dict)
 
     @property
     def probabilities(self) -> torch.Tensor | None:
@@ -233,15 +236,28 @@ def evaluate_table(
     where: Filter | None = None,
     where_not: Filter | None = None,
     checkpoint: str = "kept",
+    split: str | None = None,
 ) -> Evaluation:
     """`dlcourse evaluate RUN --data other.csv` (and `--where`, `--where-not`): a table
     run's model measured on every row of another CSV (`path`; default: the run's own CSV)
     that the filters keep, with the run's saved preprocessing, its loss and its metrics
     (regression errors in the target's units). The run's own data.where and data.where_not
     are not applied: these filters replace them (`--where-not Geography=France` measures the
-    rows a France-only run never saw). Nothing is written."""
+    rows a France-only run never saw). Nothing is written.
+
+    Rows of the run's own CSV may be rows it trained on: `in_splits` and a note say how many
+    of them were in each of its splits (split.pt's rows, mapped to the file's lines through
+    the run's own data.where), and `split` keeps only those of one split (`--where
+    Geography=Germany --split test`: Germany's test rows)."""
     for given, key in ((where, CLI_FILTER_KEYS[0]), (where_not, CLI_FILTER_KEYS[1])):
         check_filter(given, key)
+    if split is not None and path is not None:
+        raise UserError(
+            "--split chooses rows of the run's own split; --data measures every row of "
+            "another CSV that the filters keep (leave out --data to filter the run's own CSV)"
+        )
+    if split is not None and split not in SPLITS:
+        raise UserError(f"--split {split}: choose one of {', '.join(SPLITS)}")
     opened = open_run(run_dir, checkpoint)
     if opened.cfg.task not in TABLE_TASKS:
         raise UserError(
@@ -257,13 +273,88 @@ def evaluate_table(
     cfg = opened.cfg.model_copy(update={"data": data_cfg})
     saved = {"preprocess": opened.preprocess, "rows": None, "filter_keys": CLI_FILTER_KEYS}
     data = load_task_data(cfg, data_dir, saved)
+    filters = describe_filter(where, where_not)
+    run_lines, why = split_lines(opened, data_dir) if path is None else (None, "")
+    if split is not None:
+        if run_lines is None:
+            raise UserError(f"--split {split}: {why}")
+        data = rows_of_split(data, run_lines, split, filters)
     evaluation = evaluate_split(opened, data, ALL, checkpoint)
     shown = path if path is not None else "the run's own CSV"
-    filters = describe_filter(where, where_not)
     evaluation.source = f"{len(evaluation.targets):,} rows of {shown}" + (
-        f" with {filters}" if filters else "")  # fmt: skip
+        f" with {filters}" if filters else "") + (
+        f" in the run's {split} split" if split else "")  # fmt: skip
     evaluation.notes = list(data.notes)
+    if path is None:
+        measured = [data.lines[int(row)] for row in data.splits[ALL].rows]
+        if run_lines is None:
+            evaluation.notes.append(
+                f"how many of these rows the run trained on cannot be counted: {why}"
+            )
+        else:
+            evaluation.in_splits = {name: sum(line in lines for line in measured)
+                                    for name, lines in run_lines.items()}  # fmt: skip
+            if split is None:
+                evaluation.notes.append(overlap_note(evaluation.in_splits, len(measured)))
     return evaluation
+
+
+def split_lines(opened: TrainedRun, data_dir: Path) -> tuple[dict[str, set[int]] | None, str]:
+    """The file lines of the rows of each of the run's splits: split.pt's rows index the rows
+    the run's own data.where, data.where_not and data.limit kept, whose lines its data gives.
+    (None, why) when the split cannot be rebuilt."""
+    folder = opened.folder
+    if folder is None or not folder.splits.exists():
+        where = folder.splits if folder is not None else opened.file
+        return None, f"{where}: missing, so the run's split cannot be rebuilt"
+    try:
+        data = opened.load_data(data_dir)
+    except UserError as exc:
+        return None, str(exc)
+    return {name: {data.lines[int(row)] for row in part.rows}
+            for name, part in data.splits.items()}, ""  # fmt: skip
+
+
+def rows_of_split(
+    data: TaskData, run_lines: dict[str, set[int]], split: str, filters: str
+) -> TaskData:
+    """The rows measured, only those in the run's `split`."""
+    if split not in run_lines:
+        raise UserError(
+            f"--split {split}: the run has no {split} split (it has {', '.join(run_lines)})"
+        )
+    whole = data.splits[ALL]
+    keep = torch.tensor([data.lines[int(row)] in run_lines[split] for row in whole.rows],
+                        dtype=torch.bool)  # fmt: skip
+    if not bool(keep.any()):
+        raise UserError(
+            f"--split {split}: none of the {len(whole):,} rows of the run's own CSV with "
+            f"{filters} is in the run's {split} split"
+        )
+    part = SplitData(whole.x[keep], whole.y[keep], whole.rows[keep])
+    return replace(data, splits={ALL: part})
+
+
+def overlap_note(in_splits: dict[str, int], total: int) -> str:
+    """How many rows of the run's own CSV measured were in each of its splits."""
+    train, dev, test = (in_splits.get(name, 0) for name in ("train", "dev", "test"))
+    outside = total - sum(in_splits.values())
+    others = [f"{test:,} in its test split"] if test else []
+    if outside:
+        others.append(f"{outside:,} left out of the run's data by its data.where or data.limit")
+    if not train and not dev:
+        return (f"none of these {total:,} rows was in the run's train or dev split "
+                f"({' and '.join(others)}): the model never trained on them")  # fmt: skip
+    parts = [f"{train:,} of these {total:,} rows were in the run's train split"]
+    if dev:
+        parts.append(f"{dev:,} in its dev split")
+    parts += others
+    listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+    return (
+        f"{listed}: the model was trained on its train rows (and its dev rows chose the "
+        "epoch kept), so these metrics overstate how it does on new rows; --split test "
+        "measures only the rows it never saw"
+    )
 
 
 def check_filter(given: Filter | None, key: str) -> None:

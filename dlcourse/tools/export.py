@@ -47,14 +47,12 @@ class Exported:
     checked_on: int = 0  # how many random inputs that was measured on
 
 
-def export_model(source: Path, fmt: str, out: Path, checkpoint: str = "kept") -> Exported:
-    """Write the model of a run folder (or of a model.safetensors) to `out` as `fmt`."""
-    if fmt not in FORMATS:
-        raise UserError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
-    if out.suffix.lower() != FORMATS[fmt]:
-        raise UserError(f"--out {path_text(out)}: {fmt} files end in {FORMATS[fmt]}")
+def export_model(source: Path, fmt: str | None, out: Path, checkpoint: str = "kept") -> Exported:
+    """Write the model of a run folder (or of a model.safetensors) to `out` as `fmt`; None:
+    the format `out`'s extension names (.onnx or .safetensors)."""
     if out.is_dir():
         raise UserError(f"--out {path_text(out)}: is a folder; give the file to write")
+    fmt = export_format(fmt, out)
     run = open_trained(source) if checkpoint == "kept" else open_run(source, checkpoint)
     if run.folder is not None:
         refuse_training_file(out, run.folder.path)
@@ -64,6 +62,25 @@ def export_model(source: Path, fmt: str, out: Path, checkpoint: str = "kept") ->
         return Exported(out, fmt, run.weights, replaced)
     difference, count = write_onnx(run, out)
     return Exported(out, fmt, run.weights, replaced, difference, count)
+
+
+def export_format(fmt: str | None, out: Path) -> str:
+    """The format to write: the one given, which `out`'s extension must agree with, or (None)
+    the one the extension names."""
+    if fmt is not None and fmt not in FORMATS:
+        raise UserError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    suffix = out.suffix.lower()
+    if fmt is None:
+        named = [name for name, ending in FORMATS.items() if ending == suffix]
+        if not named:
+            raise UserError(
+                f"--out {path_text(out)}: end the file in .onnx (for ONNX Runtime) or "
+                ".safetensors (for dlcourse); the format follows the extension"
+            )
+        return named[0]
+    if suffix != FORMATS[fmt]:
+        raise UserError(f"--out {path_text(out)}: {fmt} files end in {FORMATS[fmt]}")
+    return fmt
 
 
 def record(run: TrainedRun) -> dict[str, Any]:

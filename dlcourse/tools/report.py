@@ -26,13 +26,14 @@ from dlcourse.insight.figures import curves_figure, png_bytes
 from dlcourse.insight.probe import dead_units, describe_probe
 from dlcourse.runs import MAIN_METRIC, EpochRow, Metrics, Session, Summary
 from dlcourse.tasks import KIND_METRICS, format_metric
-from dlcourse.tools.diagnose import diagnose_summary
+from dlcourse.tools.diagnose import diagnose_summary, percent
 from dlcourse.tools.document import (
     Cell,
     Code,
     Figure,
     Paragraph,
     Section,
+    Span,
     TableBlock,
     write_html,
     write_markdown,
@@ -229,13 +230,13 @@ def final_metrics_section(summary: Summary, metrics: list[str]) -> Section:
     if sample:
         measured = (f"each split (train: a fixed random sample of {sample['examples']:,} of "
                     f"its {sample['of']:,} examples)")  # fmt: skip
-    note = (
+    note: list[str | Span] = [
         f"{kept}: the weights the run kept, {kept_words(summary)}, measured on {measured} "
-        "after training (summary.json; `dlcourse evaluate` gives the same numbers)."
-    )
+        "after training (summary.json; ", Span("dlcourse evaluate"), " gives the same numbers)."
+    ]  # fmt: skip
     if last is not None and other_last:
-        note += (f" last (epoch {last.epoch}): the last epoch's weights, measured the same way "
-                 "(`dlcourse evaluate --checkpoint last`).")  # fmt: skip
+        note += [f" last (epoch {last.epoch}): the last epoch's weights, measured the same way (",
+                 Span("dlcourse evaluate --checkpoint last"), ")."]  # fmt: skip
     return Section("Final metrics", [
         TableBlock(["metric", *(name for name, _ in columns)], table), Paragraph(note),
     ])  # fmt: skip
@@ -255,7 +256,7 @@ def diagnosis_section(summary: Summary, cfg: Config | None = None) -> Section | 
         ("avoidable bias", diagnosis.avoidable_bias),
         ("variance", diagnosis.variance),
     ]
-    table = [[Cell(name), Cell("-" if value is None else f"{value:.1%}", value)]
+    table = [[Cell(name), Cell("-" if value is None else percent(value), value)]
              for name, value in rows]  # fmt: skip
     blocks: list[Any] = [
         Paragraph(f"Verdict: {diagnosis.verdict}. Error = {diagnosis.error}; baseline: "

@@ -88,13 +88,23 @@ class TrainedRun:
         saved split and statistics; a config's fitted as training would fit them)."""
         if self._data is None:
             if self.folder is None or not self.folder.splits.exists():
-                raise UserError(
-                    f"{self.file}: a model.safetensors on its own has no data split; give its "
-                    "run folder"
-                )
+                raise UserError(self.no_split())
             saved = {"preprocess": self.info.preprocess, "rows": self.folder.read_splits()}
             self._data = load_task_data(self.cfg, data_dir, saved)
         return self._data
+
+    def no_split(self) -> str:
+        """Why the run's split cannot be rebuilt: its run folder lacks split.pt, or the
+        weights are a model.safetensors on its own."""
+        if self.folder is None or not self.folder.config.is_file():
+            return (f"{self.file}: a model.safetensors on its own has no data split; give its "
+                    "run folder")  # fmt: skip
+        return (
+            f"{self.folder.splits}: missing (deleted or moved, or a hand-in, which leaves it "
+            "out), so the run's train/dev/test split cannot be rebuilt and its examples cannot "
+            "be measured or shown. What needs no split still works: predict, forward with your "
+            "own --input, weights, and evaluate --data or --where (rows of a CSV)"
+        )
 
     @property
     def threads(self) -> int | None:
@@ -138,11 +148,29 @@ def open_run(path: Path, checkpoint: str = "kept") -> TrainedRun:
     elif checkpoint == "kept" and folder.weights.is_file():
         run = restore(folder, edited, folder.weights, load_weights(folder.weights))
     else:
-        raise UserError(f"{file}: no {which} checkpoint; the run has not completed an epoch yet")
+        raise UserError(missing_checkpoint(folder, file, which, summary))
     run.summary = summary
     run.weights = describe_weights(run, checkpoint, which)
     run.label = f"{path}, {run.weights}"
     return run
+
+
+def missing_checkpoint(folder: RunFolder, file: Path, which: str, summary: Summary | None) -> str:
+    """Why a checkpoint is not there: the run has not completed an epoch yet, or the file (or
+    checkpoints/) was deleted or moved since, as summary.json or metrics.jsonl show."""
+    done = summary.epochs_run if summary is not None else len(folder.read_metrics())
+    if not done:
+        return f"{file}: no {which} checkpoint; the run has not completed an epoch yet"
+    record = "summary.json" if summary is not None else "metrics.jsonl"
+    ran = f"{done} epoch{'s' if done != 1 else ''}"
+    if not folder.checkpoints.is_dir():
+        gone = (f"missing: the run folder has no checkpoints/ folder, though {record} says "
+                f"{ran} ran (it was deleted or moved, or this is a hand-in, which keeps only "
+                "model.safetensors)")  # fmt: skip
+    else:
+        gone = f"missing, though {record} says {ran} ran; it was deleted or moved"
+    kept = "; model.safetensors still holds the kept weights (leave out --checkpoint)"
+    return f"{file}: {gone}" + (kept if folder.weights.is_file() else "")
 
 
 def describe_weights(run: TrainedRun, asked: str, which: str) -> str:
