@@ -23,7 +23,7 @@ def main() -> None:
         signal.signal(sig, _remember)
     from dlcourse.cli import main as run
 
-    run(stopped_early=bool(STOPPED))
+    run(stopped=STOPPED)  # read there once its own handler is installed
 
 
 if __name__ == "__main__":

@@ -1,12 +1,19 @@
 """The errors dlcourse reports to its user, each with its exit code (README: exit codes).
 
 Library code raises these; only the CLI turns them into a message and an exit code, so the
-library stays usable (and testable) from Python.
+library stays usable (and testable) from Python. `raise_interrupt` is the handler that turns
+Ctrl-C and SIGTERM into KeyboardInterrupt (exit 130).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import time
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 
 class DlcourseError(Exception):
@@ -60,3 +67,40 @@ class InterruptedRun(DlcourseError):
     def __init__(self, message: str, path: Path | None = None):
         super().__init__(message)
         self.path = path
+
+
+def raise_interrupt(signum: int, frame: Any) -> None:
+    """The signal handler of Ctrl-C and SIGTERM while a command runs: KeyboardInterrupt, and
+    so exit 130 with the command's files whole.
+
+    Except inside an import: there the exception would leave a library half imported, and it
+    can surface from code that C runs (torch's start-up registers operators from C++, where it
+    aborts the process; dataclasses run `exec`, after which CPython ends the process with
+    SIGINT whatever its exit code). Then the signal is sent again once the main thread has left
+    the import (a thread watches its stack), and it interrupts there.
+    """
+    if importing(frame):
+        main = threading.main_thread().ident
+        threading.Thread(target=_send_after_import, args=(signum, main), daemon=True).start()
+        return
+    raise KeyboardInterrupt
+
+
+def importing(frame: FrameType | None) -> bool:
+    """Whether a frame runs inside an import (importlib's own frames are on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _send_after_import(signum: int, main: int | None) -> None:
+    while True:
+        time.sleep(0.02)
+        frame = sys._current_frames().get(main)  # type: ignore[arg-type]
+        if frame is None:  # the program has ended
+            return
+        if not importing(frame):
+            os.kill(os.getpid(), signum)
+            return

@@ -297,14 +297,42 @@ class RunFolder:
                     path.mkdir()
                 except FileExistsError:
                     continue
-                (path / "checkpoints").mkdir()
-                (path / "metrics.jsonl").touch()  # there from the start, rows or none
-                return cls(path)
+                folder = cls(path)
+                with folder.removed_if_stopped():
+                    (path / "checkpoints").mkdir()
+                    (path / "metrics.jsonl").touch()  # there from the start, rows or none
+                return folder
         except OSError as exc:
             raise UserError(
                 f"{runs_dir}: cannot create a run folder there ({exc.strerror})"
             ) from None
         raise UserError(f"{runs_dir}: could not find a free run folder name for {name!r}")
+
+    @contextlib.contextmanager
+    def removed_if_stopped(self) -> Iterator[None]:
+        """Around the first steps in a new run folder: when they end by an exception (a stop
+        request between its creation and its config.yaml), the folder is removed as long as
+        it has no config.yaml and holds only what `create` and the lock put there, so that
+        no folder is left that neither resumes nor is a run."""
+        try:
+            yield
+        except BaseException:
+            self.remove_unbegun()
+            raise
+
+    def remove_unbegun(self) -> None:
+        if os.path.lexists(self.config):
+            return
+        expected = {"checkpoints", "metrics.jsonl", ".lock"}
+        names = set(os.listdir(self.path))
+        checkpoints = self.path / "checkpoints"
+        if not names <= expected or (checkpoints.is_dir() and os.listdir(checkpoints)):
+            return
+        for name in names - {"checkpoints"}:
+            (self.path / name).unlink(missing_ok=True)
+        if checkpoints.is_dir() and not checkpoints.is_symlink():
+            checkpoints.rmdir()
+        self.path.rmdir()
 
     def require(self) -> RunFolder:
         """This folder, when it is a run folder (has a config.yaml); else UserError."""

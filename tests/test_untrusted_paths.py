@@ -309,6 +309,53 @@ def command_at(delay: float, args: list[str], cwd: Path) -> tuple[int, str]:
     return process.returncode, err
 
 
+def test_a_stop_before_config_yaml_leaves_no_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    """A stop request between a run folder's creation and its config.yaml left a folder that
+    neither resumes nor is a run; it is removed, and only then: never a folder with more."""
+    from dlcourse.runs import RunFolder
+
+    for written in ([], ["config.yaml"], ["notes.txt"]):
+        folder = RunFolder.create(tmp_path / "runs", "run")
+        with pytest.raises(KeyboardInterrupt), folder.removed_if_stopped(), folder.locked():
+            for name in written:
+                (folder.path / name).write_text("kept\n")
+            raise KeyboardInterrupt
+        assert folder.path.exists() == bool(written), written
+        if written:
+            assert (folder.path / written[0]).read_text() == "kept\n"
+
+
+def test_a_signal_during_an_import_interrupts_once_the_import_is_done(tmp_path: Path) -> None:
+    """A stop request that comes while a module is imported (most of a command's start-up:
+    torch) waits for the import to end. Raised inside it, from code the import runs through
+    `exec` as dataclasses do, CPython ended the process with SIGINT (exit -2) whatever the exit
+    code; from torch's C++ operator registration it aborted (exit -6)."""
+    (tmp_path / "slow_module.py").write_text(
+        "import os, signal\n"
+        "os.kill(os.getpid(), signal.SIGTERM)  # arrives while this module is imported\n"
+        "for _ in range(2000):\n"
+        "    exec('x = 1')  # the handler runs here, inside the import\n"
+        "DONE = True\n"
+    )
+    driver = (
+        "import signal, sys, time\n"
+        "from dlcourse.errors import raise_interrupt\n"
+        "signal.signal(signal.SIGTERM, raise_interrupt)\n"
+        "try:\n"
+        "    import slow_module\n"
+        "    time.sleep(30)\n"
+        "    print('not interrupted')\n"
+        "except KeyboardInterrupt:\n"
+        "    whole = getattr(sys.modules.get('slow_module'), 'DONE', False)\n"
+        "    print('interrupted', 'after' if whole else 'during', 'the import')\n"
+        "sys.exit(130)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    done = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+    assert (done.returncode, done.stdout) == (130, "interrupted after the import\n"), done.stderr
+
+
 @pytest.mark.timeout(600)
 def test_sigterm_at_random_moments_ends_with_130_and_a_resumable_run(tmp_path: Path) -> None:
     """Signals at moments spread from start-up to the last epoch: every one ends the command

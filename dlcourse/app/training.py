@@ -37,7 +37,7 @@ from dlcourse.config import (
 )
 from dlcourse.config.schema import config_warnings
 from dlcourse.data import TaskData, load_task_data
-from dlcourse.errors import DivergedError, InterruptedRun, UserError
+from dlcourse.errors import DivergedError, InterruptedRun, UserError, raise_interrupt
 from dlcourse.fileio import path_text
 from dlcourse.insight import boundary
 from dlcourse.insight.averages import StepLossAverages
@@ -107,7 +107,8 @@ def train(
     check_schedule(cfg, len(data.splits["train"]))  # before a run folder exists
     threads = threads_for(cfg, network, load)
     folder = RunFolder.create(runs_dir, cfg.name)
-    with folder.locked() as lock:
+    # a stop before config.yaml is written leaves no folder that is not a run
+    with folder.removed_if_stopped(), folder.locked() as lock:
         lock.claim()
         folder.write_config(dump_config(cfg))
         folder.write_splits({name: split.rows for name, split in data.splits.items()})
@@ -224,10 +225,6 @@ def session(trainer: Trainer, command: str, threads: int | None) -> Session:
         "processes": processes,
         "seed": trainer.cfg.seed,
     })  # fmt: skip
-
-
-def raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 @contextmanager

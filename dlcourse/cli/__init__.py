@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated
 
 import typer
 
 from dlcourse.cli import experiments, grading, inspection, results, setup, training
 from dlcourse.cli.common import DEBUG
+from dlcourse.errors import raise_interrupt
 
 app = typer.Typer(
     help="Train and inspect the models of an introductory deep-learning course.",
@@ -111,19 +113,19 @@ def _main(
         logger.setLevel(logging.DEBUG)
 
 
-def main(stopped_early: bool = False) -> None:
+def main(stopped: Sequence[int] = ()) -> None:
     """The program (dlcourse/__main__.py starts it). Ctrl-C and SIGTERM interrupt the command
     (exit 130), whose half-written files are removed on the way out; training installs its
     own handler, which stops at the next batch and saves. click's own standalone mode would
     turn an interruption outside a command's body (while the arguments are parsed) into
     "Aborted!" and exit code 1; every interruption here ends with 130, and every usage error
-    with click's 2. `stopped_early`: a signal came while the program was starting."""
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    if stopped_early:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    with click's 2. `stopped`: the signals that came while the program was starting (read
+    after this handler is installed, so that none falls between the two)."""
     try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, raise_interrupt)
+        if stopped:
+            raise KeyboardInterrupt
         code = app(standalone_mode=False)
     except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
@@ -161,7 +163,3 @@ def _usage_errors() -> tuple[type[Exception], ...]:
 
 
 USAGE_ERRORS = _usage_errors()
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
