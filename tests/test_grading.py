@@ -176,6 +176,11 @@ def test_the_class_is_graded_to_the_expected_rows(graded_class: Class) -> None:
     assert rows["grace"]["flags"].startswith('unsafe entry "../../escaped.txt"')
     for student in ("frank", "grace"):
         assert rows[student]["measured"] == "" and rows[student]["claimed"] == ""
+    # the output ends with every row to look at, the class-wide flags included
+    output = graded_class.result.output
+    assert f"flagged: eve (eve.zip): {rows['eve']['flags']}" in output
+    assert "identical weights to carol's" in output.split("7 hand-ins in")[1]
+    assert f"rejected: frank (frank.zip): {rows['frank']['flags']}" in output
     # carol's report, written again from her files, opens with what the grader measured
     report = (graded_class.graded / "reports" / "carol.html").read_text()
     measured = format_metric("accuracy", float(carol["measured"]))
@@ -850,6 +855,7 @@ def test_class_wide_flags_identical_weights_and_configs_and_two_handins() -> Non
         row("cat", "cat.zip", "w2", "c0", base=True), row("dan", "dan.zip", "w2", "c0", base=True),
         row("cat", "cat-late.zip", "w2", "c0", base=True),
         row("eve", "eve.zip", "w4", "c2"), row("fay", "fay.zip", "w4", "c3"),
+        row("gus", "gus.zip", "w5", "c5"), row("gus", "gus-2.zip", "w5", "c5"),
     ], load_assignment(CHURN))  # fmt: skip
     flags = {(r.student, r.bundle): r.flags for r in rows}
     # one config, one set of weights (the seed is locked): the same changes are no flag
@@ -857,9 +863,8 @@ def test_class_wide_flags_identical_weights_and_configs_and_two_handins() -> Non
     assert flags[("dan", "dan.zip")] == []  # the base config, unchanged: nothing to say
     assert flags[("cat", "cat.zip")] == ["2 hand-ins from cat: cat-late.zip, cat.zip"]
     assert flags[("eve", "eve.zip")] == ["identical weights to fay's, trained with another config"]
-    assert [r.status for r in rows] == ["graded"] * 2 + ["flagged"] * 2 + ["graded"] + [
-        "flagged"
-    ] * 2
+    statuses = ["graded"] * 2 + ["flagged"] * 2 + ["graded"] + ["flagged"] * 4
+    assert [r.status for r in rows] == statuses  # gus: two hand-ins, not a shared config
     assert all(r.grade == 10 for r in rows)
     assert shared_configs(rows) == [
         "the same config (not the base config), and the same weights: ann (ann.zip), ben (ben.zip)"

@@ -172,11 +172,17 @@ def grade(
         for status in ("graded", "flagged", "rejected")
     }
     rate = len(result.rows) / max(result.seconds, 1e-9) * 60
-    typer.echo(
+    echo_while_read(
         f"{len(result.rows)} hand-ins in {result.seconds:.1f} s ({rate:.1f} per minute, "
         f"{result.jobs} process{'es' if result.jobs != 1 else ''}; measured on "
         f"{result.measured_on}): " + ", ".join(f"{n} {status}" for status, n in counts.items())
     )
+    # the class-wide flags (identical weights, two hand-ins) come only now: every row to look
+    # at, with its reasons, as gradebook.csv has them
+    for row in result.rows:
+        if row.status != "graded":
+            echo_while_read(f"{row.status}: {row.student} ({row.bundle}): "
+                            + "; ".join(row.reasons or row.flags))  # fmt: skip
     for note in result.notes:
-        typer.echo(f"note: {note}")
-    typer.echo(f"wrote {result.gradebook} and {result.class_page}")
+        echo_while_read(f"note: {note}")
+    echo_while_read(f"wrote {result.gradebook} and {result.class_page}")

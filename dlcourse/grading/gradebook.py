@@ -92,6 +92,8 @@ def shared_configs(rows: list[Row]) -> list[str]:
     gradable = [row for row in rows if not row.reasons and not row.config_is_base]
     lines = []
     for group in groups(gradable, lambda row: row.config_digest).values():
+        if len({row.student for row in group}) == 1:  # one student's own hand-ins: flagged
+            continue
         names = ", ".join(sorted(f"{row.student} ({row.bundle})" for row in group))
         weights = "the same weights" if len({row.weights_digest for row in group}) == 1 else (
             "different weights")  # fmt: skip
