@@ -270,7 +270,7 @@ def test_a_file_changed_after_handin_fails_verification(graded_class: Class) -> 
 
 def grader(graded_class: Class, out: Path, **settings: object):
     """One hand-in graded in this process (what a worker does)."""
-    from dlcourse.app.grading import BundleGrader, Settings
+    from dlcourse.app.handin_grading import BundleGrader, Settings
 
     return BundleGrader(Settings(CHURN, out, graded_class.data, **settings))  # type: ignore[arg-type]
 
@@ -303,7 +303,7 @@ def test_a_student_id_that_is_no_file_name_is_rejected(
 
 
 def test_the_wrong_assignment_is_rejected(graded_class: Class, tmp_path: Path) -> None:
-    from dlcourse.app.grading import BundleGrader, Job, Settings
+    from dlcourse.app.handin_grading import BundleGrader, Job, Settings
 
     worker = BundleGrader(Settings(MNIST, tmp_path, graded_class.data, reports=False))
     row = worker.grade(Job(0, graded_class.zip("alice"), "alice"))
@@ -315,7 +315,7 @@ def test_the_wrong_assignment_is_rejected(graded_class: Class, tmp_path: Path) -
 def test_retrain_reproduces_an_honest_claim_and_catches_an_edited_one(
     graded_class: Class, tmp_path: Path
 ) -> None:
-    from dlcourse.app.grading import Job
+    from dlcourse.app.handin_grading import Job
 
     worker = grader(graded_class, tmp_path, retrain=True, reports=False)
     alice = worker.grade(Job(0, graded_class.zip("alice"), "alice"))
@@ -331,7 +331,7 @@ def test_weights_trained_on_other_rows_are_flagged(graded_class: Class, tmp_path
     statistics) and the dev claim give it away, without retraining."""
     from safetensors.torch import load, save
 
-    from dlcourse.app.grading import Job
+    from dlcourse.app.handin_grading import Job
 
     bundle = tmp_path / "mallory.zip"
     shutil.copy(graded_class.zip("alice"), bundle)
@@ -384,7 +384,7 @@ def test_preprocessing_difference_known_answers() -> None:
 def test_hidden_test_data_is_measured_and_the_claim_still_checked(
     graded_class: Class, tmp_path: Path
 ) -> None:
-    from dlcourse.app.grading import Job
+    from dlcourse.app.handin_grading import Job
 
     hidden = write_csv(tmp_path / "hidden.csv", CHURN_HEADER, churn_rows(300, seed=5))
     worker = grader(graded_class, tmp_path / "out", test_data=hidden, reports=False)
