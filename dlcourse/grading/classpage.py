@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -132,6 +133,37 @@ def write_class_page(
     return path
 
 
+@dataclass
+class Frame:
+    """The histogram's drawing: `count` bins of width `step` from `low`, in an SVG of fixed
+    size with margins."""
+
+    low: float
+    step: float
+    count: int
+    width: int = 720
+    height: int = 300
+    left: int = 30
+    bottom: int = 40
+    top: int = 50
+    right: int = 60
+
+    @property
+    def plot_w(self) -> int:
+        return self.width - self.left - self.right
+
+    @property
+    def plot_h(self) -> int:
+        return self.height - self.bottom - self.top
+
+    @property
+    def base(self) -> int:  # the y of the value axis
+        return self.top + self.plot_h
+
+    def x_of(self, value: float) -> float:
+        return self.left + (value - self.low) / (self.step * self.count) * self.plot_w
+
+
 def histogram(rows: list[Row], assignment: Assignment) -> str:
     """An SVG histogram of the measured scores on round bins, the target as a dashed line."""
     shown = [
@@ -140,33 +172,46 @@ def histogram(rows: list[Row], assignment: Assignment) -> str:
         if row.status != "rejected" and row.measured is not None and math.isfinite(row.measured)
     ]
     threshold = assignment.target.threshold
-    low, step, count = bins([row.measured for row in shown if row.measured is not None], threshold)
-    members: list[list[Row]] = [[] for _ in range(count)]
-    for row in shown:
-        assert row.measured is not None
-        members[min(count - 1, max(0, int((row.measured - low) / step + 1e-9)))].append(row)
-    width, height, left, bottom, top, right = 720, 300, 30, 40, 50, 60
-    plot_w, plot_h = width - left - right, height - bottom - top
-    tallest = max([len(group) for group in members] + [1])
-
-    def x_of(value: float) -> float:
-        return left + (value - low) / (step * count) * plot_w
-
+    frame = Frame(*bins([row.measured for row in shown if row.measured is not None], threshold))
     metric = e(assignment.target.metric)
-    parts = [
-        f'<svg id="histogram" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+    return "\n".join([
+        f'<svg id="histogram" xmlns="http://www.w3.org/2000/svg" width="{frame.width}" '
+        f'height="{frame.height}" viewBox="0 0 {frame.width} {frame.height}" role="img" '
         f'aria-label="histogram of the measured {metric}">',
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
-        'stroke="#555"/>',
-    ]
-    bar_w = plot_w / count
+        f'<line x1="{frame.left}" y1="{frame.base}" x2="{frame.left + frame.plot_w}" '
+        f'y2="{frame.base}" stroke="#555"/>',
+        *bars(binned(shown, frame), frame, assignment),
+        *ticks(frame, assignment),
+        target_line(frame, threshold, assignment),
+        f'<text x="{frame.left + frame.plot_w / 2:.1f}" y="{frame.height - 4}" '
+        f'text-anchor="middle">measured {metric}: {len(shown)} hand-ins (a bin is green when '
+        "all in it reached the target; rejected hand-ins are not drawn)</text>",
+        "</svg>",
+    ])  # fmt: skip
+
+
+def binned(rows: list[Row], frame: Frame) -> list[list[Row]]:
+    """The rows of each bin, by their measured value."""
+    members: list[list[Row]] = [[] for _ in range(frame.count)]
+    for row in rows:
+        assert row.measured is not None
+        index = int((row.measured - frame.low) / frame.step + 1e-9)
+        members[min(frame.count - 1, max(0, index))].append(row)
+    return members
+
+
+def bars(members: list[list[Row]], frame: Frame, assignment: Assignment) -> list[str]:
+    """A bar per non-empty bin, its count above it and its students on hovering; green when
+    every one of them reached the target."""
+    tallest = max([len(group) for group in members] + [1])
+    bar_w = frame.plot_w / frame.count
+    parts = []
     for index, group in enumerate(members):
         if not group:
             continue
-        bar_h = len(group) / tallest * plot_h
+        bar_h = len(group) / tallest * frame.plot_h
         reached = all(assignment.reached(row.measured) for row in group)
-        x, y = x_of(low + index * step) + 1, top + plot_h - bar_h
+        x, y = frame.x_of(frame.low + index * frame.step) + 1, frame.base - bar_h
         who = e(", ".join(sorted(row.student for row in group)))
         parts.append(
             f'<rect class="bar{" reached" if reached else ""}" data-count="{len(group)}" '
@@ -175,27 +220,31 @@ def histogram(rows: list[Row], assignment: Assignment) -> str:
             f'<text x="{x + bar_w / 2 - 1:.1f}" y="{y - 4:.1f}" text-anchor="middle">'
             f"{len(group)}</text>"
         )
-    every = max(1, math.ceil(count / 8))  # at most 9 labels
-    for tick in range(0, count + 1, every):
-        x = x_of(low + tick * step)
+    return parts
+
+
+def ticks(frame: Frame, assignment: Assignment) -> list[str]:
+    """At most 9 labelled ticks on the bin edges."""
+    every = max(1, math.ceil(frame.count / 8))
+    parts = []
+    for tick in range(0, frame.count + 1, every):
+        value = frame.low + tick * frame.step
+        x = frame.x_of(value)
         parts.append(
-            f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" '
-            f'stroke="#555"/><text x="{x:.1f}" y="{top + plot_h + 18}" text-anchor="middle">'
-            f"{e(assignment.format(low + tick * step))}</text>"
+            f'<line x1="{x:.1f}" y1="{frame.base}" x2="{x:.1f}" y2="{frame.base + 4}" '
+            f'stroke="#555"/><text x="{x:.1f}" y="{frame.base + 18}" text-anchor="middle">'
+            f"{e(assignment.format(value))}</text>"
         )
-    tx = x_of(threshold)
-    parts.append(
-        f'<line class="target" x1="{tx:.1f}" y1="{top - 30}" x2="{tx:.1f}" y2="{top + plot_h}"/>'
-        f'<text x="{tx + 4:.1f}" y="{top - 22}" fill="#c62828">'
+    return parts
+
+
+def target_line(frame: Frame, threshold: float, assignment: Assignment) -> str:
+    tx = frame.x_of(threshold)
+    return (
+        f'<line class="target" x1="{tx:.1f}" y1="{frame.top - 30}" x2="{tx:.1f}" '
+        f'y2="{frame.base}"/><text x="{tx + 4:.1f}" y="{frame.top - 22}" fill="#c62828">'
         f"target {e(assignment.format(threshold))}</text>"
     )
-    parts.append(
-        f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle">measured '
-        f"{metric}: {len(shown)} hand-ins (a bin is green when all in it reached the target; "
-        "rejected hand-ins are not drawn)</text>"
-    )
-    parts.append("</svg>")
-    return "\n".join(parts)
 
 
 def bins(values: list[float], threshold: float) -> tuple[float, float, int]:
