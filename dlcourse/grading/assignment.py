@@ -487,7 +487,20 @@ def build_assignment(
 def check_rules(assignment: Assignment) -> list[tuple[str, str]]:
     """The rules' own problems: keys that are not config keys, a key both locked and free,
     rules that do not fit the key's values, a base config that breaks its own rules, a target
-    that is not a metric of the task."""
+    that is not a metric of the task (or out of its range, or on a split the data lacks)."""
+    problems = entry_problems(assignment)
+    if not problems:
+        problems = [
+            (locate(("config",), assignment.lines, set()),
+             f"the base config breaks its own rule: {problem}")
+            for problem in assignment.check(assignment.base)
+        ]  # fmt: skip
+    return problems + target_problems(assignment)
+
+
+def entry_problems(assignment: Assignment) -> list[tuple[str, str]]:
+    """Each locked and free entry that names no config key (with the nearest key), is both
+    locked and free, or has a rule that does not fit the key's value in the base config."""
     spec, lines = assignment.spec, assignment.lines
     flat = flat_config(assignment.base)
     known = set(flat) | {
@@ -508,61 +521,53 @@ def check_rules(assignment: Assignment) -> list[tuple[str, str]]:
             problems.append(
                 (locate(("locked", index), lines, set()), f"{entry} is both locked and free")
             )
+    base = assignment.base.model_dump(mode="json")
     for entry, rule in spec.free.items():
-        path = ("free", entry)
-        if unknown(entry, path):
-            continue
-        value = value_at(assignment.base.model_dump(mode="json"), entry)
-        items = value if isinstance(value, list) else [value]
-        if (rule.min is not None or rule.max is not None) and not all(
-            _is_number(item) or item is None for item in items
-        ):
-            problems.append(
-                (
-                    locate(path, lines, set()),
-                    f"min and max need numbers, but {entry} is {json.dumps(value)}",
-                )
-            )
-        if (rule.min_items is not None or rule.max_items is not None) and not isinstance(
-            value, list | type(None)
-        ):
-            problems.append(
-                (
-                    locate(path, lines, set()),
-                    f"min_items and max_items need a list, but {entry} is {json.dumps(value)}",
-                )
-            )
-    if not problems:
-        for problem in assignment.check(assignment.base):
-            problems.append(
-                (
-                    locate(("config",), lines, set()),
-                    f"the base config breaks its own rule: {problem}",
-                )
-            )
-    metrics = TASKS[assignment.base.task].metrics(assignment.base.data.kind)
+        if not unknown(entry, ("free", entry)):
+            where = locate(("free", entry), lines, set())
+            problems += [(where, why) for why in rule_misfits(entry, rule, value_at(base, entry))]
+    return problems
+
+
+def rule_misfits(entry: str, rule: FreeRule, value: Any) -> list[str]:
+    """Why a free rule cannot apply to its key's value: bounds for a value that is no number,
+    item counts for one that is no list."""
+    items = value if isinstance(value, list) else [value]
+    why = []
+    if (rule.min is not None or rule.max is not None) and not all(
+        _is_number(item) or item is None for item in items
+    ):
+        why.append(f"min and max need numbers, but {entry} is {json.dumps(value)}")
+    if (rule.min_items is not None or rule.max_items is not None) and not isinstance(
+        value, list | type(None)
+    ):
+        why.append(f"min_items and max_items need a list, but {entry} is {json.dumps(value)}")
+    return why
+
+
+def target_problems(assignment: Assignment) -> list[tuple[str, str]]:
+    """A target metric the task does not have, a target or points level out of the metric's
+    range, a target split the base config's data does not have."""
+    spec, lines, task = assignment.spec, assignment.lines, assignment.base.task
+    problems: list[tuple[str, str]] = []
+    metrics = TASKS[task].metrics(assignment.base.data.kind)
     if spec.target.metric not in metrics:
         close = difflib.get_close_matches(spec.target.metric, metrics, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        problems.append(
-            (
-                locate(("target", "metric"), lines, set()),
-                f"{spec.target.metric!r} is not a metric of the {assignment.base.task} "
-                f"task; {hint}choose one of {', '.join(metrics)}",
-            )
-        )
+        problems.append((
+            locate(("target", "metric"), lines, set()),
+            f"{spec.target.metric!r} is not a metric of the {task} task; {hint}choose one "
+            f"of {', '.join(metrics)}",
+        ))  # fmt: skip
     problems += out_of_range_levels(spec, lines)
-    split = assignment.base.split
-    if getattr(split, spec.target.split) == 0 and not (
-        spec.target.split == "test" and TASKS[assignment.base.task].fixed_test
+    split = spec.target.split
+    if getattr(assignment.base.split, split) == 0 and not (
+        split == "test" and TASKS[task].fixed_test
     ):
-        problems.append(
-            (
-                locate(("target", "split"), lines, set()),
-                f"the base config has no {spec.target.split} split "
-                f"(data.split.{spec.target.split} is 0)",
-            )
-        )
+        problems.append((
+            locate(("target", "split"), lines, set()),
+            f"the base config has no {split} split (data.split.{split} is 0)",
+        ))  # fmt: skip
     return problems
 
 
