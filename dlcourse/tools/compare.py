@@ -487,7 +487,6 @@ def curves_figure(comparison: Comparison) -> Figure:
     metric with error bars). A diverged run is drawn up to where it diverged, with an x
     there (at the top edge when its losses were off the scale of the others)."""
     from matplotlib import colormaps
-    from matplotlib.ticker import MaxNLocator
 
     groups = comparison.groups or [CompareGroup(row.label, row.values, [row])
                                    for row in comparison.rows]  # fmt: skip
@@ -497,53 +496,13 @@ def curves_figure(comparison: Comparison) -> Figure:
     axes[1].sharey(axes[0])
     colours = colormaps["tab10" if len(groups) <= 10 else "viridis"]
     values: list[float] = []  # the losses of the runs that did not diverge: the scale
-    diverged: list[tuple[Any, float, Any, str]] = []  # (axis, epoch, colour, words) of each
+    diverged: list[DivergenceMark] = []
     for index, group in enumerate(groups):
         colour = colours(index if len(groups) <= 10 else index / len(groups))
-        label = legend_label(group)
-        for axis, split in zip(axes[:2], ("train", "dev"), strict=True):
-            points = mean_curve(group, split)
-            epochs = [epoch for epoch, _, _ in points]
-            means = [mean for _, mean, _ in points]
-            if all(row.run.status != "diverged" for row in group.rows):
-                values += means + [m + sign * (std or 0.0) for _, m, std in points
-                                   for sign in (-1, 1)]  # fmt: skip
-            axis.plot(epochs, means, color=colour, linewidth=1.6,
-                      marker="." if len(points) < 30 else None,
-                      label=label if split == "train" else None)  # fmt: skip
-            band = [(epoch, mean, std) for epoch, mean, std in points if std is not None]
-            if band:
-                axis.fill_between([e for e, _, _ in band], [m - s for _, m, s in band],
-                                  [m + s for _, m, s in band], color=colour, alpha=0.18,
-                                  linewidth=0)  # fmt: skip
-        blown = [row.run for row in group.rows if row.run.status == "diverged"]
-        for index_run, run in enumerate(blown):
-            steps = diverged_steps(run)
-            if steps:
-                axes[0].plot(*zip(*steps, strict=True), color=colour, linewidth=1,
-                             linestyle=":", marker=".", markersize=3)  # fmt: skip
-            words = divergence_words(run) if len(blown) == 1 else ""
-            if index_run == len(blown) - 1 and len(blown) > 1:  # one note for the group's seeds
-                words = f"diverged: {len(blown)} of {len(group.rows)} seeds"
-            where = divergence_point(run)
-            diverged += [(axes[0], where, colour, words), (axes[1], where, colour, words)]
-    positive = [v for v in values if v > 0]
-    log = bool(positive) and max(positive) / min(positive) > 30
-    for axis, split in zip(axes[:2], ("train", "dev"), strict=True):
-        axis.set_title(f"{split} loss")
-        axis.set_xlabel("epoch")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.grid(alpha=0.3)
-        if log:
-            axis.set_yscale("log")  # a run 100x worse than the best would flatten the others
-    if values:  # the scale of the runs that did not diverge: a blow-up goes off the top
-        low, high = min(values), max(values)
-        if log:
-            axes[0].set_ylim(min(positive) / 1.5, high * 3)
-        else:
-            margin = 0.08 * (high - low or abs(high) or 1.0)
-            axes[0].set_ylim(low - margin, high + 3 * margin)
-    for axis, epoch, colour, words in diverged:
+        values += draw_group(axes[:2], group, colour)
+        diverged += divergence_marks(axes[:2], group, colour)
+    log = scale_loss_axes(axes[:2], values)
+    for axis, epoch, colour, words in diverged:  # at the top edge: a blow-up is off the scale
         top = axis.get_ylim()[1]
         axis.plot([epoch], [top], marker="X", markersize=11, color=colour, clip_on=False,
                   zorder=5, linestyle="none")  # fmt: skip
@@ -563,6 +522,74 @@ def curves_figure(comparison: Comparison) -> Figure:
     columns = max(1, min(len(groups), 150 // longest))  # legend entries side by side
     figure.legend(loc="outside lower center", ncol=columns, fontsize=8, frameon=False)
     return figure
+
+
+DivergenceMark = tuple[Any, float, Any, str]  # (axis, epoch, colour, words)
+
+
+def draw_group(axes: list[Any], group: CompareGroup, colour: Any) -> list[float]:
+    """A group's mean train and dev loss per epoch, with a band of +- one std over its seeds;
+    the values that set the scale (none when one of its runs diverged)."""
+    values: list[float] = []
+    for axis, split in zip(axes, ("train", "dev"), strict=True):
+        points = mean_curve(group, split)
+        epochs = [epoch for epoch, _, _ in points]
+        means = [mean for _, mean, _ in points]
+        if all(row.run.status != "diverged" for row in group.rows):
+            values += means + [m + sign * (std or 0.0) for _, m, std in points
+                               for sign in (-1, 1)]  # fmt: skip
+        axis.plot(epochs, means, color=colour, linewidth=1.6,
+                  marker="." if len(points) < 30 else None,
+                  label=legend_label(group) if split == "train" else None)  # fmt: skip
+        band = [(epoch, mean, std) for epoch, mean, std in points if std is not None]
+        if band:
+            axis.fill_between([e for e, _, _ in band], [m - s for _, m, s in band],
+                              [m + s for _, m, s in band], color=colour, alpha=0.18,
+                              linewidth=0)  # fmt: skip
+    return values
+
+
+def divergence_marks(axes: list[Any], group: CompareGroup, colour: Any) -> list[DivergenceMark]:
+    """The step losses of each diverged run of a group, dotted on the train panel, and where
+    to mark it on both panels, with words (one note for the group's seeds)."""
+    blown = [row.run for row in group.rows if row.run.status == "diverged"]
+    marks: list[DivergenceMark] = []
+    for index, run in enumerate(blown):
+        steps = diverged_steps(run)
+        if steps:
+            axes[0].plot(*zip(*steps, strict=True), color=colour, linewidth=1,
+                         linestyle=":", marker=".", markersize=3)  # fmt: skip
+        words = divergence_words(run) if len(blown) == 1 else ""
+        if index == len(blown) - 1 and len(blown) > 1:
+            words = f"diverged: {len(blown)} of {len(group.rows)} seeds"
+        where = divergence_point(run)
+        marks += [(axes[0], where, colour, words), (axes[1], where, colour, words)]
+    return marks
+
+
+def scale_loss_axes(axes: list[Any], values: list[float]) -> bool:
+    """Titles, whole epochs and the scale of the runs that did not diverge: logarithmic when
+    they span more than 30x (a run 100x worse than the best would flatten the others).
+    Whether it is logarithmic."""
+    from matplotlib.ticker import MaxNLocator
+
+    positive = [v for v in values if v > 0]
+    log = bool(positive) and max(positive) / min(positive) > 30
+    for axis, split in zip(axes, ("train", "dev"), strict=True):
+        axis.set_title(f"{split} loss")
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+        if log:
+            axis.set_yscale("log")
+    if values:  # a blow-up goes off the top
+        low, high = min(values), max(values)
+        if log:
+            axes[0].set_ylim(min(positive) / 1.5, high * 3)
+        else:
+            margin = 0.08 * (high - low or abs(high) or 1.0)
+            axes[0].set_ylim(low - margin, high + 3 * margin)
+    return log
 
 
 def legend_label(group: CompareGroup) -> str:
